@@ -1,0 +1,114 @@
+"""Datasets: one container type, one registry.
+
+Every dataset, embedded or read from a user's folder, becomes a :class:`MultimodalDataset`:
+named modalities as tensors (first dimension = samples), labels, a task type and fixed
+train/val/test indices. Methods never see files, only this object.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+TASKS = ("multiclass", "multilabel", "regression")
+
+
+@dataclass
+class MultimodalDataset:
+    """Named modalities as tensors plus labels and a fixed split.
+
+    Attributes
+    ----------
+    name : dataset name, e.g. ``"avdigits"``.
+    modalities : ``{modality name: tensor of shape (n_samples, ...)}``, in a fixed order
+        (the column order of presence matrices).
+    y : labels, ``(n,)`` int64 for multiclass, ``(n, n_classes)`` float for multilabel,
+        ``(n,)`` float for regression.
+    task : one of ``"multiclass"``, ``"multilabel"``, ``"regression"``.
+    class_names : names of the classes (empty for regression).
+    splits : ``{"train": idx, "val": idx, "test": idx}``, disjoint int64 index tensors.
+    info : free-form provenance (build recipe, source files, licences).
+    """
+
+    name: str
+    modalities: dict[str, torch.Tensor]
+    y: torch.Tensor
+    task: str
+    class_names: list[str]
+    splits: dict[str, torch.Tensor]
+    info: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise ValueError(f"task must be one of {TASKS}, got {self.task!r}")
+        n = len(self.y)
+        for m, x in self.modalities.items():
+            if len(x) != n:
+                raise ValueError(f"modality {m!r} has {len(x)} samples but there are {n} labels")
+        for s in ("train", "val", "test"):
+            if s not in self.splits:
+                raise ValueError(f"split {s!r} is missing (have {sorted(self.splits)})")
+        seen = torch.zeros(n, dtype=torch.bool)
+        for s, idx in self.splits.items():
+            if len(idx) and (idx.min() < 0 or idx.max() >= n):
+                raise ValueError(f"split {s!r} has indices outside [0, {n})")
+            if seen[idx].any():
+                raise ValueError(f"split {s!r} overlaps another split")
+            seen[idx] = True
+
+    @property
+    def modality_names(self) -> list[str]:
+        return list(self.modalities)
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.class_names)
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def to(self, device: torch.device | str) -> "MultimodalDataset":
+        """The same dataset with every tensor on ``device`` (done once, before training)."""
+        return MultimodalDataset(
+            self.name, {m: x.to(device) for m, x in self.modalities.items()}, self.y.to(device),
+            self.task, self.class_names, {s: i.to(device) for s, i in self.splits.items()}, self.info)
+
+    def check_modality(self, modality: str) -> str:
+        if modality not in self.modalities:
+            raise ValueError(f"unknown modality {modality!r} for dataset {self.name!r}; "
+                             f"it has {self.modality_names}")
+        return modality
+
+    def summary(self) -> str:
+        mods = ", ".join(f"{m} {tuple(x.shape[1:])}" for m, x in self.modalities.items())
+        sizes = ", ".join(f"{s} {len(i)}" for s, i in self.splits.items())
+        return f"{self.name}: {self.task}, {self.n_classes} classes; modalities: {mods}; splits: {sizes}"
+
+
+DATA_DIR = Path(__file__).resolve().parents[2] / "data"
+_REGISTRY: dict[str, Callable[..., MultimodalDataset]] = {}
+
+
+def register(name: str):
+    """Decorator: make ``load_dataset(name, root)`` call the decorated builder."""
+    def deco(fn):
+        _REGISTRY[name] = fn
+        return fn
+    return deco
+
+
+def available() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def load_dataset(name: str, root: str | Path | None = None, **kwargs) -> MultimodalDataset:
+    """Load a dataset by name. ``root`` is a folder with the real data (for readers of real
+    benchmarks) or ``None`` for the embedded copy in the project's ``data/`` folder."""
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown dataset {name!r}; available: {available()}")
+    return _REGISTRY[name](root=root, **kwargs)
+
+
+from . import avdigits  # noqa: E402,F401  (registers the embedded datasets)

@@ -1,0 +1,64 @@
+"""Methods: every paper's method and every baseline has the same small interface.
+
+.. code-block:: python
+
+    method = make_method("zp_concat")                      # or "smil", "mle", ...
+    method.fit(data, presence, seed=0, cfg=TrainConfig(), device=device)
+    scores = method.predict(data, "test", presence=None)   # logits / scores, on the CPU
+    emb = method.embed(data, "test")                       # features for t-SNE
+
+``presence`` is the boolean (n_train x n_modalities) matrix of the training split (rows in
+the order of ``data.splits["train"]``); at prediction time it is the matrix of the split
+being predicted (default: every modality present). One harness can run any method.
+"""
+from __future__ import annotations
+
+import torch
+
+from ..data import MultimodalDataset
+
+
+class Method:
+    """Base class: subclasses implement ``fit``, ``predict`` and ``embed``."""
+
+    name = "method"
+    history: list[dict]
+
+    def fit(self, data: MultimodalDataset, presence: torch.Tensor, *, seed: int = 0, cfg=None,
+            device=None) -> "Method":
+        raise NotImplementedError
+
+    def predict(self, data: MultimodalDataset, split: str, presence: torch.Tensor | None = None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def embed(self, data: MultimodalDataset, split: str, presence: torch.Tensor | None = None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def config(self) -> dict:
+        return {}
+
+
+def decide(task: str, scores: torch.Tensor) -> torch.Tensor:
+    """Turn a method's scores into predictions: argmax, sigmoid > 0.5, or the value itself."""
+    if task == "multiclass":
+        return scores.argmax(1)
+    if task == "multilabel":
+        return (scores > 0).long()
+    return scores.squeeze(-1)
+
+
+def _registry() -> dict:
+    from . import baselines
+    return dict(baselines.BASELINES)
+
+
+def available() -> list[str]:
+    return sorted(_registry())
+
+
+def make_method(name: str, **kwargs) -> Method:
+    """A fresh method object by name; an unknown name lists the known ones."""
+    reg = _registry()
+    if name not in reg:
+        raise ValueError(f"unknown method {name!r}; available: {sorted(reg)}")
+    return reg[name](**kwargs)

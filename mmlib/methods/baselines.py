@@ -1,0 +1,159 @@
+"""Baselines every chapter compares against, usable like any method.
+
+- ``lower_bound``: train on the modalities present in *every* training sample only
+  (e.g. images alone when audio is missing for some samples); the other samples' extra
+  modality is thrown away.
+- ``upper_bound``: all modalities, nothing missing -- trained on the complete training
+  split whatever the missing pattern (the best one could hope for).
+- ``zp_concat`` / ``zp_sum``: zero padding. Missing inputs are replaced by zeros and a
+  concat / sum fusion network is trained on every training sample.
+- ``late_fusion``: one encoder and classifier per modality, each trained on the samples
+  that have its modality; at test time, the mean of the present modalities' logits.
+
+All of them are a :class:`~mmlib.models.MultimodalNet` trained by :func:`mmlib.train.fit`
+with the task's loss, selected on the validation split with every (used) modality present.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ..data import MultimodalDataset
+from ..models import MultimodalNet
+from ..train import TrainConfig, fit, get_device, seed_everything
+from . import Method, decide
+
+
+def task_loss(task: str, out: torch.Tensor, y: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """Cross-entropy, binary cross-entropy (multilabel) or L1 (regression, as the MOSI
+    papers). ``reduction="none"`` gives one loss per sample."""
+    if task == "multiclass":
+        loss = F.cross_entropy(out, y, reduction="none")
+    elif task == "multilabel":
+        loss = F.binary_cross_entropy_with_logits(out, y.float(), reduction="none").mean(1)
+    else:
+        loss = F.l1_loss(out.squeeze(-1), y.float(), reduction="none")
+    return loss.mean() if reduction == "mean" else loss
+
+
+def validation_score(task: str, out: torch.Tensor, y: torch.Tensor) -> float:
+    """Higher is better: accuracy, micro-F1 (multilabel) or minus MAE (regression)."""
+    pred = decide(task, out)
+    if task == "multiclass":
+        return float((pred == y).float().mean())
+    if task == "multilabel":
+        tp = (pred * y).sum()
+        return float(2 * tp / (pred.sum() + y.sum()).clamp(min=1))
+    return -float((pred - y).abs().mean())
+
+
+def full_presence(data: MultimodalDataset, split: str, presence=None) -> torch.Tensor:
+    """The presence matrix of a split's rows: as given, or all modalities present."""
+    n = len(data.splits[split])
+    if presence is None:
+        return torch.ones(n, len(data.modalities), dtype=torch.bool)
+    presence = torch.as_tensor(presence, dtype=torch.bool)
+    if presence.shape != (n, len(data.modalities)):
+        raise ValueError(f"presence for split {split!r} must have shape {(n, len(data.modalities))} "
+                         f"(rows x modalities {data.modality_names}), got {tuple(presence.shape)}")
+    return presence
+
+
+class FusionBaseline(Method):
+    """A :class:`MultimodalNet` over ``use`` modalities (None: all) trained on the training
+    rows that have at least one of them, missing inputs zeroed.
+
+    ``ignore_missing=True`` trains as if nothing were missing (the upper bound).
+    ``use="always_present"`` picks the modalities present in every training sample.
+    """
+
+    def __init__(self, name: str, fusion: str = "concat", use=None, ignore_missing: bool = False,
+                 feat_dim: int = 64, hidden: int = 64):
+        self.name, self.fusion, self.use = name, fusion, use
+        self.ignore_missing, self.feat_dim, self.hidden = ignore_missing, feat_dim, hidden
+        self.history: list[dict] = []
+
+    def config(self) -> dict:
+        return {"fusion": self.fusion, "use": self.use, "ignore_missing": self.ignore_missing,
+                "feat_dim": self.feat_dim, "hidden": self.hidden}
+
+    def _columns(self, data: MultimodalDataset, presence: torch.Tensor) -> list[int]:
+        names = data.modality_names
+        if self.use is None:
+            return list(range(len(names)))
+        if self.use == "always_present":
+            cols = [j for j in range(len(names)) if bool(presence[:, j].all())]
+            if not cols:
+                raise ValueError("lower_bound: no modality is present in every training sample "
+                                 f"(present fractions {presence.float().mean(0).tolist()})")
+            return cols
+        return [names.index(data.check_modality(m)) for m in self.use]
+
+    def fit(self, data, presence, *, seed=0, cfg=None, device=None):
+        cfg = cfg or TrainConfig()
+        self.device = get_device(device)
+        seed_everything(seed)
+        train = data.splits["train"]
+        presence = full_presence(data, "train", presence)
+        if self.ignore_missing:
+            presence = torch.ones_like(presence)
+        self.cols = self._columns(data, presence)
+        self.used = [data.modality_names[j] for j in self.cols]
+        self.task = data.task
+        n_out = data.n_classes if data.task != "regression" else 1
+        shapes = {m: tuple(data.modalities[m].shape[1:]) for m in self.used}
+        self.model = MultimodalNet(self.used, shapes, n_out, self.fusion, self.feat_dim, self.hidden).to(self.device)
+
+        X = {m: data.modalities[m].to(self.device) for m in self.used}
+        y = data.y.to(self.device)
+        P = torch.zeros(len(data), len(self.cols), dtype=torch.bool, device=self.device)
+        P[train.to(self.device)] = presence[:, self.cols].to(self.device)
+        rows = train.to(self.device)[P[train.to(self.device)].any(1)]    # drop rows with nothing usable
+        val = data.splits["val"].to(self.device)
+        val_P = torch.ones(len(val), len(self.cols), dtype=torch.bool, device=self.device)
+        late = self.fusion == "late"
+
+        def loss_fn(model, idx):
+            xs, p = {m: X[m][idx] for m in self.used}, P[idx]
+            if late:   # each modality's classifier learns from the samples that have it
+                logits = model.fusion.unimodal_logits(model.features(xs, p))          # (B, M, C)
+                per = torch.stack([task_loss(self.task, logits[:, j], y[idx], reduction="none")
+                                   for j in range(len(self.cols))], 1)
+                return (per * p).sum() / p.sum().clamp(min=1)
+            return task_loss(self.task, model(xs, p), y[idx])
+
+        def val_score(model):
+            return validation_score(self.task, model({m: X[m][val] for m in self.used}, val_P), y[val])
+
+        self.model, self.history = fit(self.model, loss_fn, rows, val_score, cfg, seed=seed, desc=self.name)
+        return self
+
+    def _forward(self, data, split, presence, what):
+        idx = data.splits[split].to(self.device)
+        p = full_presence(data, split, presence)[:, self.cols].to(self.device)
+        xs = {m: data.modalities[m].to(self.device)[idx] for m in self.used}
+        self.model.eval()
+        outs = []
+        with torch.no_grad():
+            for s in range(0, len(idx), 1024):
+                sl = slice(s, s + 1024)
+                b = {m: x[sl] for m, x in xs.items()}
+                outs.append(self.model(b, p[sl]) if what == "predict" else self.model.embed(b, p[sl]))
+        return torch.cat(outs).cpu()
+
+    def predict(self, data, split, presence=None):
+        return self._forward(data, split, presence, "predict")
+
+    def embed(self, data, split, presence=None):
+        return self._forward(data, split, presence, "embed")
+
+
+BASELINES = {
+    "lower_bound": lambda **kw: FusionBaseline("lower_bound", use="always_present", **kw),
+    "upper_bound": lambda **kw: FusionBaseline("upper_bound", ignore_missing=True, **kw),
+    "zp_concat": lambda **kw: FusionBaseline("zp_concat", fusion="concat", **kw),
+    "zp_sum": lambda **kw: FusionBaseline("zp_sum", fusion="sum", **kw),
+    "late_fusion": lambda **kw: FusionBaseline("late_fusion", fusion="late", **kw),
+    # a network on chosen modalities only, e.g. make_method("unimodal", use=["audio"])
+    "unimodal": lambda use, **kw: FusionBaseline("unimodal_" + "+".join(use), use=list(use), **kw),
+}

@@ -1,0 +1,180 @@
+"""Encoders and fusion heads (MultiBench's split: unimodal encoders, then a fusion).
+
+Encoders map one modality to a feature vector; :func:`make_encoder` picks one from the
+shape of a sample. A :class:`MultimodalNet` holds one encoder per modality and a fusion
+head, and takes a presence matrix: a missing modality's *input* is replaced by zeros
+(zero padding) before its encoder; late fusion averages the logits of present modalities.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class MLP(nn.Module):
+    """Fully connected layers with ReLU and dropout; flattens its input."""
+
+    def __init__(self, in_dim: int, hidden: list[int] | tuple[int, ...], out_dim: int, dropout: float = 0.0):
+        super().__init__()
+        layers, d = [nn.Flatten()], in_dim
+        for h in hidden:
+            layers += [nn.Linear(d, h), nn.ReLU(), nn.Dropout(dropout)]
+            d = h
+        layers.append(nn.Linear(d, out_dim))
+        self.net = nn.Sequential(*layers)
+        self.out_dim = out_dim
+
+    def forward(self, x):
+        return self.net(x)
+
+
+class LeNet5(nn.Module):
+    """LeNet-5-style CNN for 28 x 28 images (SMIL's image encoder): two 5x5 conv layers
+    with max pooling, then a linear layer to ``out_dim``."""
+
+    def __init__(self, out_dim: int = 64, dropout: float = 0.25):
+        super().__init__()
+        self.conv = nn.Sequential(
+            nn.Conv2d(1, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),   # 6 x 14 x 14
+            nn.Conv2d(6, 16, 5), nn.ReLU(), nn.MaxPool2d(2),             # 16 x 5 x 5
+            nn.Flatten(), nn.Dropout(dropout))
+        self.fc = nn.Sequential(nn.Linear(400, out_dim), nn.ReLU())
+        self.out_dim = out_dim
+
+    def forward(self, x):
+        return self.fc(self.conv(x.reshape(-1, 1, 28, 28)))
+
+
+class MFCCNet(nn.Module):
+    """Small CNN for 20 x 20 MFCC 'images' (SMIL's modified LeNet for audio)."""
+
+    def __init__(self, out_dim: int = 64, dropout: float = 0.25):
+        super().__init__()
+        self.conv = nn.Sequential(
+            nn.Conv2d(1, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(2),  # 16x10x10
+            nn.Conv2d(16, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),  # 32x5x5
+            nn.Flatten(), nn.Dropout(dropout))
+        self.fc = nn.Sequential(nn.Linear(800, out_dim), nn.ReLU())
+        self.out_dim = out_dim
+
+    def forward(self, x):
+        return self.fc(self.conv(x.reshape(-1, 1, 20, 20)))
+
+
+class LSTMEncoder(nn.Module):
+    """One-layer LSTM over a (batch, time, features) sequence; returns the last valid
+    hidden state (``lengths`` gives each sequence's true length; default: all steps)."""
+
+    def __init__(self, in_dim: int, hidden: int = 64, out_dim: int = 64):
+        super().__init__()
+        self.lstm = nn.LSTM(in_dim, hidden, batch_first=True)
+        self.fc = nn.Linear(hidden, out_dim)
+        self.out_dim = out_dim
+
+    def forward(self, x, lengths=None):
+        out, _ = self.lstm(x)
+        if lengths is None:
+            last = out[:, -1]
+        else:
+            idx = (lengths.clamp(min=1) - 1).to(out.device)
+            last = out[torch.arange(len(out), device=out.device), idx]
+        return torch.relu(self.fc(last))
+
+
+def make_encoder(sample_shape: tuple[int, ...], out_dim: int = 64) -> nn.Module:
+    """An encoder suited to one sample's shape: 28x28 -> LeNet5, 20x20 -> MFCCNet,
+    (time, features) -> LSTM, vector -> MLP."""
+    shape = tuple(sample_shape)
+    if shape in {(28, 28), (1, 28, 28), (784,)}:
+        return LeNet5(out_dim)
+    if shape in {(20, 20), (1, 20, 20)}:
+        return MFCCNet(out_dim)
+    if len(shape) == 2:
+        return LSTMEncoder(shape[1], out_dim, out_dim)
+    if len(shape) == 1:
+        return MLP(shape[0], [max(out_dim, 64)], out_dim, dropout=0.1)
+    raise ValueError(f"no default encoder for samples of shape {shape}")
+
+
+# ----------------------------------------------------------------------------- fusion heads
+class ConcatFusion(nn.Module):
+    """Concatenate the modality features, then an MLP to the outputs."""
+
+    def __init__(self, in_dims: list[int], n_out: int, hidden: int = 64, dropout: float = 0.3):
+        super().__init__()
+        self.hidden = nn.Sequential(nn.Linear(sum(in_dims), hidden), nn.ReLU(), nn.Dropout(dropout))
+        self.out = nn.Linear(hidden, n_out)
+
+    def forward(self, feats: list[torch.Tensor], presence: torch.Tensor):
+        h = self.hidden(torch.cat(feats, dim=1))
+        return self.out(h), h
+
+
+class SumFusion(nn.Module):
+    """Project each modality to a common size and add them, then a linear output."""
+
+    def __init__(self, in_dims: list[int], n_out: int, hidden: int = 64, dropout: float = 0.3):
+        super().__init__()
+        self.proj = nn.ModuleList(nn.Linear(d, hidden) for d in in_dims)
+        self.drop = nn.Dropout(dropout)
+        self.out = nn.Linear(hidden, n_out)
+
+    def forward(self, feats, presence):
+        h = self.drop(torch.relu(sum(p(f) for p, f in zip(self.proj, feats))))
+        return self.out(h), h
+
+
+class LateFusion(nn.Module):
+    """One classifier per modality; the prediction is the mean of the logits of the
+    modalities present in each sample (a missing modality casts no vote)."""
+
+    def __init__(self, in_dims: list[int], n_out: int, dropout: float = 0.3):
+        super().__init__()
+        self.heads = nn.ModuleList(nn.Sequential(nn.Dropout(dropout), nn.Linear(d, n_out)) for d in in_dims)
+
+    def unimodal_logits(self, feats):
+        return torch.stack([h(f) for h, f in zip(self.heads, feats)], dim=1)   # (B, M, C)
+
+    def forward(self, feats, presence):
+        logits = self.unimodal_logits(feats)
+        w = presence.float().unsqueeze(-1)
+        fused = (logits * w).sum(1) / w.sum(1).clamp(min=1)
+        return fused, torch.cat(feats, dim=1)
+
+
+FUSIONS = {"concat": ConcatFusion, "sum": SumFusion, "late": LateFusion}
+
+
+class MultimodalNet(nn.Module):
+    """One encoder per modality plus a fusion head.
+
+    ``forward(xs, presence)`` takes ``xs = {modality: batch tensor}`` and a boolean
+    ``presence`` of shape (batch, n_modalities) in the order of ``modalities``; missing
+    inputs are zeroed before encoding. Returns logits; ``embed`` returns the fused
+    representation (used for t-SNE figures).
+    """
+
+    def __init__(self, modalities: list[str], sample_shapes: dict[str, tuple], n_out: int,
+                 fusion: str = "concat", feat_dim: int = 64, hidden: int = 64):
+        super().__init__()
+        if fusion not in FUSIONS:
+            raise ValueError(f"unknown fusion {fusion!r}; use one of {sorted(FUSIONS)}")
+        self.modalities = list(modalities)
+        self.encoders = nn.ModuleDict({m: make_encoder(sample_shapes[m], feat_dim) for m in modalities})
+        dims = [self.encoders[m].out_dim for m in modalities]
+        self.fusion = (LateFusion(dims, n_out) if fusion == "late"
+                       else FUSIONS[fusion](dims, n_out, hidden=hidden))
+
+    def features(self, xs: dict, presence: torch.Tensor) -> list[torch.Tensor]:
+        feats = []
+        for j, m in enumerate(self.modalities):
+            x = xs[m]
+            keep = presence[:, j].to(x.dtype).reshape(-1, *([1] * (x.dim() - 1)))
+            feats.append(self.encoders[m](x * keep))
+        return feats
+
+    def forward(self, xs: dict, presence: torch.Tensor) -> torch.Tensor:
+        return self.fusion(self.features(xs, presence), presence)[0]
+
+    def embed(self, xs: dict, presence: torch.Tensor) -> torch.Tensor:
+        return self.fusion(self.features(xs, presence), presence)[1]
