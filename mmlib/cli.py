@@ -1,0 +1,80 @@
+"""``mmbook``: run the book's chapters.
+
+    mmbook sweep                         # every chapter, default profile (what `make book` runs)
+    mmbook sweep 00_missing_modalities --profile quick --jobs 2
+    mmbook run 00_missing_modalities -p missing_rate=0.9 -p seed=1 --profile default
+    mmbook list                          # chapters, datasets, methods, profiles
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def _param(text: str):
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"parameters are NAME=VALUE, got {text!r}")
+    k, v = text.split("=", 1)
+    try:
+        v = json.loads(v)
+    except json.JSONDecodeError:
+        pass
+    return k, v
+
+
+def main(argv=None) -> int:
+    from . import sweep
+    ap = argparse.ArgumentParser(prog="mmbook", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("sweep", help="run chapters over their grids, then their pages")
+    s.add_argument("chapters", nargs="*", help=f"default: all ({', '.join(sweep.CHAPTERS)})")
+    r = sub.add_parser("run", help="run one chapter once, at the parameters given")
+    r.add_argument("chapter")
+    r.add_argument("-p", "--param", type=_param, action="append", default=[], metavar="NAME=VALUE")
+    r.add_argument("-o", "--output", help="executed notebook (default: book/runs/<chapter>/<key>.ipynb)")
+    for p in (s, r):
+        p.add_argument("--profile", default="default", choices=sorted(sweep.PROFILES))
+        p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:1 ...")
+        p.add_argument("--data-root", default=None, help="folder with the real dataset, if any")
+    s.add_argument("--jobs", type=int, default=1, help="notebooks run in parallel (1 thread each)")
+    s.add_argument("--no-page", action="store_true", help="only the grid, not the book page")
+    sub.add_parser("list", help="chapters, datasets, methods and profiles")
+    a = ap.parse_args(argv)
+
+    if a.cmd == "list":
+        from .data import available as datasets
+        from .methods import available as methods
+        for c in sweep.CHAPTERS.values():
+            print(f"chapter  {c.name:28s} {c.notebook} -> {c.page}")
+        print("datasets", ", ".join(datasets()))
+        print("methods ", ", ".join(methods()))
+        print("profiles", ", ".join(sweep.PROFILES))
+        return 0
+    try:
+        if a.cmd == "sweep":
+            for name in a.chapters or list(sweep.CHAPTERS):
+                sweep.run_chapter(name, a.profile, jobs=a.jobs, device=a.device, data_root=a.data_root,
+                                  page=not a.no_page)
+            return 0
+        ch = sweep.chapter(a.chapter)
+        params = {"profile": a.profile, "device": a.device,
+                  "results_dir": str(sweep.BOOK / "records" / ch.name), **dict(a.param)}
+        if a.data_root:
+            params["data_root"] = a.data_root
+        out = Path(a.output) if a.output else sweep.BOOK / "runs" / ch.name / f"{sweep.key(params)}.ipynb"
+        seconds = sweep.execute(sweep.ROOT / ch.notebook, out.resolve(), params)
+        print(f"ran {ch.name} with {params} in {seconds:.0f} s -> {out}")
+        return 0
+    except (ValueError, RuntimeError) as e:
+        print(f"mmbook: error: {e}", file=sys.stderr)
+        return 2
+    except Exception as e:  # papermill's execution errors: point at the executed notebook
+        print(f"mmbook: error: {type(e).__name__}: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

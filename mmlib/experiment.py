@@ -1,0 +1,91 @@
+"""Run one method on one dataset under one missing pattern and one seed -> one record.
+
+This is the harness every chapter calls: it builds the training presence matrix from a
+spec and a seed, fits the method (selecting on validation), evaluates it on the test split
+under each test pattern, and returns a record (see :mod:`mmlib.results`). With
+``records_dir`` the record is written there, and a run whose record already exists is not
+repeated (``reuse=True``), so an interrupted chapter resumes where it stopped.
+"""
+from __future__ import annotations
+
+import base64
+import time
+
+import numpy as np
+import torch
+
+from . import masks, metrics
+from .data import MultimodalDataset
+from .methods import Method, decide, make_method
+from .results import read_record, record_path, versions, write_record
+from .train import TrainConfig, get_device
+
+
+def pack_presence(presence: torch.Tensor) -> dict:
+    """A presence matrix as compact JSON (bit-packed, base64)."""
+    a = presence.bool().cpu().numpy()
+    return {"shape": list(a.shape), "bits": base64.b64encode(np.packbits(a, axis=None)).decode()}
+
+
+def unpack_presence(d: dict) -> torch.Tensor:
+    n, m = d["shape"]
+    bits = np.unpackbits(np.frombuffer(base64.b64decode(d["bits"]), dtype=np.uint8))[: n * m]
+    return torch.from_numpy(bits.reshape(n, m).astype(bool))
+
+
+def evaluate(method: Method, data: MultimodalDataset, split: str = "test",
+             patterns: list[tuple[str, ...]] | None = None) -> dict[str, dict[str, float]]:
+    """Metrics on ``split`` for each test pattern (default: every non-empty subset of the
+    modalities the method uses), keyed like ``"image+audio"``."""
+    names = data.modality_names
+    used = getattr(method, "used", names)
+    if patterns is None:
+        patterns = [p for p in masks.test_patterns(names) if set(p) & set(used)]
+    y = data.y[data.splits[split]]
+    out = {}
+    for pat in patterns:
+        P = masks.pattern(len(data.splits[split]), names, pat)
+        pred = decide(data.task, method.predict(data, split, P))
+        out["+".join(pat)] = metrics.report(data.task, y, pred)
+    return out
+
+
+def run(data: MultimodalDataset, method: str | Method, missing: dict, seed: int,
+        cfg: TrainConfig | None = None, device=None, records_dir=None, reuse: bool = True,
+        profile: str | None = None, tags: dict | None = None, method_kwargs: dict | None = None,
+        patterns=None) -> tuple[dict, Method | None]:
+    """Fit and evaluate; return ``(record, fitted method)``. When the record exists in
+    ``records_dir`` and ``reuse`` is True it is loaded instead, and the method is None."""
+    cfg = cfg or TrainConfig()
+    method_kwargs = method_kwargs or {}
+    m = make_method(method, **method_kwargs) if isinstance(method, str) else method
+    identity = {"dataset": data.name, "method": m.name, "method_config": m.config(),
+                "missing": missing, "seed": int(seed), "train_config": cfg.to_dict() | {"progress": None},
+                "profile": profile}
+    if records_dir is not None and reuse:
+        path = record_path(records_dir, identity)
+        if path.is_file():
+            return read_record(path), None
+    names = data.modality_names
+    presence = masks.from_spec(missing, len(data.splits["train"]), names, seed)
+    device = get_device(device)
+    t0 = time.perf_counter()
+    m.fit(data, presence, seed=seed, cfg=cfg, device=device)
+    fit_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    scores = evaluate(m, data, "test", patterns)
+    eval_s = time.perf_counter() - t0
+    hist = getattr(m, "history", [])
+    record = {
+        "identity": identity, "tags": tags or {},
+        "presence": pack_presence(presence), "presence_summary": masks.describe(presence, names),
+        "metrics": scores,
+        "selection": {"split": "val", "best_val": max((h["val_score"] for h in hist), default=None),
+                      "epochs_run": len(hist)},
+        "history": hist,
+        "timings": {"fit_seconds": fit_s, "eval_seconds": eval_s},
+        "device": str(device), "versions": versions(),
+    }
+    if records_dir is not None:
+        write_record(records_dir, record)
+    return record, m

@@ -1,0 +1,135 @@
+"""Run records and the tables made from them.
+
+A *record* is one JSON file per (dataset, method, missing pattern, seed, config) run:
+config, the presence matrix it trained with, metrics per test pattern, timings and the
+library versions. Records are written atomically (temp file + rename), so an interrupted
+run never leaves half a file, and a sweep can skip runs whose record exists.
+
+Tables: :func:`load_records` flattens records into a pandas frame (one row per record x
+test pattern); :func:`aggregate` gives mean +- std over seeds; :func:`paper_table` reads a
+paper's own numbers (from ``mmlib/paper_tables``) and :func:`beside_paper` sets them next
+to ours, in columns that say which is which.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+PAPER_TABLES = Path(__file__).resolve().parent / "paper_tables"
+
+
+def versions() -> dict:
+    import sklearn
+    import torch
+    from . import __version__
+    return {"mmlib": __version__, "torch": torch.__version__, "numpy": np.__version__,
+            "sklearn": sklearn.__version__, "python": platform.python_version()}
+
+
+def key(obj) -> str:
+    """A short stable hash of a JSON-able object (the identity of a run)."""
+    return hashlib.sha1(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def write_json_atomic(path: str | Path, obj) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=1, sort_keys=True, default=float)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def record_path(directory: str | Path, identity: dict) -> Path:
+    """Where the record of a run with this identity lives."""
+    name = f"{identity.get('method', 'run')}-{key(identity)}.json"
+    return Path(directory) / name
+
+
+def write_record(directory: str | Path, record: dict) -> Path:
+    """Write ``record`` (which must have an ``identity`` dict) atomically; return its path."""
+    if "identity" not in record:
+        raise ValueError("a record needs an 'identity' dict (dataset, method, missing, seed, config)")
+    return write_json_atomic(record_path(directory, record["identity"]), record)
+
+
+def read_record(path: str | Path) -> dict:
+    with open(path) as f:
+        return json.load(f)
+
+
+def load_records(directory: str | Path, pattern: str = "*.json") -> pd.DataFrame:
+    """One row per (record, test pattern): identity fields, ``test`` (the modalities
+    present at test time) and one column per metric. Empty frame if there are none."""
+    rows = []
+    for p in sorted(Path(directory).rglob(pattern)):
+        if p.name.startswith(".tmp-"):
+            continue
+        r = read_record(p)
+        ident = r["identity"]
+        base = {"dataset": ident["dataset"], "method": ident["method"], "seed": ident["seed"],
+                "profile": ident.get("profile"), **{f"missing.{k}": v for k, v in
+                                                    _flat(ident.get("missing", {})).items()},
+                **{f"tag.{k}": v for k, v in r.get("tags", {}).items()},
+                "fit_seconds": r.get("timings", {}).get("fit_seconds"), "path": str(p)}
+        for test, ms in r.get("metrics", {}).items():
+            rows.append({**base, "test": test, **ms})
+    return pd.DataFrame(rows)
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def aggregate(df: pd.DataFrame, by: list[str], metrics: list[str]) -> pd.DataFrame:
+    """Mean, std (ddof=1; 0 for a single seed) and number of seeds of each metric."""
+    if df.empty:
+        raise ValueError("no records to aggregate (has the sweep run?)")
+    g = df.groupby(by, dropna=False)[metrics]
+    out = g.mean().add_suffix("_mean").join(g.std(ddof=1).fillna(0.0).add_suffix("_std"))
+    out["n_seeds"] = df.groupby(by, dropna=False)["seed"].nunique()
+    return out.reset_index()
+
+
+def mean_std(df: pd.DataFrame, metric: str, scale: float = 1.0, digits: int = 1) -> pd.Series:
+    """``"91.2 ± 0.4"`` strings from the ``<metric>_mean`` / ``<metric>_std`` columns."""
+    return (df[f"{metric}_mean"] * scale).map(f"{{:.{digits}f}}".format) + " ± " + \
+        (df[f"{metric}_std"] * scale).map(f"{{:.{digits}f}}".format)
+
+
+def paper_table(name: str) -> pd.DataFrame:
+    """A paper's own results table, e.g. ``paper_table("smil_table1")`` (columns: paper,
+    table, dataset, method, setting, test_modalities, metric, value, std, note)."""
+    path = PAPER_TABLES / f"{name}.csv"
+    if not path.is_file():
+        known = sorted(p.stem for p in PAPER_TABLES.glob("*.csv"))
+        raise ValueError(f"no paper table {name!r}; known: {known}")
+    return pd.read_csv(path, dtype={"setting": str, "test_modalities": str, "note": str})
+
+
+def beside_paper(ours: pd.DataFrame, paper: pd.DataFrame, on: list[str],
+                 ours_label: str, paper_label: str) -> pd.DataFrame:
+    """Join our formatted results and the paper's on ``on`` columns (e.g. method and
+    setting). Column names carry the labels, e.g. ``"ours (avdigits)"`` and
+    ``"paper (CMU-MOSI)"``, so nobody mistakes one for the other."""
+    p = paper.copy()
+    p[paper_label] = p["value"].astype(str) + np.where(p["std"].notna(), " ± " + p["std"].astype(str), "")
+    return ours.merge(p[on + [paper_label]], on=on, how="left").rename(columns={"ours": ours_label})
