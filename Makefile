@@ -1,0 +1,54 @@
+# The two commands a reader needs:  make book  and  make test
+# Everything is set up on first use: a virtual environment in .venv with the project
+# installed (PyTorch 2.13.0, CPU build unless you install a CUDA one), and MathJax
+# (npm's mathjax@3) copied into the book so equations render offline.
+
+PYTHON  ?= $(shell command -v python3.11 || command -v python3)
+VENV    := .venv
+BIN     := $(VENV)/bin
+PROFILE ?= default
+JOBS    ?= 2
+DEVICE  ?= auto
+MATHJAX := book/_mathjax_root/_mathjax/tex-chtml.js
+export OMP_NUM_THREADS ?= 1
+
+.PHONY: book test sweep html install mathjax benchmark clean clean-results
+
+book: install mathjax sweep html
+	@echo
+	@echo "The book is built: open $(CURDIR)/_build/html/index.html"
+
+test: install mathjax
+	$(BIN)/python -m pytest -n 2 --dist loadgroup -q
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@
+
+mathjax: $(MATHJAX)
+
+$(MATHJAX):
+	npm install --silent --no-save --no-audit --no-fund --prefix .cache/npm mathjax@3.2.2
+	mkdir -p book/_mathjax_root/_mathjax
+	cp -r .cache/npm/node_modules/mathjax/es5/. book/_mathjax_root/_mathjax/
+
+# Run every chapter over its grid (skipping finished runs), then its book page.
+sweep: install
+	$(BIN)/mmbook sweep --profile $(PROFILE) --jobs $(JOBS) --device $(DEVICE)
+
+# Build the HTML from the executed pages; warnings are errors.
+html: install mathjax
+	$(BIN)/jupyter-book build . --toc book/_toc.yml --config _config.yml -W -n --keep-going
+
+benchmark: install
+	$(BIN)/python benchmarks/bench_train.py
+
+clean-results:
+	rm -rf book/records book/runs book/chapters book/datasheets _build
+
+clean: clean-results
+	rm -rf $(VENV) .cache book/_mathjax_root
