@@ -61,7 +61,7 @@ def main(argv=None) -> int:
             return 0
         ch = sweep.chapter(a.chapter)
         params = {"profile": a.profile, "device": a.device,
-                  "results_dir": str(sweep.BOOK / "records" / ch.name), **dict(a.param)}
+                  "results_dir": f"book/records/{ch.name}", **dict(a.param)}
         if a.data_root:
             params["data_root"] = a.data_root
         out = Path(a.output) if a.output else sweep.BOOK / "runs" / ch.name / f"{sweep.key(params)}.ipynb"

@@ -120,7 +120,7 @@ def _run_point(args) -> dict:
         status, error = "ok", None
     except Exception as e:                                   # keep going; report at the end
         seconds, status, error = None, "failed", f"{type(e).__name__}: {str(e)[:2000]}"
-    info = {"params": params, "status": status, "seconds": seconds, "notebook": str(Path(out).relative_to(ROOT)),
+    info = {"params": params, "status": status, "seconds": seconds, "notebook": str(out),
             "error": error}
     if status == "ok":
         write_json_atomic(marker, info)
@@ -129,13 +129,17 @@ def _run_point(args) -> dict:
 
 def run_chapter(name: str, prof: str = "default", jobs: int = 1, device: str = "auto",
                 data_root: str | None = None, extra: dict | None = None, page: bool = True,
-                log=print) -> list[dict]:
+                book_dir: str | Path = BOOK, log=print) -> list[dict]:
     """The chapter's grid (skipping finished points), then its page. Returns run infos;
-    raises RuntimeError naming the failed runs after everything else has run."""
+    raises RuntimeError naming the failed runs after everything else has run.
+    ``book_dir`` is where records, runs and pages go (default: the project's ``book/``)."""
     ch = chapter(name)
     profile(prof)
     src = ROOT / ch.notebook
-    common = {"profile": prof, "device": device, "results_dir": str(BOOK / "records" / name),
+    book = Path(book_dir)
+    records = book.resolve() / "records" / name
+    records = records.relative_to(ROOT) if records.is_relative_to(ROOT) else records   # no machine paths in pages
+    common = {"profile": prof, "device": device, "results_dir": str(records),
               **({"data_root": data_root} if data_root else {}), **(extra or {})}
     page_point = dict(ch.page_params)
     todo, infos = [], []
@@ -144,11 +148,11 @@ def run_chapter(name: str, prof: str = "default", jobs: int = 1, device: str = "
             continue                                         # the page run covers it
         params = {**common, **p}
         k = key(params)
-        marker = BOOK / "runs" / name / f"{k}.json"
+        marker = book / "runs" / name / f"{k}.json"
         if marker.is_file() and json.loads(marker.read_text()).get("status") == "ok":
             infos.append({"params": params, "status": "skipped"})
             continue
-        todo.append((str(src), str(BOOK / "runs" / name / f"{k}.ipynb"), str(marker), params,
+        todo.append((str(src), str(book / "runs" / name / f"{k}.ipynb"), str(marker), params,
                      1 if jobs > 1 else None))
     log(f"[{name}] profile={prof}: {len(todo)} runs to do, {len(infos)} already done")
     t0 = time.perf_counter()
@@ -164,7 +168,8 @@ def run_chapter(name: str, prof: str = "default", jobs: int = 1, device: str = "
             log(f"  {info['status']:>6} {info['params']} ({info['seconds'] or 0:.0f} s)")
     if page:
         params = {**common, **page_point}
-        info = _run_point((str(src), str(ROOT / ch.page), str(BOOK / "runs" / name / "page.json"), params, None))
+        page_path = book / Path(ch.page).relative_to("book")
+        info = _run_point((str(src), str(page_path), str(book / "runs" / name / "page.json"), params, None))
         info["page"] = True
         infos.append(info)
         log(f"  {info['status']:>6} page {ch.page} ({info['seconds'] or 0:.0f} s)")

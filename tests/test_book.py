@@ -1,0 +1,76 @@
+"""The whole path at the quick profile: papermill runs the chapters (two missing rates),
+records are written, and the HTML book builds with warnings as errors.
+
+Everything goes to a temporary copy of the book's sources, never into the project's book/."""
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mmlib import results, sweep
+
+ROOT = sweep.ROOT
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("book")]
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    site = tmp_path_factory.mktemp("site")
+    (site / "book").mkdir()
+    shutil.copy(ROOT / "_config.yml", site)
+    for f in ["_toc.yml", "intro.md", "references.md", "references.bib"]:
+        shutil.copy(ROOT / "book" / f, site / "book" / f)
+    mj = ROOT / "book" / "_mathjax_root"
+    if mj.is_dir():
+        (site / "book" / "_mathjax_root").symlink_to(mj)
+    infos = []
+    for name in sweep.CHAPTERS:
+        infos += sweep.run_chapter(name, "quick", jobs=1, device="cpu", book_dir=site / "book", log=lambda *a: None)
+    return site, infos
+
+
+def test_sweep_ran_every_point_and_pages(built):
+    site, infos = built
+    assert all(i["status"] == "ok" for i in infos)
+    assert (site / "book/chapters/00_missing_modalities.ipynb").is_file()
+    assert (site / "book/datasheets/avdigits.ipynb").is_file()
+    # injected parameters are hidden from the book
+    import nbformat
+    nb = nbformat.read(site / "book/chapters/00_missing_modalities.ipynb", 4)
+    injected = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
+    assert injected and all("remove-cell" in c.metadata["tags"] for c in injected)
+
+
+def test_records_of_two_missing_rates(built):
+    site, _ = built
+    df = results.load_records(site / "book/records/00_missing_modalities")
+    assert sorted(df["tag.missing_rate"].unique()) == [0.5, 0.8, 0.9]  # grid 0.5, 0.9 + the page at 0.8
+    per = df.groupby("method")["path"].nunique()
+    assert per["upper_bound"] == 1                     # reused across rates
+    assert (per.drop("upper_bound") == 3).all()
+    both = df[(df.test == "image+audio") & (df.method == "zp_concat")]
+    assert (both["accuracy"] > 0.3).all()              # quick profile, chance is 0.1
+
+
+def test_sweep_skips_finished_runs(built):
+    site, _ = built
+    infos = sweep.run_chapter("00_missing_modalities", "quick", device="cpu", book_dir=site / "book",
+                              page=False, log=lambda *a: None)
+    assert [i["status"] for i in infos] == ["skipped", "skipped"]
+
+
+def test_book_builds_offline_with_warnings_as_errors(built):
+    site, _ = built
+    out = subprocess.run([str(Path(sys.executable).parent / "jupyter-book"), "build", str(site),
+                          "--toc", str(site / "book/_toc.yml"), "--config", str(site / "_config.yml"),
+                          "-W", "-n", "--keep-going"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    html = site / "_build" / "html"
+    for page in ["book/intro.html", "book/chapters/00_missing_modalities.html",
+                 "book/datasheets/avdigits.html", "book/references.html"]:
+        assert (html / page).is_file(), page
+    chapter = (html / "book/chapters/00_missing_modalities.html").read_text()
+    assert "cdn.jsdelivr" not in chapter and "_mathjax/tex-chtml.js" in chapter
+    assert "Lower-Bound" in chapter and "injected-parameters" not in chapter

@@ -1,0 +1,56 @@
+import json
+
+import pandas as pd
+import pytest
+
+from mmlib import results
+
+
+def _rec(method, seed, acc, rate=0.5):
+    return {"identity": {"dataset": "d", "method": method, "missing": {"kind": "keep_fraction", "keep": {"audio": rate}},
+                         "seed": seed, "profile": "test"},
+            "tags": {"missing_rate": rate},
+            "metrics": {"image+audio": {"accuracy": acc, "f1_macro": acc - 0.1}, "image": {"accuracy": acc / 2, "f1_macro": 0.0}},
+            "timings": {"fit_seconds": 1.0}}
+
+
+def test_records_round_trip_and_aggregate(tmp_path):
+    for seed, acc in enumerate([0.8, 0.9, 1.0]):
+        results.write_record(tmp_path, _rec("zp", seed, acc))
+    results.write_record(tmp_path, _rec("lb", 0, 0.5))
+    assert not list(tmp_path.glob(".tmp-*"))                      # atomic: no leftovers
+    one = results.read_record(next(tmp_path.glob("lb-*.json")))
+    assert one["metrics"]["image"]["accuracy"] == 0.25
+    df = results.load_records(tmp_path)
+    assert len(df) == 8 and set(df["test"]) == {"image", "image+audio"}
+    assert df["missing.keep.audio"].eq(0.5).all()
+    agg = results.aggregate(df[df.test == "image+audio"], ["method"], ["accuracy"])
+    zp = agg.set_index("method").loc["zp"]
+    assert zp["accuracy_mean"] == pytest.approx(0.9)
+    assert zp["accuracy_std"] == pytest.approx(0.1)              # sample std of .8 .9 1.0
+    assert zp["n_seeds"] == 3
+    assert agg.set_index("method").loc["lb", "accuracy_std"] == 0.0
+    assert results.mean_std(agg, "accuracy", 100).tolist() == ["50.0 ± 0.0", "90.0 ± 10.0"]
+
+
+def test_same_identity_same_file_and_missing_identity_rejected(tmp_path):
+    a = results.write_record(tmp_path, _rec("zp", 0, 0.1))
+    b = results.write_record(tmp_path, _rec("zp", 0, 0.2))
+    assert a == b and json.loads(a.read_text())["metrics"]["image+audio"]["accuracy"] == 0.2
+    with pytest.raises(ValueError, match="identity"):
+        results.write_record(tmp_path, {"metrics": {}})
+    with pytest.raises(ValueError, match="no records"):
+        results.aggregate(pd.DataFrame(), ["method"], ["accuracy"])
+
+
+def test_paper_tables_and_beside_paper():
+    t = results.paper_table("smil_table1")
+    assert {"method", "metric", "value", "std"} <= set(t.columns)
+    lb = t[(t.method == "Lower-Bound") & (t.metric == "accuracy")]
+    assert lb["value"].iloc[0] == pytest.approx(44.8)
+    ours = pd.DataFrame({"method": ["Lower-Bound"], "ours": ["50.0 ± 1.0"]})
+    both = results.beside_paper(ours, lb, ["method"], "ours (avdigits)", "paper (CMU-MOSI)")
+    assert both.columns.tolist() == ["method", "ours (avdigits)", "paper (CMU-MOSI)"]
+    assert both["paper (CMU-MOSI)"].iloc[0] == "44.8"
+    with pytest.raises(ValueError, match="no paper table 'smil_table9'"):
+        results.paper_table("smil_table9")

@@ -1,0 +1,89 @@
+import pytest
+import torch
+
+from mmlib import masks
+from mmlib.experiment import evaluate, pack_presence, run, unpack_presence
+from mmlib.methods import decide, make_method
+from mmlib.models import MultimodalNet
+from mmlib.train import TrainConfig, get_device
+
+QUICK = TrainConfig(epochs=3, batch_size=128, patience=None)
+
+
+def test_zero_padding_beats_chance_by_a_clear_margin(avdigits):
+    n = len(avdigits.splits["train"])
+    P = masks.keep_fraction(n, avdigits.modality_names, {"audio": 0.5}, seed=0)
+    m = make_method("zp_concat").fit(avdigits, P, seed=0, cfg=QUICK, device="cpu")
+    res = evaluate(m, avdigits, "test")
+    assert set(res) == {"image", "audio", "image+audio"}
+    assert res["image+audio"]["accuracy"] > 0.5            # chance is 0.1
+    assert res["image+audio"]["accuracy"] > res["audio"]["accuracy"]
+    # selection used validation: the history's best val score is what was kept
+    assert len(m.history) == 3 and all("val_score" in h for h in m.history)
+
+
+def test_runs_are_deterministic_on_cpu(avdigits):
+    n = len(avdigits.splits["train"])
+    P = masks.keep_fraction(n, avdigits.modality_names, {"audio": 0.2}, seed=1)
+    cfg = TrainConfig(epochs=1, batch_size=256, patience=None)
+    a = make_method("late_fusion").fit(avdigits, P, seed=5, cfg=cfg, device="cpu").predict(avdigits, "val")
+    b = make_method("late_fusion").fit(avdigits, P, seed=5, cfg=cfg, device="cpu").predict(avdigits, "val")
+    c = make_method("late_fusion").fit(avdigits, P, seed=6, cfg=cfg, device="cpu").predict(avdigits, "val")
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+
+
+def test_lower_bound_uses_only_the_always_present_modality(avdigits):
+    n = len(avdigits.splits["train"])
+    P = masks.keep_fraction(n, avdigits.modality_names, {"audio": 0.3}, seed=0)
+    m = make_method("lower_bound").fit(avdigits, P, seed=0, cfg=TrainConfig(epochs=1, patience=None), device="cpu")
+    assert m.used == ["image"]
+    # its prediction cannot depend on the audio
+    full = m.predict(avdigits, "test")
+    img = m.predict(avdigits, "test", masks.pattern(1000, avdigits.modality_names, ["image"]))
+    assert torch.equal(full, img)
+    P2 = masks.independent(n, avdigits.modality_names, {"image": 0.1, "audio": 0.1}, seed=0)
+    with pytest.raises(ValueError, match="no modality is present in every training sample"):
+        make_method("lower_bound").fit(avdigits, P2, cfg=QUICK, device="cpu")
+
+
+def test_zero_padding_really_zeroes_missing_inputs():
+    torch.manual_seed(0)
+    net = MultimodalNet(["a", "b"], {"a": (5,), "b": (3,)}, 2).eval()
+    xs = {"a": torch.randn(4, 5), "b": torch.randn(4, 3)}
+    p = torch.tensor([[1, 0]] * 4, dtype=torch.bool)
+    out1 = net(xs, p)
+    out2 = net({"a": xs["a"], "b": torch.randn(4, 3) * 100}, p)
+    assert torch.allclose(out1, out2)
+    assert not torch.allclose(out1, net(xs, torch.ones(4, 2, dtype=torch.bool)))
+
+
+def test_errors_name_the_problem(avdigits):
+    with pytest.raises(ValueError, match="unknown method 'smiley'"):
+        make_method("smiley")
+    with pytest.raises(ValueError, match="unknown fusion"):
+        MultimodalNet(["a"], {"a": (3,)}, 2, fusion="product")
+    m = make_method("zp_sum")
+    with pytest.raises(ValueError, match="presence for split 'train' must have shape"):
+        m.fit(avdigits, torch.ones(10, 2, dtype=torch.bool), cfg=QUICK, device="cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="cuda"):
+            get_device("cuda")
+
+
+def test_presence_round_trip():
+    p = masks.random_drop(1001, ["a", "b", "c"], 0.4, seed=0)
+    assert torch.equal(unpack_presence(pack_presence(p)), p)
+
+
+def test_run_writes_and_reuses_record(avdigits, tmp_path):
+    spec = {"kind": "keep_fraction", "keep": {"audio": 0.1}}
+    cfg = TrainConfig(epochs=1, batch_size=256, patience=None)
+    rec, m = run(avdigits, "zp_sum", spec, 0, cfg, "cpu", records_dir=tmp_path, profile="test")
+    assert m is not None and len(list(tmp_path.glob("*.json"))) == 1
+    assert rec["presence_summary"]["present_fraction"]["audio"] == pytest.approx(0.1)
+    assert torch.equal(unpack_presence(rec["presence"]),
+                       masks.from_spec(spec, 3000, avdigits.modality_names, 0))
+    again, m2 = run(avdigits, "zp_sum", spec, 0, cfg, "cpu", records_dir=tmp_path, profile="test")
+    assert m2 is None and again["metrics"] == rec["metrics"]
+    assert decide("multiclass", torch.tensor([[0.1, 0.9]])).tolist() == [1]
