@@ -1,0 +1,36 @@
+import json
+
+import pytest
+
+from mmlib import cli, sweep
+
+
+def test_list(capsys):
+    assert cli.main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "00_missing_modalities" in out and "avdigits" in out and "zp_concat" in out
+
+
+def test_unknown_chapter_and_profile(capsys):
+    assert cli.main(["run", "99_nope"]) == 2
+    assert "unknown chapter '99_nope'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.main(["sweep", "--profile", "huge"])
+    with pytest.raises(ValueError, match="unknown profile"):
+        sweep.profile("huge")
+
+
+def test_param_parsing():
+    assert cli._param("missing_rate=0.9") == ("missing_rate", 0.9)
+    assert cli._param("data_root=/x/y") == ("data_root", "/x/y")
+    assert cli._param('keep={"audio": 0.1}') == ("keep", {"audio": 0.1})
+
+
+def test_impossible_missing_rate_fails_clearly_and_keeps_the_report(tmp_path, capsys):
+    out = tmp_path / "bad.ipynb"
+    code = cli.main(["run", "00_missing_modalities", "-p", "missing_rate=1.5", "--profile", "quick",
+                     "--device", "cpu", "-o", str(out), "-p", f"results_dir={json.dumps(str(tmp_path))}"])
+    assert code == 1
+    assert "missing_rate must be in [0, 1], got 1.5" in capsys.readouterr().err
+    assert out.is_file()                                  # the executed notebook is kept as a report
+    assert not list(tmp_path.glob("*.json"))              # and no record was written
