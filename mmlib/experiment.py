@@ -84,7 +84,7 @@ def run(data: MultimodalDataset, method: str | Method, missing: dict, seed: int,
                       "epochs_run": len(hist)},
         "history": hist,
         "timings": {"fit_seconds": fit_s, "eval_seconds": eval_s},
-        "device": str(device), "versions": versions(),
+        "device": str(device), "torch_threads": torch.get_num_threads(), "versions": versions(),
     }
     if records_dir is not None:
         write_record(records_dir, record)

@@ -34,6 +34,12 @@ PROFILES = {
 }
 
 
+# Every notebook of a sweep runs with one CPU thread: floating-point sums depend on the
+# thread count, so this makes a run's numbers the same whether it ran in the grid (in
+# parallel) or as the page, and on any machine with the same library versions.
+THREADS = 1
+
+
 def profile(name: str) -> dict:
     if name not in PROFILES:
         raise ValueError(f"unknown profile {name!r}; use one of {sorted(PROFILES)}")
@@ -152,8 +158,7 @@ def run_chapter(name: str, prof: str = "default", jobs: int = 1, device: str = "
         if marker.is_file() and json.loads(marker.read_text()).get("status") == "ok":
             infos.append({"params": params, "status": "skipped"})
             continue
-        todo.append((str(src), str(book / "runs" / name / f"{k}.ipynb"), str(marker), params,
-                     1 if jobs > 1 else None))
+        todo.append((str(src), str(book / "runs" / name / f"{k}.ipynb"), str(marker), params, THREADS))
     log(f"[{name}] profile={prof}: {len(todo)} runs to do, {len(infos)} already done")
     t0 = time.perf_counter()
     if jobs > 1 and len(todo) > 1:
@@ -169,7 +174,7 @@ def run_chapter(name: str, prof: str = "default", jobs: int = 1, device: str = "
     if page:
         params = {**common, **page_point}
         page_path = book / Path(ch.page).relative_to("book")
-        info = _run_point((str(src), str(page_path), str(book / "runs" / name / "page.json"), params, None))
+        info = _run_point((str(src), str(page_path), str(book / "runs" / name / "page.json"), params, THREADS))
         info["page"] = True
         infos.append(info)
         log(f"  {info['status']:>6} page {ch.page} ({info['seconds'] or 0:.0f} s)")

@@ -3,7 +3,9 @@
 - The device is chosen once (:func:`get_device`): CUDA when present, else CPU, or what the
   caller asks for. Data are moved there once; batches are index tensors into them, so a
   training step does no per-sample Python work.
-- Everything is seeded (:func:`seed_everything`); on CPU a run is bit-for-bit repeatable.
+- Everything is seeded (:func:`seed_everything`); on CPU a run is bit-for-bit repeatable
+  for a given number of torch threads (sums are ordered differently with more threads;
+  ``mmbook sweep`` therefore runs every notebook with one thread).
 - Model selection and early stopping use the **validation** split only. (Several authors'
   codes keep the checkpoint with the best *test* accuracy; the book never does.)
 """
