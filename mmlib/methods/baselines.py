@@ -106,9 +106,10 @@ class FusionBaseline(Method):
 
         X = {m: data.modalities[m].to(self.device) for m in self.used}
         y = data.y.to(self.device)
+        train = train.to(self.device)
         P = torch.zeros(len(data), len(self.cols), dtype=torch.bool, device=self.device)
-        P[train.to(self.device)] = presence[:, self.cols].to(self.device)
-        rows = train.to(self.device)[P[train.to(self.device)].any(1)]    # drop rows with nothing usable
+        P[train] = presence[:, self.cols].to(self.device)
+        rows = train[P[train].any(1)]                                    # drop rows with nothing usable
         val = data.splits["val"].to(self.device)
         val_P = torch.ones(len(val), len(self.cols), dtype=torch.bool, device=self.device)
         late = self.fusion == "late"
@@ -129,9 +130,9 @@ class FusionBaseline(Method):
         return self
 
     def _forward(self, data, split, presence, what):
-        idx = data.splits[split].to(self.device)
+        idx = data.splits[split]
         p = full_presence(data, split, presence)[:, self.cols].to(self.device)
-        xs = {m: data.modalities[m].to(self.device)[idx] for m in self.used}
+        xs = {m: data.modalities[m][idx.to(data.modalities[m].device)].to(self.device) for m in self.used}
         self.model.eval()
         outs = []
         with torch.no_grad():
