@@ -18,10 +18,18 @@ pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("book")]
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     site = tmp_path_factory.mktemp("site")
-    (site / "book").mkdir()
-    shutil.copy(ROOT / "_config.yml", site)
-    for f in ["_toc.yml", "intro.md", "references.md", "references.bib"]:
-        shutil.copy(ROOT / "book" / f, site / "book" / f)
+    # a copy of the project as a clone has it, plus the leftovers a working tree gathers
+    # (caches and environments with Markdown files in them) that the book must not scan
+    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True).stdout.split()
+    if not tracked:                                   # not a git checkout: the files the book needs
+        tracked = ["_config.yml"] + [f"book/{f}" for f in ["_toc.yml", "intro.md", "references.md", "references.bib"]]
+    for f in tracked:
+        if (ROOT / f).is_file() and not f.endswith(".npz"):
+            (site / f).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(ROOT / f, site / f)
+    for stray in [".pytest_cache/README.md", ".venv/lib/README.md", "mmlib.egg-info/README.md"]:
+        (site / stray).parent.mkdir(parents=True, exist_ok=True)
+        (site / stray).write_text("# not a page\n")
     mj = ROOT / "book" / "_mathjax_root"
     if mj.is_dir():
         (site / "book" / "_mathjax_root").symlink_to(mj)
