@@ -39,8 +39,9 @@ def evaluate(method: Method, data: MultimodalDataset, split: str = "test",
     modalities the method uses), keyed like ``"image+audio"``."""
     names = data.modality_names
     used = getattr(method, "used", names)
+    required = set(getattr(method, "required", []))     # e.g. MLE's always-observed x
     if patterns is None:
-        patterns = [p for p in masks.test_patterns(names) if set(p) & set(used)]
+        patterns = [p for p in masks.test_patterns(names) if set(p) & set(used) and required <= set(p)]
     y = data.y[data.splits[split]]
     out = {}
     for pat in patterns:

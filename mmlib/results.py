@@ -82,6 +82,7 @@ def load_records(directory: str | Path, pattern: str = "*.json") -> pd.DataFrame
         base = {"dataset": ident["dataset"], "method": ident["method"], "seed": ident["seed"],
                 "profile": ident.get("profile"), **{f"missing.{k}": v for k, v in
                                                     _flat(ident.get("missing", {})).items()},
+                **{f"config.{k}": v for k, v in _flat(ident.get("method_config") or {}).items()},
                 **{f"tag.{k}": v for k, v in r.get("tags", {}).items()},
                 "fit_seconds": r.get("timings", {}).get("fit_seconds"), "path": str(p)}
         for test, ms in r.get("metrics", {}).items():

@@ -82,6 +82,12 @@ CHAPTERS = {c.name: c for c in [
                   "default": {"missing_rate": [0.5, 0.8, 0.9, 0.95]},
                   "full": {"missing_rate": [0.2, 0.5, 0.8, 0.9, 0.95]}},
             page_params={"missing_rate": 0.8, "seed": 0}),
+    # every run loops over the profile's seeds itself (one kernel per setting, not per seed)
+    Chapter("02_mle", "notebooks/02_mle.ipynb", "book/chapters/02_mle.ipynb", seeded=False,
+            grid={"quick": {"missing_modality": ["image", "audio"], "missing_rate": [0.5, 0.95]},
+                  "default": {"missing_modality": ["image", "audio"], "missing_rate": [0.5, 0.8, 0.9, 0.95]},
+                  "full": {"missing_modality": ["image", "audio"], "missing_rate": [0.5, 0.8, 0.9, 0.95]}},
+            page_params={"missing_modality": "image", "missing_rate": 0.95}),
 ]}
 
 

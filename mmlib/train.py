@@ -63,13 +63,15 @@ def batches(idx: torch.Tensor, batch_size: int, generator: torch.Generator | Non
 
 def fit(model: torch.nn.Module, loss_fn: Callable[[torch.nn.Module, torch.Tensor], torch.Tensor],
         train_idx: torch.Tensor, val_score: Callable[[torch.nn.Module], float], cfg: TrainConfig,
-        seed: int = 0, params=None, desc: str = "train") -> tuple[torch.nn.Module, list[dict]]:
+        seed: int = 0, params=None, desc: str = "train", epoch_start=None) -> tuple[torch.nn.Module, list[dict]]:
     """Train ``model`` with Adam on batches of ``train_idx``.
 
     ``loss_fn(model, idx)`` returns the mean loss of the samples ``idx`` (indices into the
     dataset's tensors, on the device); ``val_score(model)`` returns a validation score,
     higher is better, computed in eval mode. The weights of the best validation epoch
     are restored at the end. Returns the model and a history of per-epoch dicts.
+    ``epoch_start(epoch)``, if given, runs before each epoch (e.g. to refresh imputed
+    inputs between epochs, as a self-training baseline does).
     """
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.Adam(model.parameters() if params is None else params,
@@ -78,6 +80,8 @@ def fit(model: torch.nn.Module, loss_fn: Callable[[torch.nn.Module, torch.Tensor
     bar = tqdm(range(cfg.epochs), desc=desc, disable=not cfg.progress, leave=False)
     for epoch in bar:
         t0 = time.perf_counter()
+        if epoch_start is not None:
+            epoch_start(epoch)
         model.train()
         total, count = 0.0, 0
         for idx in batches(train_idx, cfg.batch_size, gen):

@@ -62,6 +62,18 @@ def test_records_of_two_missing_rates(built):
     assert (both["accuracy"] > 0.3).all()              # quick profile, chance is 0.1
 
 
+def test_mle_chapter_records(built):
+    site, _ = built
+    df = results.load_records(site / "book/records/02_mle")
+    t1 = df[df["tag.part"] == "table1"]
+    assert set(zip(t1["tag.missing_modality"], t1["tag.missing_rate"])) == {
+        ("image", 0.5), ("audio", 0.5), ("image", 0.95), ("audio", 0.95)}
+    at95 = set(t1[t1["tag.missing_rate"] == 0.95]["method"])
+    assert {"mle_lb_add", "hgr_outer", "mle_zp_concat", "mle_outer"} <= at95 and "mle_zp_outer" not in at95
+    assert set(df[df["tag.part"] == "table2"]["method"]) == {"ae1_add", "ae2_add", "mle_add"}
+    assert set(df[df["tag.part"] == "support"]["config.y_support"]) == {"batch"}
+
+
 def test_sweep_skips_finished_runs(built):
     site, _ = built
     infos = sweep.run_chapter("00_missing_modalities", "quick", device="cpu", book_dir=site / "book",
@@ -76,7 +88,7 @@ def test_book_builds_offline_with_warnings_as_errors(built):
                           "-W", "-n", "--keep-going"], capture_output=True, text=True)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     html = site / "_build" / "html"
-    for page in ["book/intro.html", "book/chapters/00_missing_modalities.html",
+    for page in ["book/intro.html", "book/chapters/00_missing_modalities.html", "book/chapters/02_mle.html",
                  "book/datasheets/avdigits.html", "book/references.html"]:
         assert (html / page).is_file(), page
     chapter = (html / "book/chapters/00_missing_modalities.html").read_text()

@@ -75,6 +75,27 @@ class MultimodalDataset:
             self.name, {m: x.to(device) for m, x in self.modalities.items()}, self.y.to(device),
             self.task, self.class_names, {s: i.to(device) for s, i in self.splits.items()}, self.info)
 
+    def with_train_subset(self, n: int, seed: int = 0) -> "MultimodalDataset":
+        """The same dataset with a stratified random subset of ``n`` training samples
+        (validation and test unchanged). Multiclass only; the subset depends on ``seed``."""
+        train = self.splits["train"]
+        if not 0 < n <= len(train):
+            raise ValueError(f"train subset size must be in [1, {len(train)}], got {n}")
+        if n == len(train):
+            return self
+        if self.task != "multiclass":
+            raise ValueError("with_train_subset stratifies by class: multiclass datasets only")
+        g = torch.Generator().manual_seed(seed)
+        y = self.y[train].cpu()
+        keep = []
+        for c in range(self.n_classes):
+            idx = torch.nonzero(y == c).flatten()
+            k = round(n * len(idx) / len(train))
+            keep.append(idx[torch.randperm(len(idx), generator=g)[:k]])
+        sub = train[torch.sort(torch.cat(keep)).values.to(train.device)]
+        return MultimodalDataset(self.name, self.modalities, self.y, self.task, self.class_names,
+                                 {**self.splits, "train": sub}, {**self.info, "train_subset": n})
+
     def check_modality(self, modality: str) -> str:
         if modality not in self.modalities:
             raise ValueError(f"unknown modality {modality!r} for dataset {self.name!r}; "

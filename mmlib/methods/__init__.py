@@ -48,8 +48,8 @@ def decide(task: str, scores: torch.Tensor) -> torch.Tensor:
 
 
 def _registry() -> dict:
-    from . import baselines
-    return dict(baselines.BASELINES)
+    from . import baselines, mle
+    return {**baselines.BASELINES, **mle.METHODS}
 
 
 def available() -> list[str]:

@@ -32,13 +32,14 @@ class LeNet5(nn.Module):
     """LeNet-5-style CNN for 28 x 28 images (SMIL's image encoder): two 5x5 conv layers
     with max pooling, then a linear layer to ``out_dim``."""
 
-    def __init__(self, out_dim: int = 64, dropout: float = 0.25):
+    def __init__(self, out_dim: int = 64, dropout: float = 0.25, width: int = 1):
         super().__init__()
+        c1, c2 = 6 * width, 16 * width
         self.conv = nn.Sequential(
-            nn.Conv2d(1, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),   # 6 x 14 x 14
-            nn.Conv2d(6, 16, 5), nn.ReLU(), nn.MaxPool2d(2),             # 16 x 5 x 5
+            nn.Conv2d(1, c1, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),   # c1 x 14 x 14
+            nn.Conv2d(c1, c2, 5), nn.ReLU(), nn.MaxPool2d(2),             # c2 x 5 x 5
             nn.Flatten(), nn.Dropout(dropout))
-        self.fc = nn.Sequential(nn.Linear(400, out_dim), nn.ReLU())
+        self.fc = nn.Sequential(nn.Linear(c2 * 25, out_dim), nn.ReLU())
         self.out_dim = out_dim
 
     def forward(self, x):
@@ -48,13 +49,14 @@ class LeNet5(nn.Module):
 class MFCCNet(nn.Module):
     """Small CNN for 20 x 20 MFCC 'images' (SMIL's modified LeNet for audio)."""
 
-    def __init__(self, out_dim: int = 64, dropout: float = 0.25):
+    def __init__(self, out_dim: int = 64, dropout: float = 0.25, width: int = 1):
         super().__init__()
+        c1, c2 = 16 * width, 32 * width
         self.conv = nn.Sequential(
-            nn.Conv2d(1, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(2),  # 16x10x10
-            nn.Conv2d(16, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),  # 32x5x5
+            nn.Conv2d(1, c1, 3, padding=1), nn.BatchNorm2d(c1), nn.ReLU(), nn.MaxPool2d(2),  # c1 x 10 x 10
+            nn.Conv2d(c1, c2, 3, padding=1), nn.BatchNorm2d(c2), nn.ReLU(), nn.MaxPool2d(2),  # c2 x 5 x 5
             nn.Flatten(), nn.Dropout(dropout))
-        self.fc = nn.Sequential(nn.Linear(800, out_dim), nn.ReLU())
+        self.fc = nn.Sequential(nn.Linear(c2 * 25, out_dim), nn.ReLU())
         self.out_dim = out_dim
 
     def forward(self, x):
@@ -81,14 +83,28 @@ class LSTMEncoder(nn.Module):
         return torch.relu(self.fc(last))
 
 
-def make_encoder(sample_shape: tuple[int, ...], out_dim: int = 64) -> nn.Module:
+BACKBONES = ("auto", "mlp", "cnn", "cnn_x2")
+
+
+def make_encoder(sample_shape: tuple[int, ...], out_dim: int = 64, backbone: str = "auto") -> nn.Module:
     """An encoder suited to one sample's shape: 28x28 -> LeNet5, 20x20 -> MFCCNet,
-    (time, features) -> LSTM, vector -> MLP."""
+    (time, features) -> LSTM, vector -> MLP. ``backbone`` sets the capacity for images and
+    MFCCs: ``"mlp"`` (one hidden layer on the flattened input), ``"cnn"`` (= ``"auto"``) or
+    ``"cnn_x2"`` (the CNN with twice the channels)."""
     shape = tuple(sample_shape)
+    if backbone not in BACKBONES:
+        raise ValueError(f"unknown backbone {backbone!r}; use one of {BACKBONES}")
+    grid = shape in {(28, 28), (1, 28, 28), (784,), (20, 20), (1, 20, 20)}
+    if grid and backbone == "mlp":
+        n = 1
+        for d in shape:
+            n *= d
+        return nn.Sequential(MLP(n, [128], out_dim, dropout=0.25), nn.ReLU())
+    width = 2 if backbone == "cnn_x2" else 1
     if shape in {(28, 28), (1, 28, 28), (784,)}:
-        return LeNet5(out_dim)
+        return LeNet5(out_dim, width=width)
     if shape in {(20, 20), (1, 20, 20)}:
-        return MFCCNet(out_dim)
+        return MFCCNet(out_dim, width=width)
     if len(shape) == 2:
         return LSTMEncoder(shape[1], out_dim, out_dim)
     if len(shape) == 1:

@@ -1,0 +1,454 @@
+"""MLE: maximum likelihood estimation for multimodal learning with missing modality.
+
+Fei Ma, Xiangxiang Xu, Shao-Lun Huang, Lin Zhang (2021), arXiv:2108.10513. No official
+code exists; this file implements the paper's text, top to bottom.
+
+Setting (Sec. 2.1). Two modalities: ``x`` is always observed, ``y`` is missing in part of
+the training set; ``z`` is the class. The training set splits into the modality-complete
+set D_XYZ (n_c samples) and the modality-missing set D_XZ (n_m samples).
+
+The model (Sec. 2.2, Fig. 2-3). Feature networks f(x), g(y) (k-dimensional), a label
+feature network h(z) (a linear layer on the one-hot label) and a fusion phi(f, g):
+addition f + g (k), concatenation [f; g] (2k) or outer product vec(f g^T) (k^2); h has
+phi's dimension. The joint distribution is a generalized softmax (Eq. 3)
+
+    Q_XYZ(x, y, z) ∝ R_X(x) R_Y(y) R_Z(z) exp(phi(f(x), g(y))^T h(z)),
+
+with R_* the empirical distributions, which gives the two conditionals used in the loss:
+
+    Q_{Z|XY}(z|x,y) = R_Z(z) e^{s(x,y,z)} / sum_z' R_Z(z') e^{s(x,y,z')}                       (Eq. 4)
+    Q_{Z|X}(z|x)   = R_Z(z) sum_y' R_Y(y') e^{s(x,y',z)} / sum_z' R_Z(z') sum_y' R_Y(y') e^{s(x,y',z')}  (Eq. 5)
+
+where s(x, y, z) = phi(f(x), g(y))^T h(z) and y' runs over the y of the complete set
+(R_Y puts mass 1/n_c on each). The loss is the negative log-likelihood (Eq. 2)
+
+    L = - sum_{D_XYZ} log Q_{Z|XY}(z|x,y) - sum_{D_XZ} log Q_{Z|X}(z|x),
+
+trained end to end. We average it over each batch.
+
+The sum over y' (Eq. 5). ``y_support="all"`` (default) recomputes g on *every* complete
+training sample at every step (with gradients), which is Eq. 5 exactly; ``"batch"``
+uses only the complete samples of the current batch (cheaper, noisier; a batch with none
+contributes no Eq. 5 term). For phi = addition or concatenation the score separates,
+s = a(x, z) + c(y', z), so Eq. 5 reduces to a softmax of a(x, z) + log R_Z(z) +
+log mean_j exp c(y'_j, z): the missing modality only shifts each class by a constant.
+Only the outer product lets y' interact with x.
+
+Prediction. On complete test data, Eq. 4 (as in the paper). For test samples missing y,
+Eq. 5 with the training complete set as the support (the paper's "future work").
+
+Baselines of the paper, in the same structure (Sec. 3.3): ``incomplete="discard"`` (the
+lower bound: Eq. 4 on D_XYZ only), ``incomplete="zero"`` (zero padding: g(y) := 0 for
+missing y, Eq. 4 for every sample; with the outer product this makes incomplete samples
+useless, so the paper, and this code, refuse it), :class:`HGR` (soft-HGR maximal
+correlation features) and :class:`AEImpute` (AE1, and AE2 with self-training).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..models import MLP, make_encoder
+from ..train import TrainConfig, fit, get_device, seed_everything
+from . import Method
+from .baselines import full_presence
+
+PHIS = ("add", "concat", "outer")
+
+
+class MLENet(nn.Module):
+    """f(x), g(y), h(z) and the fusion phi of Fig. 3."""
+
+    def __init__(self, x_shape, y_shape, n_classes: int, phi: str = "add", k: int = 32, backbone: str = "cnn"):
+        super().__init__()
+        if phi not in PHIS:
+            raise ValueError(f"unknown phi {phi!r}; use one of {PHIS}")
+        self.phi, self.k = phi, k
+        self.f = make_encoder(x_shape, k, backbone)
+        self.g = make_encoder(y_shape, k, backbone)
+        d = {"add": k, "concat": 2 * k, "outer": k * k}[phi]
+        self.h = nn.Linear(n_classes, d, bias=False)        # h(z) = W onehot(z): H[z] = W[:, z]
+
+    @property
+    def H(self) -> torch.Tensor:                            # (C, d): row z is h(z)
+        return self.h.weight.T
+
+    def fuse(self, fx, gy):
+        """phi(f, g) (Fig. 3)."""
+        if self.phi == "add":
+            return fx + gy
+        if self.phi == "concat":
+            return torch.cat([fx, gy], 1)
+        return torch.einsum("bp,bq->bpq", fx, gy).flatten(1)   # vec(f g^T)
+
+    def pair_scores(self, fx, gy):
+        """s[b, z] = phi(f(x_b), g(y_b))^T h(z): the exponent of Eq. 4."""
+        if self.phi == "outer":                              # f^T M_z g without forming vec(f g^T)
+            M = self.H.reshape(-1, self.k, self.k)
+            return torch.einsum("bp,zpq,bq->bz", fx, M, gy)
+        return self.fuse(fx, gy) @ self.H.T
+
+    def cross_scores(self, fx, gY):
+        """s[b, j, z] = phi(f(x_b), g(y'_j))^T h(z) for every pair: the exponent of Eq. 5."""
+        H, k = self.H, self.k
+        if self.phi == "add":
+            return (fx @ H.T)[:, None, :] + (gY @ H.T)[None, :, :]
+        if self.phi == "concat":
+            return (fx @ H[:, :k].T)[:, None, :] + (gY @ H[:, k:].T)[None, :, :]
+        return torch.einsum("bp,zpq,jq->bjz", fx, H.reshape(-1, k, k), gY)
+
+
+def log_q_z_given_xy(s: torch.Tensor, log_rz: torch.Tensor) -> torch.Tensor:
+    """Eq. 4: log Q_{Z|XY}(z | x, y) from scores s (B, C) and log R_Z (C,)."""
+    a = s + log_rz
+    return a - a.logsumexp(1, keepdim=True)
+
+
+def log_q_z_given_x(s3: torch.Tensor, log_rz: torch.Tensor, log_ry: torch.Tensor) -> torch.Tensor:
+    """Eq. 5: log Q_{Z|X}(z | x) from cross scores s3 (B, J, C), log R_Z (C,) and the
+    log weights log R_Y(y'_j) (J,) of the complete set's y."""
+    a = s3 + log_rz[None, None, :] + log_ry[None, :, None]
+    num = a.logsumexp(1)                                     # log sum_j R_Y(y'_j) R_Z(z) e^{s}
+    return num - num.logsumexp(1, keepdim=True)
+
+
+class _TwoModality(Method):
+    """Shared set-up: which modality is x (always present) and which is y."""
+
+    def __init__(self, x: str | None = None, y: str | None = None):
+        self.x, self.y = x, y
+        self.history: list[dict] = []
+
+    def _setup(self, data, presence, seed, cfg, device):
+        self.cfg = cfg or TrainConfig()
+        self.device = get_device(device)
+        seed_everything(seed)
+        names = data.modality_names
+        presence = full_presence(data, "train", presence)
+        if self.x is None or self.y is None:
+            if len(names) != 2:
+                raise ValueError(f"{self.name}: name x and y for a dataset with modalities {names}")
+            always = [m for j, m in enumerate(names) if bool(presence[:, j].all())]
+            if not always:
+                raise ValueError(f"{self.name}: no modality is present in every training sample; "
+                                 "MLE needs one always-observed modality x")
+            self.x = always[0]
+            self.y = [m for m in names if m != self.x][0]
+        ix, iy = names.index(data.check_modality(self.x)), names.index(data.check_modality(self.y))
+        if not bool(presence[:, ix].all()):
+            raise ValueError(f"{self.name}: modality x={self.x!r} must be present in every training sample")
+        self.ix, self.iy, self.required = ix, iy, [self.x]
+        dev = self.device
+        train = data.splits["train"].to(dev)
+        self.X = data.modalities[self.x].to(dev)
+        self.Y = data.modalities[self.y].to(dev)
+        self.labels = data.y.to(dev)
+        self.has_y = torch.zeros(len(data), dtype=torch.bool, device=dev)
+        self.has_y[train] = presence[:, iy].to(dev)
+        self.train_idx = train
+        self.complete = train[self.has_y[train]]
+        self.n_classes = data.n_classes
+        counts = torch.bincount(self.labels[train], minlength=data.n_classes).float()
+        self.log_rz = torch.log(counts / counts.sum()).clamp(min=-30)     # R_Z: all training labels
+        self.val = data.splits["val"].to(dev)
+        return data
+
+    def _rows(self, data, split, presence):
+        idx = data.splits[split].to(self.device)
+        p = full_presence(data, split, presence)
+        if not bool(p[:, self.ix].all()):
+            raise ValueError(f"{self.name} predicts with x={self.x!r} present; some rows of {split!r} lack it")
+        return idx, p[:, self.iy].to(self.device)
+
+
+class MLE(_TwoModality):
+    """The paper's method (``incomplete="marginalize"``) and its two same-structure
+    baselines, lower bound (``"discard"``) and zero padding (``"zero"``)."""
+
+    def __init__(self, phi: str = "add", incomplete: str = "marginalize", y_support: str = "all",
+                 k: int = 32, backbone: str = "cnn", x: str | None = None, y: str | None = None):
+        super().__init__(x, y)
+        if phi not in PHIS:
+            raise ValueError(f"unknown phi {phi!r}; use one of {PHIS}")
+        if incomplete not in ("marginalize", "zero", "discard"):
+            raise ValueError(f"unknown incomplete={incomplete!r}; use marginalize, zero or discard")
+        if incomplete == "zero" and phi == "outer":
+            raise ValueError("zero padding with the outer product: vec(f g^T) = 0 when g = 0, so the "
+                             "modality-missing samples would carry no information (the paper leaves it out)")
+        if y_support not in ("all", "batch"):
+            raise ValueError(f"unknown y_support={y_support!r}; use 'all' or 'batch'")
+        self.phi, self.incomplete, self.y_support, self.k, self.backbone = phi, incomplete, y_support, k, backbone
+        self.name = {"marginalize": "mle", "zero": "mle_zp", "discard": "mle_lb"}[incomplete] + "_" + phi
+
+    def config(self) -> dict:
+        return {"phi": self.phi, "incomplete": self.incomplete, "y_support": self.y_support, "k": self.k,
+                "backbone": self.backbone, "x": self.x, "y": self.y}
+
+    def fit(self, data, presence, *, seed=0, cfg=None, device=None):
+        data = self._setup(data, presence, seed, cfg, device)
+        self.model = MLENet(tuple(self.X.shape[1:]), tuple(self.Y.shape[1:]), self.n_classes,
+                            self.phi, self.k, self.backbone).to(self.device)
+        n_c = len(self.complete)
+        if n_c == 0 and self.incomplete != "zero":
+            raise ValueError(f"{self.name}: no training sample has {self.y!r}; Eq. 4/5 need some")
+        rows = self.complete if self.incomplete == "discard" else self.train_idx
+
+        def loss_fn(model, idx):                                    # Eq. 2, averaged over the batch
+            comp = self.has_y[idx]
+            fx = model.f(self.X[idx])
+            z = self.labels[idx]
+            nll = 0.0 * fx.sum()                                    # (stays in the graph if no term applies)
+            if comp.any():                                          # D_XYZ: -log Q_{Z|XY} (Eq. 4)
+                s = model.pair_scores(fx[comp], model.g(self.Y[idx[comp]]))
+                nll = nll - log_q_z_given_xy(s, self.log_rz).gather(1, z[comp, None]).sum()
+            miss = ~comp
+            if miss.any() and self.incomplete == "zero":            # ZP: g(y) := 0
+                s = model.pair_scores(fx[miss], fx.new_zeros(int(miss.sum()), self.k))
+                nll = nll - log_q_z_given_xy(s, self.log_rz).gather(1, z[miss, None]).sum()
+            elif miss.any() and self.incomplete == "marginalize":   # D_XZ: -log Q_{Z|X} (Eq. 5)
+                support = self.complete if self.y_support == "all" else idx[comp]
+                if len(support):
+                    gY = model.g(self.Y[support])
+                    log_ry = torch.full((len(support),), -math.log(len(support)), device=fx.device)
+                    lq = log_q_z_given_x(model.cross_scores(fx[miss], gY), self.log_rz, log_ry)
+                    nll = nll - lq.gather(1, z[miss, None]).sum()
+            return nll / len(idx)
+
+        def val_score(model):                                       # complete validation data, Eq. 4
+            return float((self._scores(model, self.val, torch.ones_like(self.val, dtype=torch.bool))
+                          .argmax(1) == self.labels[self.val]).float().mean())
+
+        self.model, self.history = fit(self.model, loss_fn, rows, val_score, self.cfg, seed=seed, desc=self.name)
+        return self
+
+    @torch.no_grad()
+    def _support(self, model):
+        """g over every complete training sample and log R_Y: the y' of Eq. 5."""
+        gY = torch.cat([model.g(self.Y[c]) for c in self.complete.split(1024)])
+        return gY, torch.full((len(gY),), -math.log(max(len(gY), 1)), device=gY.device)
+
+    @torch.no_grad()
+    def _scores(self, model, idx, has_y):
+        """log Q(z | ...) for rows idx: Eq. 4 where y is present, Eq. 5 (or g = 0 for ZP) where not."""
+        model.eval()
+        out = torch.empty(len(idx), self.n_classes, device=self.device)
+        support = None
+        for s0 in range(0, len(idx), 512):
+            b, hy = idx[s0:s0 + 512], has_y[s0:s0 + 512]
+            fx = model.f(self.X[b])
+            o = torch.empty(len(b), self.n_classes, device=self.device)
+            if hy.any():
+                o[hy] = log_q_z_given_xy(model.pair_scores(fx[hy], model.g(self.Y[b[hy]])), self.log_rz)
+            if (~hy).any():
+                if self.incomplete == "zero":
+                    g0 = fx.new_zeros(int((~hy).sum()), self.k)
+                    o[~hy] = log_q_z_given_xy(model.pair_scores(fx[~hy], g0), self.log_rz)
+                else:
+                    if support is None:
+                        support = self._support(model)
+                    o[~hy] = log_q_z_given_x(model.cross_scores(fx[~hy], support[0]), self.log_rz, support[1])
+            out[s0:s0 + 512] = o
+        return out
+
+    def predict(self, data, split, presence=None):
+        idx, has_y = self._rows(data, split, presence)
+        return self._scores(self.model, idx, has_y).cpu()
+
+    @torch.no_grad()
+    def embed(self, data, split, presence=None):
+        """phi(f(x), g(y)); for a missing y, g is replaced by the mean g of the complete set
+        (zero for zero padding)."""
+        idx, has_y = self._rows(data, split, presence)
+        m = self.model.eval()
+        fx = torch.cat([m.f(self.X[c]) for c in idx.split(1024)])
+        gy = torch.cat([m.g(self.Y[c]) for c in idx.split(1024)])
+        fill = torch.zeros(self.k, device=self.device) if self.incomplete == "zero" else self._support(m)[0].mean(0)
+        gy[~has_y] = fill
+        return m.fuse(fx, gy).cpu()
+
+
+# ---------------------------------------------------------------------------------- HGR
+def soft_hgr_loss(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Minus the soft-HGR objective E[u^T v] - 1/2 tr(cov(u) cov(v)) on centred features
+    (Wang et al., 2019): its maximizers approximate the HGR maximal correlation functions."""
+    u, v = u - u.mean(0), v - v.mean(0)
+    n = max(len(u) - 1, 1)
+    return -((u * v).sum(1).mean() - 0.5 * ((u.T @ u / n) * (v.T @ v / n)).sum())
+
+
+class HGR(_TwoModality):
+    """HGR maximal correlation baseline (Sec. 3.3): soft-HGR between phi(f(x), g(y)) and
+    h(z) on D_XYZ, and between f(x) and a second label feature h2(z) on D_XZ. Prediction
+    P(z | .) ∝ R_Z(z) (1 + u^T h(z)) with centred features (clipped at a small positive)."""
+
+    def __init__(self, phi: str = "add", k: int = 32, backbone: str = "cnn", x=None, y=None):
+        super().__init__(x, y)
+        self.phi, self.k, self.backbone = phi, k, backbone
+        self.name = f"hgr_{phi}"
+
+    def config(self) -> dict:
+        return {"phi": self.phi, "k": self.k, "backbone": self.backbone, "x": self.x, "y": self.y}
+
+    def fit(self, data, presence, *, seed=0, cfg=None, device=None):
+        data = self._setup(data, presence, seed, cfg, device)
+        net = MLENet(tuple(self.X.shape[1:]), tuple(self.Y.shape[1:]), self.n_classes, self.phi, self.k, self.backbone)
+        net.h2 = nn.Linear(self.n_classes, self.k, bias=False)
+        self.model = net.to(self.device)
+        if len(self.complete) < 2:
+            raise ValueError(f"{self.name}: needs at least two complete training samples")
+        gen = torch.Generator().manual_seed(seed)
+
+        def loss_fn(model, idx):
+            comp = idx[self.has_y[idx]]
+            if len(comp) < 16:                                      # covariances need a few samples
+                extra = torch.randint(len(self.complete), (32,), generator=gen).to(self.device)
+                comp = torch.cat([comp, self.complete[extra]])
+            onehot = F.one_hot(self.labels[comp], self.n_classes).float()
+            loss = soft_hgr_loss(model.fuse(model.f(self.X[comp]), model.g(self.Y[comp])), model.h(onehot))
+            miss = idx[~self.has_y[idx]]
+            if len(miss) > 1:
+                onehot = F.one_hot(self.labels[miss], self.n_classes).float()
+                loss = loss + soft_hgr_loss(model.f(self.X[miss]), model.h2(onehot))
+            return loss
+
+        def val_score(model):
+            return float((self._scores(model, self.val, torch.ones_like(self.val, dtype=torch.bool))
+                          .argmax(1) == self.labels[self.val]).float().mean())
+
+        self.model, self.history = fit(self.model, loss_fn, self.train_idx, val_score, self.cfg, seed=seed,
+                                       desc=self.name)
+        return self
+
+    @torch.no_grad()
+    def _scores(self, model, idx, has_y):
+        model.eval()
+        eye = torch.eye(self.n_classes, device=self.device)
+        rz = self.log_rz.exp()
+        fx_tr = torch.cat([model.f(self.X[c]) for c in self.train_idx.split(1024)])
+        u_c = torch.cat([model.fuse(model.f(self.X[c]), model.g(self.Y[c])) for c in self.complete.split(1024)])
+        H, H2 = model.h(eye), model.h2(eye)                         # (C, d), (C, k)
+        Hc, H2c = H - rz @ H, H2 - rz @ H2                           # centred under R_Z
+        fx = torch.cat([model.f(self.X[c]) for c in idx.split(1024)])
+        out = torch.empty(len(idx), self.n_classes, device=self.device)
+        if has_y.any():
+            gy = torch.cat([model.g(self.Y[c]) for c in idx[has_y].split(1024)])
+            u = model.fuse(fx[has_y], gy) - u_c.mean(0)
+            out[has_y] = self.log_rz + torch.log((1 + u @ Hc.T).clamp(min=1e-6))
+        if (~has_y).any():
+            u = fx[~has_y] - fx_tr.mean(0)
+            out[~has_y] = self.log_rz + torch.log((1 + u @ H2c.T).clamp(min=1e-6))
+        return out
+
+    def predict(self, data, split, presence=None):
+        idx, has_y = self._rows(data, split, presence)
+        return self._scores(self.model, idx, has_y).cpu()
+
+    @torch.no_grad()
+    def embed(self, data, split, presence=None):
+        idx, _ = self._rows(data, split, presence)
+        return self.model.eval().f(self.X[idx]).cpu()
+
+
+# --------------------------------------------------------------------------- AE1 / AE2
+class AEImpute(_TwoModality):
+    """Autoencoder imputation (Sec. 3.3). An MLP x -> y is trained on D_XYZ; its output
+    imputes the missing y; the same f, g, h, phi network is then trained with Eq. 4 on
+    every sample. AE1 trains the autoencoder first, for ``cfg.epochs`` epochs. AE2
+    (``self_training=True``) trains it one epoch before each classifier epoch, on D_XYZ
+    plus D_XZ with its previous imputation as the target (self-training). A test sample
+    missing y is imputed the same way."""
+
+    def __init__(self, phi: str = "add", self_training: bool = False, k: int = 32, backbone: str = "cnn",
+                 x=None, y=None):
+        super().__init__(x, y)
+        self.phi, self.self_training, self.k, self.backbone = phi, self_training, k, backbone
+        self.name = f"{'ae2' if self_training else 'ae1'}_{phi}"
+
+    def config(self) -> dict:
+        return {"phi": self.phi, "self_training": self.self_training, "k": self.k,
+                "backbone": self.backbone, "x": self.x, "y": self.y}
+
+    def fit(self, data, presence, *, seed=0, cfg=None, device=None):
+        data = self._setup(data, presence, seed, cfg, device)
+        dx, dy = self.X[0].numel(), self.Y[0].numel()
+        self.ae = MLP(dx, [256, 64, 256], dy).to(self.device)      # x -> bottleneck -> y
+        opt = torch.optim.Adam(self.ae.parameters(), lr=self.cfg.lr)
+        gen = torch.Generator().manual_seed(seed + 1)
+        self.Yimp = self.Y.clone()
+        missing = self.train_idx[~self.has_y[self.train_idx]]
+
+        def ae_epoch(pairs_x, pairs_y):
+            self.ae.train()
+            for b in torch.randperm(len(pairs_x), generator=gen).to(self.device).split(self.cfg.batch_size):
+                loss = F.mse_loss(self.ae(self.X[pairs_x[b]]), pairs_y[b].flatten(1))
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+
+        @torch.no_grad()
+        def impute():
+            self.ae.eval()
+            for c in missing.split(1024):
+                self.Yimp[c] = self.ae(self.X[c]).reshape(-1, *self.Y.shape[1:])
+
+        if not self.self_training:                                  # AE1: autoencoder first
+            for _ in range(self.cfg.epochs):
+                ae_epoch(self.complete, self.Y[self.complete])
+            impute()
+            epoch_start = None
+        else:                                                       # AE2: one AE epoch per epoch
+            def epoch_start(epoch):
+                if epoch == 0:
+                    ae_epoch(self.complete, self.Y[self.complete])
+                else:
+                    rows = torch.cat([self.complete, missing])
+                    ae_epoch(rows, self.Yimp[rows])                 # previous imputation as target
+                impute()
+
+        self.model = MLENet(tuple(self.X.shape[1:]), tuple(self.Y.shape[1:]), self.n_classes,
+                            self.phi, self.k, self.backbone).to(self.device)
+
+        def loss_fn(model, idx):                                    # Eq. 4 on imputed data
+            s = model.pair_scores(model.f(self.X[idx]), model.g(self.Yimp[idx]))
+            return -log_q_z_given_xy(s, self.log_rz).gather(1, self.labels[idx, None]).mean()
+
+        def val_score(model):
+            return float((self._scores(model, self.val, torch.ones_like(self.val, dtype=torch.bool))
+                          .argmax(1) == self.labels[self.val]).float().mean())
+
+        self.model, self.history = fit(self.model, loss_fn, self.train_idx, val_score, self.cfg, seed=seed,
+                                       desc=self.name, epoch_start=epoch_start)
+        return self
+
+    @torch.no_grad()
+    def _scores(self, model, idx, has_y):
+        model.eval()
+        self.ae.eval()
+        y = self.Y[idx].clone()
+        if (~has_y).any():
+            y[~has_y] = self.ae(self.X[idx[~has_y]]).reshape(-1, *self.Y.shape[1:])
+        return torch.cat([log_q_z_given_xy(model.pair_scores(model.f(self.X[b]), model.g(y[s:s + 1024])),
+                                           self.log_rz)
+                          for s, b in zip(range(0, len(idx), 1024), idx.split(1024))])
+
+    def predict(self, data, split, presence=None):
+        idx, has_y = self._rows(data, split, presence)
+        return self._scores(self.model, idx, has_y).cpu()
+
+    @torch.no_grad()
+    def embed(self, data, split, presence=None):
+        idx, _ = self._rows(data, split, presence)
+        return self.model.eval().f(self.X[idx]).cpu()
+
+
+METHODS = {
+    "mle": lambda **kw: MLE(incomplete="marginalize", **kw),
+    "mle_lb": lambda **kw: MLE(incomplete="discard", **kw),
+    "mle_zp": lambda **kw: MLE(incomplete="zero", **kw),
+    "hgr": lambda **kw: HGR(**kw),
+    "ae1": lambda **kw: AEImpute(self_training=False, **kw),
+    "ae2": lambda **kw: AEImpute(self_training=True, **kw),
+}
