@@ -29,7 +29,9 @@ trained end to end. We average it over each batch.
 The sum over y' (Eq. 5). ``y_support="all"`` (default) recomputes g on *every* complete
 training sample at every step (with gradients), which is Eq. 5 exactly; ``"batch"``
 uses only the complete samples of the current batch (cheaper, noisier; a batch with none
-contributes no Eq. 5 term). For phi = addition or concatenation the score separates,
+contributes no Eq. 5 term); ``"all_detached"`` uses every complete sample but treats
+g(y') as a constant in Eq. 5, so the modality-missing samples train f and h but do not
+pull on g (the book's variant: the chapter measures why). For phi = addition or concatenation the score separates,
 s = a(x, z) + c(y', z), so Eq. 5 reduces to a softmax of a(x, z) + log R_Z(z) +
 log mean_j exp c(y'_j, z): the missing modality only shifts each class by a constant.
 Only the outer product lets y' interact with x.
@@ -178,10 +180,12 @@ class MLE(_TwoModality):
         if incomplete == "zero" and phi == "outer":
             raise ValueError("zero padding with the outer product: vec(f g^T) = 0 when g = 0, so the "
                              "modality-missing samples would carry no information (the paper leaves it out)")
-        if y_support not in ("all", "batch"):
-            raise ValueError(f"unknown y_support={y_support!r}; use 'all' or 'batch'")
+        if y_support not in ("all", "batch", "all_detached"):
+            raise ValueError(f"unknown y_support={y_support!r}; use 'all', 'batch' or 'all_detached'")
         self.phi, self.incomplete, self.y_support, self.k, self.backbone = phi, incomplete, y_support, k, backbone
         self.name = {"marginalize": "mle", "zero": "mle_zp", "discard": "mle_lb"}[incomplete] + "_" + phi
+        if incomplete == "marginalize" and y_support != "all":
+            self.name += "_" + y_support                            # e.g. mle_add_batch
 
     def config(self) -> dict:
         return {"phi": self.phi, "incomplete": self.incomplete, "y_support": self.y_support, "k": self.k,
@@ -209,9 +213,11 @@ class MLE(_TwoModality):
                 s = model.pair_scores(fx[miss], fx.new_zeros(int(miss.sum()), self.k))
                 nll = nll - log_q_z_given_xy(s, self.log_rz).gather(1, z[miss, None]).sum()
             elif miss.any() and self.incomplete == "marginalize":   # D_XZ: -log Q_{Z|X} (Eq. 5)
-                support = self.complete if self.y_support == "all" else idx[comp]
+                support = idx[comp] if self.y_support == "batch" else self.complete
                 if len(support):
                     gY = model.g(self.Y[support])
+                    if self.y_support == "all_detached":                # y' as constants: Eq. 5 trains f and h only
+                        gY = gY.detach()
                     log_ry = torch.full((len(support),), -math.log(len(support)), device=fx.device)
                     lq = log_q_z_given_x(model.cross_scores(fx[miss], gY), self.log_rz, log_ry)
                     nll = nll - lq.gather(1, z[miss, None]).sum()
