@@ -60,7 +60,7 @@ def run(data: MultimodalDataset, method: str | Method, missing: dict, seed: int,
     cfg = cfg or TrainConfig()
     method_kwargs = method_kwargs or {}
     m = make_method(method, **method_kwargs) if isinstance(method, str) else method
-    identity = {"dataset": data.name, "method": m.name, "method_config": m.config(),
+    identity = {"dataset": data.name, "data_fingerprint": data.fingerprint(), "method": m.name, "method_config": m.config(),
                 "missing": missing, "seed": int(seed), "train_config": cfg.to_dict() | {"progress": None},
                 "profile": profile}
     if records_dir is not None and reuse:

@@ -76,6 +76,8 @@ class Chapter:
 CHAPTERS = {c.name: c for c in [
     Chapter("avdigits_datasheet", "notebooks/avdigits_datasheet.ipynb", "book/datasheets/avdigits.ipynb",
             seeded=False),
+    Chapter("gaussian_datasheet", "notebooks/gaussian_datasheet.ipynb", "book/datasheets/gaussian.ipynb",
+            seeded=False),
     Chapter("00_missing_modalities", "notebooks/00_missing_modalities.ipynb",
             "book/chapters/00_missing_modalities.ipynb",
             grid={"quick": {"missing_rate": [0.5, 0.9]},

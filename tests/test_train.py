@@ -87,3 +87,14 @@ def test_run_writes_and_reuses_record(avdigits, tmp_path):
     again, m2 = run(avdigits, "zp_sum", spec, 0, cfg, "cpu", records_dir=tmp_path, profile="test")
     assert m2 is None and again["metrics"] == rec["metrics"]
     assert decide("multiclass", torch.tensor([[0.1, 0.9]])).tolist() == [1]
+
+
+def test_records_of_different_data_never_mix(tmp_path):
+    from mmlib.data import load_dataset
+    cfg = TrainConfig(epochs=1, batch_size=256, patience=None)
+    a = load_dataset("gaussian", preset="balanced", n=300)
+    b = load_dataset("gaussian", preset="dominant", n=300)
+    assert a.fingerprint() != b.fingerprint() and a.fingerprint() == load_dataset("gaussian", n=300).fingerprint()
+    run(a, "late_fusion", {"kind": "full"}, 0, cfg, "cpu", records_dir=tmp_path)
+    _, m = run(b, "late_fusion", {"kind": "full"}, 0, cfg, "cpu", records_dir=tmp_path)
+    assert m is not None and len(list(tmp_path.glob("*.json"))) == 2     # not reused across presets

@@ -75,6 +75,22 @@ class MultimodalDataset:
             self.name, {m: x.to(device) for m, x in self.modalities.items()}, self.y.to(device),
             self.task, self.class_names, {s: i.to(device) for s, i in self.splits.items()}, self.info)
 
+    def fingerprint(self) -> str:
+        """A short hash of what identifies this data for a run record: name, split indices,
+        labels, modality shapes and any generator spec. Two datasets that differ in any of
+        them (another preset, another training subset) never share a record."""
+        import hashlib
+        import json
+        h = hashlib.sha1(self.name.encode())
+        for s in ("train", "val", "test"):
+            h.update(self.splits[s].cpu().numpy().tobytes())
+        h.update(self.y.cpu().numpy().tobytes())
+        for m, x in self.modalities.items():
+            h.update(f"{m}{tuple(x.shape)}".encode())
+        if "spec" in self.info:
+            h.update(json.dumps(self.info["spec"], sort_keys=True, default=str).encode())
+        return h.hexdigest()[:12]
+
     def with_train_subset(self, n: int, seed: int = 0) -> "MultimodalDataset":
         """The same dataset with a stratified random subset of ``n`` training samples
         (validation and test unchanged). Multiclass only; the subset depends on ``seed``."""
