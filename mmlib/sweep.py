@@ -76,6 +76,8 @@ class Chapter:
 CHAPTERS = {c.name: c for c in [
     Chapter("avdigits_datasheet", "notebooks/avdigits_datasheet.ipynb", "book/datasheets/avdigits.ipynb",
             seeded=False),
+    Chapter("affect_datasheet", "notebooks/affect_datasheet.ipynb", "book/datasheets/affect.ipynb",
+            seeded=False),
     Chapter("gaussian_datasheet", "notebooks/gaussian_datasheet.ipynb", "book/datasheets/gaussian.ipynb",
             seeded=False),
     Chapter("00_missing_modalities", "notebooks/00_missing_modalities.ipynb",

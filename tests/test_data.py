@@ -49,3 +49,64 @@ def test_dataset_validation():
         MultimodalDataset("t", {"a": torch.zeros(3, 2)}, y, "multiclass", ["0"], ok)
     with pytest.raises(ValueError, match="task must be one of"):
         MultimodalDataset("t", x, y, "ranking", ["0"], ok)
+
+
+@pytest.mark.parametrize("task", ["regression", "emotion"])
+def test_affect_shapes_splits_and_labels(task):
+    d = load_dataset("affect", task=task)
+    assert d.modality_names == ["acoustic", "visual", "lexical"]
+    assert d.modalities["acoustic"].shape[1:] == (50, 14) and d.modalities["visual"].shape[1:] == (30, 17)
+    assert d.modalities["lexical"].shape[1:] == (384,)
+    assert len(torch.unique(torch.cat(list(d.splits.values())))) == len(d) == 2400
+    assert all(torch.isfinite(x).all() for x in d.modalities.values())
+    if task == "regression":
+        assert d.task == "regression" and float(d.y.min()) >= -3 and float(d.y.max()) <= 3
+        assert torch.allclose(d.y * 3, (d.y * 3).round(), atol=1e-4)       # MOSI's 1/3 steps
+    else:
+        assert d.class_names == ["neutral", "happy", "sad", "angry"]
+        for idx in d.splits.values():                                       # every class in every split
+            assert set(d.y[idx].tolist()) == {0, 1, 2, 3}
+
+
+def test_affect_labels_follow_the_latent_state_and_voices_do_not_cross_splits():
+    import sys
+    sys.path.insert(0, "data/affect")
+    from build_affect import emotion_of
+    z = np.load("data/affect/affect.npz")
+    assert (emotion_of(z["valence"], z["arousal"]) == z["emotion"]).all()
+    assert np.allclose(z["score"], np.clip(np.round(z["valence"] * 3) / 3, -3, 3))
+    variant = np.array([v.split("+")[1] for v in z["voice"]])
+    pools = [set(variant[z["split"] == s]) for s in range(3)]
+    assert not (pools[0] & pools[1]) and not (pools[0] & pools[2]) and not (pools[1] & pools[2])
+
+
+def test_affect_bad_input(tmp_path):
+    with pytest.raises(ValueError, match="task must be"):
+        load_dataset("affect", task="ranking")
+    with pytest.raises(FileNotFoundError, match="affect.npz"):
+        load_dataset("affect", root=tmp_path)
+    np.savez(tmp_path / "affect.npz", lexical=np.zeros((4, 300)), acoustic=np.zeros((4, 50, 14)),
+             visual=np.zeros((4, 30, 17)))
+    with pytest.raises(ValueError, match="'lexical' has per-sample shape"):
+        load_dataset("affect", root=tmp_path)
+
+
+def test_affect_simulated_visual_is_deterministic_and_weakly_informative():
+    import sys
+    sys.path.insert(0, "data/affect")
+    from build_affect import visual_features
+    v, a = np.linspace(-3, 3, 2000), np.tile([-0.8, 0.8], 1000)
+    x1 = visual_features(v, a, np.random.default_rng(0))
+    assert np.array_equal(x1, visual_features(v, a, np.random.default_rng(0)))
+    assert not np.array_equal(x1, visual_features(v, a, np.random.default_rng(1)))
+    smile = x1[:, :, 0].mean(1)                                   # AU12 follows positive valence
+    assert np.corrcoef(np.clip(v, 0, None), smile)[0, 1] > 0.15     # weak on purpose, well above noise
+    assert abs(np.corrcoef(v, x1[:, :, 10].mean(1))[0, 1]) < 0.1   # a distractor unit does not
+
+
+def test_affect_sentences_are_fit_for_a_classroom():
+    import sys
+    sys.path.insert(0, "data/affect")
+    from build_affect import BLOCKED_ROOTS
+    words = " ".join(np.load("data/affect/affect.npz")["text"]).split()
+    assert not [w for w in words if any(r in w for r in BLOCKED_ROOTS)]

@@ -148,4 +148,4 @@ def load_dataset(name: str, root: str | Path | None = None, **kwargs) -> Multimo
     return _REGISTRY[name](root=root, **kwargs)
 
 
-from . import avdigits, gaussian  # noqa: E402,F401  (registers the embedded datasets)
+from . import affect, avdigits, gaussian  # noqa: E402,F401  (registers the embedded datasets)
