@@ -58,18 +58,22 @@ class Chapter:
     seeded: bool = True
 
     def points(self, prof: str) -> list[dict]:
-        grid = self.grid.get(prof, {})
-        if not grid:
-            return []
+        """Every parameter combination of the profile's grid (a dict of lists, or a list of
+        such dicts whose products are joined), times the seeds when the chapter is seeded."""
+        grids = self.grid.get(prof, {})
+        grids = grids if isinstance(grids, list) else [grids]
         seeds = profile(prof)["seeds"] if self.seeded else [None]
-        names = list(grid)
         pts = []
-        for values in itertools.product(*(grid[n] for n in names)):
-            for s in seeds:
-                p = dict(zip(names, values))
-                if s is not None:
-                    p["seed"] = s
-                pts.append(p)
+        for grid in grids:
+            if not grid:
+                continue
+            names = list(grid)
+            for values in itertools.product(*(grid[n] for n in names)):
+                for s in seeds:
+                    p = dict(zip(names, values))
+                    if s is not None:
+                        p["seed"] = s
+                    pts.append(p)
         return pts
 
 
@@ -88,9 +92,14 @@ CHAPTERS = {c.name: c for c in [
             page_params={"missing_rate": 0.8, "seed": 0}),
     # every run loops over the profile's seeds itself (one kernel per setting, not per seed)
     Chapter("02_mle", "notebooks/02_mle.ipynb", "book/chapters/02_mle.ipynb", seeded=False,
-            grid={"quick": {"missing_modality": ["image", "audio"], "missing_rate": [0.5, 0.95]},
-                  "default": {"missing_modality": ["image", "audio"], "missing_rate": [0.5, 0.8, 0.9, 0.95]},
-                  "full": {"missing_modality": ["image", "audio"], "missing_rate": [0.5, 0.8, 0.9, 0.95]}},
+            grid={"quick": [{"missing_modality": ["image", "audio"], "missing_rate": [0.5, 0.95]},
+                            {"dataset": ["affect"], "missing_modality": ["visual"], "missing_rate": [0.8]}],
+                  "default": [{"missing_modality": ["image", "audio"], "missing_rate": [0.5, 0.8, 0.9, 0.95]},
+                              {"dataset": ["affect"], "missing_modality": ["visual", "acoustic"],
+                               "missing_rate": [0.8, 0.95]}],
+                  "full": [{"missing_modality": ["image", "audio"], "missing_rate": [0.5, 0.8, 0.9, 0.95]},
+                           {"dataset": ["affect"], "missing_modality": ["visual", "acoustic"],
+                            "missing_rate": [0.8, 0.9, 0.95]}]},
             page_params={"missing_modality": "image", "missing_rate": 0.95}),
 ]}
 

@@ -66,12 +66,14 @@ def test_mle_chapter_records(built):
     site, _ = built
     df = results.load_records(site / "book/records/02_mle")
     t1 = df[df["tag.part"] == "table1"]
-    assert set(zip(t1["tag.missing_modality"], t1["tag.missing_rate"])) == {
-        ("image", 0.5), ("audio", 0.5), ("image", 0.95), ("audio", 0.95)}
+    assert set(zip(t1["dataset"], t1["tag.missing_modality"], t1["tag.missing_rate"])) == {
+        ("avdigits", "image", 0.5), ("avdigits", "audio", 0.5), ("avdigits", "image", 0.95),
+        ("avdigits", "audio", 0.95), ("affect", "visual", 0.8)}
     at95 = set(t1[t1["tag.missing_rate"] == 0.95]["method"])
     assert {"mle_lb_add", "hgr_outer", "mle_zp_concat", "mle_outer", "mle_add_all_detached"} <= at95
     assert "mle_zp_outer" not in at95
     assert set(df[df["tag.part"] == "table2"]["method"]) == {"ae1_add", "ae2_add", "mle_add"}
+    assert set(df[df["tag.part"] == "table2"]["dataset"]) == {"avdigits"}
     assert set(df[df["tag.part"] == "support"]["config.y_support"]) == {"batch"}
 
 

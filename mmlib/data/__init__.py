@@ -75,6 +75,15 @@ class MultimodalDataset:
             self.name, {m: x.to(device) for m, x in self.modalities.items()}, self.y.to(device),
             self.task, self.class_names, {s: i.to(device) for s, i in self.splits.items()}, self.info)
 
+    def select(self, modalities: list[str]) -> "MultimodalDataset":
+        """The same samples with only the named modalities (in the order given)."""
+        for m in modalities:
+            self.check_modality(m)
+        if not modalities:
+            raise ValueError("select at least one modality")
+        return MultimodalDataset(self.name, {m: self.modalities[m] for m in modalities}, self.y, self.task,
+                                 self.class_names, self.splits, {**self.info, "modalities": list(modalities)})
+
     def fingerprint(self) -> str:
         """A short hash of what identifies this data for a run record: name, split indices,
         labels, modality shapes and any generator spec. Two datasets that differ in any of
