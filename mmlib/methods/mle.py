@@ -158,6 +158,16 @@ class _TwoModality(Method):
         self.val = data.splits["val"].to(dev)
         return data
 
+    def _val_accuracy(self, model) -> float:
+        """Model selection: accuracy on the complete validation split (Eq. 4 for MLE)."""
+        full = torch.ones_like(self.val, dtype=torch.bool)
+        return float((self._scores(model, self.val, full).argmax(1) == self.labels[self.val]).float().mean())
+
+    def predict(self, data, split, presence=None):
+        """log Q(z | ...) per row of ``split``; ``_scores`` is each subclass's rule."""
+        idx, has_y = self._rows(data, split, presence)
+        return self._scores(self.model, idx, has_y).cpu()
+
     def _rows(self, data, split, presence):
         idx = data.splits[split].to(self.device)
         p = full_presence(data, split, presence)
@@ -223,11 +233,7 @@ class MLE(_TwoModality):
                     nll = nll - lq.gather(1, z[miss, None]).sum()
             return nll / len(idx)
 
-        def val_score(model):                                       # complete validation data, Eq. 4
-            return float((self._scores(model, self.val, torch.ones_like(self.val, dtype=torch.bool))
-                          .argmax(1) == self.labels[self.val]).float().mean())
-
-        self.model, self.history = fit(self.model, loss_fn, rows, val_score, self.cfg, seed=seed, desc=self.name)
+        self.model, self.history = fit(self.model, loss_fn, rows, self._val_accuracy, self.cfg, seed=seed, desc=self.name)
         return self
 
     @torch.no_grad()
@@ -258,10 +264,6 @@ class MLE(_TwoModality):
                     o[~hy] = log_q_z_given_x(model.cross_scores(fx[~hy], support[0]), self.log_rz, support[1])
             out[s0:s0 + 512] = o
         return out
-
-    def predict(self, data, split, presence=None):
-        idx, has_y = self._rows(data, split, presence)
-        return self._scores(self.model, idx, has_y).cpu()
 
     @torch.no_grad()
     def embed(self, data, split, presence=None):
@@ -320,11 +322,7 @@ class HGR(_TwoModality):
                 loss = loss + soft_hgr_loss(model.f(self.X[miss]), model.h2(onehot))
             return loss
 
-        def val_score(model):
-            return float((self._scores(model, self.val, torch.ones_like(self.val, dtype=torch.bool))
-                          .argmax(1) == self.labels[self.val]).float().mean())
-
-        self.model, self.history = fit(self.model, loss_fn, self.train_idx, val_score, self.cfg, seed=seed,
+        self.model, self.history = fit(self.model, loss_fn, self.train_idx, self._val_accuracy, self.cfg, seed=seed,
                                        desc=self.name)
         return self
 
@@ -347,10 +345,6 @@ class HGR(_TwoModality):
             u = fx[~has_y] - fx_tr.mean(0)
             out[~has_y] = self.log_rz + torch.log((1 + u @ H2c.T).clamp(min=1e-6))
         return out
-
-    def predict(self, data, split, presence=None):
-        idx, has_y = self._rows(data, split, presence)
-        return self._scores(self.model, idx, has_y).cpu()
 
     @torch.no_grad()
     def embed(self, data, split, presence=None):
@@ -421,11 +415,7 @@ class AEImpute(_TwoModality):
             s = model.pair_scores(model.f(self.X[idx]), model.g(self.Yimp[idx]))
             return -log_q_z_given_xy(s, self.log_rz).gather(1, self.labels[idx, None]).mean()
 
-        def val_score(model):
-            return float((self._scores(model, self.val, torch.ones_like(self.val, dtype=torch.bool))
-                          .argmax(1) == self.labels[self.val]).float().mean())
-
-        self.model, self.history = fit(self.model, loss_fn, self.train_idx, val_score, self.cfg, seed=seed,
+        self.model, self.history = fit(self.model, loss_fn, self.train_idx, self._val_accuracy, self.cfg, seed=seed,
                                        desc=self.name, epoch_start=epoch_start)
         return self
 
@@ -439,10 +429,6 @@ class AEImpute(_TwoModality):
         return torch.cat([log_q_z_given_xy(model.pair_scores(model.f(self.X[b]), model.g(y[s:s + 1024])),
                                            self.log_rz)
                           for s, b in zip(range(0, len(idx), 1024), idx.split(1024))])
-
-    def predict(self, data, split, presence=None):
-        idx, has_y = self._rows(data, split, presence)
-        return self._scores(self.model, idx, has_y).cpu()
 
     @torch.no_grad()
     def embed(self, data, split, presence=None):
