@@ -48,8 +48,8 @@ def decide(task: str, scores: torch.Tensor) -> torch.Tensor:
 
 
 def _registry() -> dict:
-    from . import baselines, mle
-    return {**baselines.BASELINES, **mle.METHODS}
+    from . import baselines, generative, mle, smil
+    return {**baselines.BASELINES, **generative.METHODS, **mle.METHODS, **smil.METHODS}
 
 
 def available() -> list[str]:

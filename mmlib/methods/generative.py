@@ -1,0 +1,284 @@
+"""Generative baselines for missing modalities (SMIL's AE, GAN and MVAE), for any chapter.
+
+- ``ae_impute`` / ``gan_impute`` (SMIL, "Baseline methods"): take the modality-complete
+  training samples, train a generator of each missing modality from the modalities that
+  are present in every training sample, impute the missing inputs of the other samples,
+  then train the multimodal network (:class:`~mmlib.methods.baselines.FusionBaseline`,
+  concatenation) on the completed data as if nothing were missing. A test sample missing
+  a modality is imputed the same way. The AE is an MLP encoder-decoder trained with the
+  squared error; the GAN is a conditional GAN (generator input: the present modalities
+  and noise; discriminator: present modalities + candidate) whose generator also pays a
+  squared-error term (weight ``rec_weight``), as imputation GANs do so that a few
+  hundred pairs suffice. Both generators are selected on the validation squared error.
+- ``mvae`` (Wu and Goodman, 2018): a multimodal VAE whose joint posterior is the product
+  of Gaussian experts of the present modalities and a N(0, I) prior expert, trained on
+  the training samples with whatever they have (ELBO of the joint and of each single
+  modality; MLP experts and the KL weight annealed from 0 to 1, as in the MVAE paper's
+  MNIST experiments). Then it is frozen, and a linear classifier is trained on the posterior mean
+  (SMIL's "linear evaluation protocol").
+"""
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..data import MultimodalDataset
+from ..models import MLP, make_encoder
+from ..train import TrainConfig, fit, get_device, seed_everything
+from . import Method
+from .baselines import FusionBaseline, full_presence, task_loss, validation_score
+
+
+def _flat(data: MultimodalDataset, names: list[str], device) -> torch.Tensor:
+    return torch.cat([data.modalities[m].to(device).flatten(1) for m in names], 1)
+
+
+def _steps(cfg: TrainConfig, n_train: int) -> tuple[int, int]:
+    """(steps per 'epoch', epochs): generators train as many steps as the classifier would."""
+    return max(1, -(-n_train // cfg.batch_size)), cfg.epochs
+
+
+# --------------------------------------------------------------------------- imputation
+class Impute(Method):
+    """Generate the missing modalities from the always-present ones, then train the fusion
+    network on completed data. ``generator="ae"`` or ``"gan"``."""
+
+    def __init__(self, generator: str = "ae", rec_weight: float = 10.0, noise_dim: int = 16, **fusion_kw):
+        if generator not in ("ae", "gan"):
+            raise ValueError(f"unknown generator {generator!r}; use 'ae' or 'gan'")
+        self.generator, self.rec_weight, self.noise_dim = generator, rec_weight, noise_dim
+        self.fusion_kw = fusion_kw
+        self.name = f"{generator}_impute"
+        self.history: list[dict] = []
+
+    def config(self) -> dict:
+        return {"generator": self.generator, "rec_weight": self.rec_weight, "noise_dim": self.noise_dim,
+                **self.fusion_kw}
+
+    def fit(self, data, presence, *, seed=0, cfg=None, device=None):
+        cfg = cfg or TrainConfig()
+        self.device = dev = get_device(device)
+        seed_everything(seed)
+        presence = full_presence(data, "train", presence)
+        names = data.modality_names
+        self.cond = [m for j, m in enumerate(names) if bool(presence[:, j].all())]
+        self.targets = [m for j, m in enumerate(names) if not bool(presence[:, j].all()) and bool(presence[:, j].any())]
+        if not self.cond:
+            raise ValueError(f"{self.name}: no modality is present in every training sample to generate from")
+        self.required, self.used = list(self.cond), list(self.cond) + self.targets
+        train = data.splits["train"].to(dev)
+        C = _flat(data, self.cond, dev)
+        self.gens, self.val_mse, completed = {}, {}, {m: x.clone() for m, x in data.modalities.items()}
+        for m in self.targets:
+            j = names.index(m)
+            has = train[presence[:, j].to(dev)]
+            T = data.modalities[m].to(dev).flatten(1)
+            self.gens[m], self.val_mse[m] = self._train_generator(C, T, has, data.splits["val"].to(dev), cfg, seed)
+            miss = train[~presence[:, j].to(dev)]
+            with torch.no_grad():
+                completed[m][miss.cpu()] = self._generate(m, C[miss]).reshape(-1, *data.modalities[m].shape[1:]).cpu()
+        done = MultimodalDataset(data.name, completed, data.y, data.task, data.class_names, data.splits, data.info)
+        self.clf = FusionBaseline(self.name, fusion="concat", use=self.used, ignore_missing=True, **self.fusion_kw)
+        self.clf.fit(done, None, seed=seed, cfg=cfg, device=dev)
+        self.history = self.clf.history
+        return self
+
+    def _train_generator(self, C, T, rows, val, cfg, seed):
+        dev, dc, dt = C.device, C.shape[1], T.shape[1]
+        gen = torch.Generator().manual_seed(seed + 7)
+        zdim = self.noise_dim if self.generator == "gan" else 0
+        G = MLP(dc + zdim, [256, 64, 256] if self.generator == "ae" else [256, 256], dt).to(dev)
+        opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr)
+        if self.generator == "gan":
+            D = MLP(dc + dt, [256, 128], 1, dropout=0.2).to(dev)
+            opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr, betas=(0.5, 0.999))
+        steps, epochs = _steps(cfg, len(rows))
+        best, best_state = float("inf"), None
+
+        def g_out(c):
+            if zdim:
+                c = torch.cat([c, torch.randn(len(c), zdim, generator=gen).to(dev)], 1)
+            return G(c)
+
+        for _ in range(epochs):
+            G.train()
+            for _ in range(steps):
+                b = rows[torch.randint(len(rows), (min(cfg.batch_size, len(rows)),), generator=gen).to(dev)]
+                fake = g_out(C[b])
+                rec = F.mse_loss(fake, T[b])
+                if self.generator == "gan":
+                    real_d = D(torch.cat([C[b], T[b]], 1))
+                    fake_d = D(torch.cat([C[b], fake.detach()], 1))
+                    d_loss = (F.binary_cross_entropy_with_logits(real_d, torch.ones_like(real_d))
+                              + F.binary_cross_entropy_with_logits(fake_d, torch.zeros_like(fake_d)))
+                    opt_d.zero_grad(set_to_none=True)
+                    d_loss.backward()
+                    opt_d.step()
+                    adv = D(torch.cat([C[b], fake], 1))
+                    g_loss = F.binary_cross_entropy_with_logits(adv, torch.ones_like(adv)) + self.rec_weight * rec
+                else:
+                    g_loss = rec
+                opt_g.zero_grad(set_to_none=True)
+                g_loss.backward()
+                opt_g.step()
+            G.eval()
+            with torch.no_grad():                                  # selection: validation squared error
+                err = float(F.mse_loss(g_out(C[val]), T[val]))
+            if err < best:
+                best, best_state = err, copy.deepcopy(G.state_dict())
+        G.load_state_dict(best_state)
+        return G.eval(), best
+
+    @torch.no_grad()
+    def _generate(self, m, c):
+        G = self.gens[m]
+        if self.generator == "gan":
+            c = torch.cat([c, torch.randn(len(c), self.noise_dim, device=c.device)], 1)
+        return G(c)
+
+    def _completed(self, data, split, presence):
+        p = full_presence(data, split, presence)
+        names = data.modality_names
+        for m in self.required:
+            if not bool(p[:, names.index(m)].all()):
+                raise ValueError(f"{self.name} generates from {self.required}; some rows of {split!r} lack {m!r}")
+        idx = data.splits[split]
+        mods = {m: x.clone() for m, x in data.modalities.items()}
+        C = _flat(data, self.cond, self.device)
+        for m in self.targets:
+            miss = idx[~p[:, names.index(m)]]
+            if len(miss):
+                mods[m][miss] = self._generate(m, C[miss.to(self.device)]).reshape(-1, *mods[m].shape[1:]).cpu()
+        return MultimodalDataset(data.name, mods, data.y, data.task, data.class_names, data.splits, data.info)
+
+    def predict(self, data, split, presence=None):
+        return self.clf.predict(self._completed(data, split, presence), split)
+
+    def embed(self, data, split, presence=None):
+        return self.clf.embed(self._completed(data, split, presence), split)
+
+
+# --------------------------------------------------------------------------------- MVAE
+class MVAENet(nn.Module):
+    """One Gaussian expert (encoder) and one decoder per modality; product of experts."""
+
+    def __init__(self, shapes: dict, z_dim: int = 64, backbone: str = "cnn"):
+        super().__init__()
+        self.names = list(shapes)
+        self.enc = nn.ModuleDict({m: make_encoder(s, 128, backbone) for m, s in shapes.items()})
+        self.mu = nn.ModuleDict({m: nn.Linear(128, z_dim) for m in shapes})
+        self.logvar = nn.ModuleDict({m: nn.Linear(128, z_dim) for m in shapes})
+        self.dec = nn.ModuleDict({m: MLP(z_dim, [256], int(torch.tensor(s).prod())) for m, s in shapes.items()})
+        self.z_dim = z_dim
+
+    def posterior(self, xs: dict, present: torch.Tensor):
+        """Product of the N(0, I) prior and the present modalities' experts: (mu, logvar)."""
+        B = present.shape[0]
+        dev = present.device
+        prec = torch.ones(B, self.z_dim, device=dev)               # prior expert
+        num = torch.zeros(B, self.z_dim, device=dev)
+        for j, m in enumerate(self.names):
+            h = self.enc[m](xs[m])
+            mu, logvar = self.mu[m](h), self.logvar[m](h).clamp(-8, 8)
+            w = present[:, j:j + 1].float() / logvar.exp()
+            prec = prec + w
+            num = num + w * mu
+        return num / prec, -prec.log()
+
+
+class MVAE(Method):
+    """MVAE trained on the training samples (with their missing modalities), frozen, then a
+    linear classifier on the posterior mean."""
+
+    name = "mvae"
+
+    def __init__(self, z_dim: int = 64, backbone: str = "mlp", beta: float = 1.0, anneal: bool = True):
+        self.z_dim, self.backbone, self.beta, self.anneal = z_dim, backbone, beta, anneal
+        self.history: list[dict] = []
+
+    def config(self) -> dict:
+        return {"z_dim": self.z_dim, "backbone": self.backbone, "beta": self.beta, "anneal": self.anneal}
+
+    def fit(self, data, presence, *, seed=0, cfg=None, device=None):
+        cfg = cfg or TrainConfig()
+        self.device = dev = get_device(device)
+        seed_everything(seed)
+        presence = full_presence(data, "train", presence).to(dev)
+        self.names = data.modality_names
+        self.X = {m: x.to(dev) for m, x in data.modalities.items()}
+        y = data.y.to(dev)
+        train, val = data.splits["train"].to(dev), data.splits["val"].to(dev)
+        P = torch.zeros(len(data), len(self.names), dtype=torch.bool, device=dev)
+        P[train] = presence
+        P[val] = True
+        vae = MVAENet({m: tuple(x.shape[1:]) for m, x in data.modalities.items()}, self.z_dim, self.backbone).to(dev)
+        singles = [torch.eye(len(self.names), dtype=torch.bool, device=dev)[j] for j in range(len(self.names))]
+
+        weight = {"kl": self.beta}
+
+        def elbo_loss(model, idx, p):
+            xs = {m: self.X[m][idx] for m in self.names}
+            mu, logvar = model.posterior(xs, p)
+            z = mu + (0.5 * logvar).exp() * torch.randn_like(mu)
+            rec = sum(((model.dec[m](z) - xs[m].flatten(1)) ** 2).sum(1) * p[:, j]
+                      for j, m in enumerate(self.names))
+            kl = 0.5 * (mu ** 2 + logvar.exp() - 1 - logvar).sum(1)
+            return (rec + weight["kl"] * kl).mean()
+
+        def vae_loss(model, idx):                                  # joint ELBO + each single-modality ELBO
+            p = P[idx]
+            loss = elbo_loss(model, idx, p)
+            for s in singles:
+                keep = p & s
+                rows = keep.any(1)
+                if rows.any():
+                    loss = loss + elbo_loss(model, idx[rows], keep[rows])
+            return loss
+
+        def vae_val(model):                                        # the full ELBO (beta) on validation
+            annealed, weight["kl"] = weight["kl"], self.beta
+            score = -float(vae_loss(model, val))
+            weight["kl"] = annealed
+            return score
+
+        def anneal(epoch):                                         # KL weight 0 -> beta over the epochs (as MVAE)
+            weight["kl"] = self.beta * min(1.0, (epoch + 1) / cfg.epochs) if self.anneal else self.beta
+
+        self.vae, vae_hist = fit(vae, vae_loss, train, vae_val, cfg, seed=seed, desc="mvae", epoch_start=anneal)
+        for q in self.vae.parameters():
+            q.requires_grad_(False)
+        with torch.no_grad():                                      # frozen: posterior means once
+            Z = torch.zeros(len(data), self.z_dim, device=dev)
+            for c in torch.cat([train, val]).split(1024):
+                Z[c] = self.vae.posterior({m: self.X[m][c] for m in self.names}, P[c])[0]
+        n_out = data.n_classes if data.task != "regression" else 1
+        self.task = data.task
+        clf = nn.Linear(self.z_dim, n_out).to(dev)                # linear probe: full batch, cheap
+        probe = TrainConfig(epochs=300, batch_size=len(train), lr=1e-2, weight_decay=cfg.weight_decay, patience=30)
+        self.clf, self.history = fit(clf, lambda model, idx: task_loss(data.task, model(Z[idx]), y[idx]), train,
+                                     lambda model: validation_score(data.task, model(Z[val]), y[val]), probe,
+                                     seed=seed, desc="mvae:linear")
+        self.vae_history = vae_hist
+        return self
+
+    @torch.no_grad()
+    def embed(self, data, split, presence=None):
+        idx = data.splits[split].to(self.device)
+        p = full_presence(data, split, presence).to(self.device)
+        self.vae.eval()
+        return torch.cat([self.vae.posterior({m: self.X[m][idx[s:s + 1024]] for m in self.names}, p[s:s + 1024])[0]
+                          for s in range(0, len(idx), 1024)]).cpu()
+
+    @torch.no_grad()
+    def predict(self, data, split, presence=None):
+        return self.clf.eval()(self.embed(data, split, presence).to(self.device)).cpu()
+
+
+METHODS = {
+    "ae_impute": lambda **kw: Impute("ae", **kw),
+    "gan_impute": lambda **kw: Impute("gan", **kw),
+    "mvae": lambda **kw: MVAE(**kw),
+}

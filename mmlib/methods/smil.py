@@ -1,0 +1,439 @@
+"""SMIL: multimodal learning with severely missing modality, by Bayesian meta-learning.
+
+Mengmeng Ma, Jian Ren, Long Zhao, Sergey Tulyakov, Cathy Wu, Xi Peng (AAAI 2021).
+Authors' code: github.com/mengmenm/SMIL (avMNIST pipeline). This file implements the
+paper's text, top to bottom, with the released code's behaviour as ``variant="code"``.
+
+Setting. Two modalities: x1 (the image) is always present; x2 (the audio) is present in
+a fraction eta of the training samples. D^f = the modality-complete samples, D^m = the
+samples missing x2.
+
+Networks.
+- The main network f_theta: an encoder of x1, a feature of x2 (real or reconstructed),
+  their concatenation h0, a hidden layer h1 and a classifier. theta = the x1 encoder and
+  the fusion layers. The x2 encoder is trained first on D^f and then frozen, as in the
+  authors' pipeline (``train_sound``; the paper does not say how it is trained); so are
+  the warm starts of the x1 encoder on every training image (``train_mnist``) and of the
+  fusion layers on D^f (``train_soundmnist``). A warm start on a few complete pairs
+  repeats them so that it takes as many steps as an epoch over the training split.
+- The reconstruction network f_phi_c (Eq. 1-2): modality priors M are K-means centres of
+  the x2 features of D^f (K = 10). From the x1 feature it predicts a Gaussian over the
+  weights omega of the priors; the reconstruction is x2_hat = <omega, M> / K, so that
+  omega = 1 gives the mean prior. The paper writes omega ~ N(1, sigma) with the network
+  predicting sigma only; taken literally, every sample's reconstruction would have the
+  same mean (the mean of the priors). We let the network predict the mean too, as the
+  authors' code does (its weights softplus(fc(x1 feature))), and keep N(1, I) as the prior
+  of omega in the KL term -- the one reading that makes x2_hat depend on x1 in expectation.
+- The regularization network f_phi_r (Eq. 3): from the previous layer's feature it
+  predicts (mu, sigma) of r ~ N(mu, sigma^2), and the feature becomes h o Softplus(r),
+  o = multiplication (paper) or addition (code). It acts on h0 (from h0) and on h1
+  (from h0, the previous layer). At evaluation r = mu and omega = its mean.
+
+Training (Eq. 4-7, Algorithm 1). Each iteration draws a batch of D^m and a batch of D^f.
+  Meta-train (inner loop, Eq. 4): theta' = theta - alpha grad_theta CE(D^m; theta, psi),
+      x2 of D^m reconstructed, one step (K = 1 in Algorithm 1) of plain SGD, alpha = 1e-3.
+  Meta-test and meta-update (Eq. 7): minimise over theta and psi = (phi_c, phi_r)
+      1/L sum_l CE(D^f; theta', z_l) + kl_weight * KL[q(z | X; psi) || p(z)]  (+ CE(D^m; theta)),
+      z = (omega, r), L Monte-Carlo samples, p(omega) = N(1, I), p(r) = N(0, I).
+  The last term: Eq. 5-6 (the likelihood SMIL maximises) contain a factor p(y_j | x1_j, z)
+  for every D^m sample, but Algorithm 1's meta-update shows only D^f. Read alone,
+  Algorithm 1 trains theta on the few complete pairs only (D^m reaches theta through
+  alpha-sized second-order terms). We keep D^m's term by default (``outer_dm=True``, what
+  the authors' code does too) and measure Algorithm 1 as printed as ``smil_alg1``.
+  KL weight: with the KL summed over units and weighted 1, as Eq. 7 prints it, the noise
+  drowns the features (chance accuracy on avdigits); we average it over units and weigh it
+  0.1 (``kl_weight``). The gradient reaches theta and psi *through* theta' (second order:
+  torch.func.grad keeps the graph); ``first_order=True`` treats grad_theta CE(D^m) as a
+  constant (first-order MAML), and then the reconstruction network is trained by D^m's
+  term and its KL only. Model selection: the validation split (mean accuracy over "x1
+  only" and "x1 + x2"); the authors keep the checkpoint with the best *test* accuracy.
+
+``variant="code"`` (the released code, as the chapter's "paper and code" section reads it): deterministic weights
+w = softplus(fc(x1 feature)), x2_hat = sum_k w_k M_k / sum_k w_k; additive regularizer
+h + softplus(mu + eps), eps ~ N(0, 1); no KL; the outer loss is the inner CE at theta
+(before the update) + CE(D^f with *reconstructed* x2; theta') + 0.01 MSE(h0 real vs
+reconstructed) + 0.01 MSE(h1 real vs reconstructed). Its learning-rate schedules are left
+out; checkpoints are chosen on validation, not test.
+
+Ablations (Table 3): ``kmeans=False`` (the reconstruction network generates the x2
+feature directly, a linear map, no priors), ``regularize=False``, ``noise="fixed"``
+(r ~ N(0, I), no learned mu, sigma), ``noise="none"`` (deterministic: omega and r are
+their means; no sampling in Eq. 7, no KL).
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call, grad
+
+from ..models import make_encoder
+from ..train import TrainConfig, fit, get_device, seed_everything
+from . import Method
+from .baselines import full_presence
+
+
+_WARM: dict = {}        # warm starts shared by the SMIL variants run in one process (see SMIL.fit)
+
+
+def masks_key(presence: torch.Tensor) -> str:
+    return hashlib.sha1(presence.cpu().numpy().tobytes()).hexdigest()
+
+
+# ------------------------------------------------------------------------ the main network
+class MainNet(nn.Module):
+    """f_theta: x1 encoder, concatenation with the x2 feature, hidden layer, classifier.
+    ``aux`` (the reconstruction and regularization networks) is passed in, not owned, so
+    that theta = this module's parameters and psi = ``aux``'s."""
+
+    def __init__(self, x_shape, d_x: int, d_y: int, hidden: int, n_classes: int, backbone: str = "cnn",
+                 dropout: float = 0.5):
+        super().__init__()
+        self.enc = make_encoder(x_shape, d_x, backbone)
+        self.fc1 = nn.Linear(d_x + d_y, hidden)
+        self.drop = nn.Dropout(dropout)
+        self.fc2 = nn.Linear(hidden, n_classes)
+
+    def forward(self, x, y_feat, has_y, aux, sample: bool):
+        """Logits, (h0, h1) and the KL of this batch's z. Rows with ``has_y`` False use the
+        reconstruction of x2 from the x1 feature (Eq. 2)."""
+        hx = self.enc(x)
+        kl = hx.new_zeros(())
+        if not bool(has_y.all()):
+            y_hat, kl_w = aux.reconstruct(hx, sample)
+            y_feat = torch.where(has_y[:, None], y_feat, y_hat)
+            kl = kl + (kl_w * (~has_y)).sum() / len(x)
+        h0 = torch.cat([hx, y_feat], 1)
+        h0r, kl0 = aux.regularize(0, h0, h0, sample)                       # Eq. 3 on h0
+        h1 = torch.relu(self.fc1(h0r))
+        h1, kl1 = aux.regularize(1, h0r, h1, sample)                       # Eq. 3 on h1, from h0
+        return self.fc2(self.drop(h1)), (h0, h1), kl + (kl0 + kl1).mean()
+
+
+def kl_normal(mu, logvar, prior_mu: float = 0.0):
+    """KL[N(mu, exp(logvar)) || N(prior_mu, 1)] per latent unit (averaged over the last
+    dimension, so that layers of different widths weigh the same)."""
+    return 0.5 * ((mu - prior_mu) ** 2 + logvar.exp() - 1 - logvar).mean(-1)
+
+
+class Aux(nn.Module):
+    """psi = (phi_c, phi_r): the reconstruction network (Eq. 1-2) and the regularization
+    network (Eq. 3), in the paper's or the code's form."""
+
+    def __init__(self, priors: torch.Tensor, d_x: int, d_y: int, hidden: int, variant: str = "paper",
+                 kmeans: bool = True, regularize: bool = True, noise: str = "learned"):
+        super().__init__()
+        self.variant, self.kmeans, self.reg_on, self.noise = variant, kmeans, regularize, noise
+        self.register_buffer("priors", priors)                              # M: (K, d_y)
+        K = len(priors)
+        if kmeans:
+            self.w_mu = nn.Linear(d_x, K)                                   # weights of the priors
+            self.w_logvar = nn.Linear(d_x, K)                               # (paper: the sigma of omega)
+            nn.init.zeros_(self.w_mu.weight)
+            nn.init.constant_(self.w_mu.bias, 1.0 if variant == "paper" else 0.0)
+            nn.init.constant_(self.w_logvar.bias, -4.0)
+        else:                                                               # "w/o K-means": direct generation
+            self.direct = nn.Linear(d_x, d_y)
+        d0 = d_x + d_y
+        self.r_mu = nn.ModuleList([nn.Linear(d0, d0), nn.Linear(d0, hidden)])
+        self.r_logvar = nn.ModuleList([nn.Linear(d0, d0), nn.Linear(d0, hidden)])
+        for lin in self.r_logvar:
+            nn.init.constant_(lin.bias, -2.0)
+
+    def reconstruct(self, hx, sample: bool):
+        """x2_hat from the x1 feature (Eq. 2) and the per-sample KL of omega."""
+        zero = hx.new_zeros(len(hx))
+        if not self.kmeans:
+            return self.direct(hx), zero
+        if self.variant == "code":                                          # w = softplus(fc), normalised
+            w = F.softplus(self.w_mu(hx))
+            return (w @ self.priors) / w.sum(1, keepdim=True).clamp(min=1e-6), zero
+        mu, logvar = self.w_mu(hx), self.w_logvar(hx).clamp(-10, 4)
+        stochastic = self.noise != "none"
+        omega = mu + (0.5 * logvar).exp() * torch.randn_like(mu) if (sample and stochastic) else mu
+        kl = kl_normal(mu, logvar, prior_mu=1.0) if stochastic else zero   # KL[q(omega|x1) || N(1, I)]
+        return omega @ self.priors / len(self.priors), kl
+
+    def regularize(self, layer: int, h_prev, h, sample: bool):
+        """Eq. 3: h o Softplus(r), r ~ N(mu, sigma^2) with (mu, sigma) from h_prev; the KL of r."""
+        zero = h.new_zeros(len(h))
+        if not self.reg_on:
+            return h, zero
+        if self.variant == "code":                                          # additive, unit noise
+            mu = self.r_mu[layer](h_prev)
+            r = mu + torch.randn_like(mu) if sample else mu
+            return h + F.softplus(r), zero
+        if self.noise == "fixed":                                           # "w/ Fixed Gaussian": N(0, I)
+            r = torch.randn_like(h) if sample else torch.zeros_like(h)
+            return h * F.softplus(r), zero
+        mu, logvar = self.r_mu[layer](h_prev), self.r_logvar[layer](h_prev).clamp(-10, 4)
+        if self.noise == "none":                                            # "w/ Deterministic"
+            return h * F.softplus(mu), zero
+        r = mu + (0.5 * logvar).exp() * torch.randn_like(mu) if sample else mu
+        return h * F.softplus(r), kl_normal(mu, logvar)                    # KL[q(r|h) || N(0, I)]
+
+
+class SMILModel(nn.Module):
+    """Everything fit() trains and checkpoints: theta (``main``) and psi (``aux``)."""
+
+    def __init__(self, main: MainNet, aux: Aux):
+        super().__init__()
+        self.main, self.aux = main, aux
+
+    def theta(self) -> dict:
+        return dict(self.main.named_parameters())
+
+    def forward(self, x, y_feat, has_y, params=None, sample=False):
+        params = self.theta() if params is None else params
+        return functional_call(self.main, params, (x, y_feat, has_y, self.aux, sample))
+
+
+# ------------------------------------------------------------------------------ the method
+class SMIL(Method):
+    """SMIL on a two-modality dataset: ``x`` always present, ``y`` severely missing."""
+
+    def __init__(self, variant: str = "paper", kmeans: bool = True, regularize: bool = True,
+                 noise: str = "learned", first_order: bool = False, inner_lr: float = 1e-3,
+                 outer_dm: bool = True, mc_samples: int = 1, kl_weight: float = 0.1, n_priors: int = 10, feat_dim: int = 64,
+                 hidden: int = 64, backbone: str = "cnn", x: str | None = None, y: str | None = None,
+                 name: str | None = None):
+        if variant not in ("paper", "code"):
+            raise ValueError(f"unknown SMIL variant {variant!r}; use 'paper' or 'code'")
+        if noise not in ("learned", "fixed", "none"):
+            raise ValueError(f"unknown noise={noise!r}; use 'learned', 'fixed' or 'none'")
+        if mc_samples < 1 or n_priors < 1:
+            raise ValueError("mc_samples and n_priors must be at least 1")
+        self.variant, self.kmeans, self.regularize, self.noise = variant, kmeans, regularize, noise
+        self.first_order, self.inner_lr, self.outer_dm = first_order, inner_lr, outer_dm
+        self.mc_samples, self.kl_weight = mc_samples, kl_weight
+        self.n_priors, self.feat_dim, self.hidden, self.backbone = n_priors, feat_dim, hidden, backbone
+        self.x, self.y = x, y
+        self.name = name or ("smil" if variant == "paper" else "smil_code")
+        self.history: list[dict] = []
+
+    def config(self) -> dict:
+        return {"variant": self.variant, "kmeans": self.kmeans, "regularize": self.regularize, "noise": self.noise,
+                "first_order": self.first_order, "inner_lr": self.inner_lr, "outer_dm": self.outer_dm,
+                "mc_samples": self.mc_samples,
+                "kl_weight": self.kl_weight, "n_priors": self.n_priors, "feat_dim": self.feat_dim,
+                "hidden": self.hidden, "backbone": self.backbone, "x": self.x, "y": self.y}
+
+    # -- set-up: roles, the frozen x2 encoder, the priors --------------------------------
+    def _roles(self, data, presence):
+        names = data.modality_names
+        if len(names) != 2 and (self.x is None or self.y is None):
+            raise ValueError(f"{self.name}: name x and y for a dataset with modalities {names}")
+        if self.x is None or self.y is None:
+            always = [m for j, m in enumerate(names) if bool(presence[:, j].all())]
+            if not always:
+                raise ValueError(f"{self.name}: no modality is present in every training sample; "
+                                 "SMIL needs one always-present modality x")
+            self.x = always[0]
+            self.y = [m for m in names if m != self.x][0]
+        self.ix, self.iy = names.index(data.check_modality(self.x)), names.index(data.check_modality(self.y))
+        if not bool(presence[:, self.ix].all()):
+            raise ValueError(f"{self.name}: modality x={self.x!r} must be present in every training sample")
+        self.required, self.used = [self.x], [self.x, self.y]
+
+    def _on(self, rows):
+        """The rows of a warm start, repeated so that an epoch on a few complete pairs takes as
+        many steps as an epoch over the whole training split (validation once per epoch)."""
+        return rows.repeat(max(1, min(20, self.n_train // max(len(rows), 1))))
+
+    def _pretrain_encoder(self, shape, rows, X, cfg, seed, desc):
+        """An encoder + linear classifier trained on ``rows`` of X (selected on validation)."""
+        net = nn.Sequential(make_encoder(shape, self.feat_dim, self.backbone),
+                            nn.Linear(self.feat_dim, self.n_classes)).to(self.device)
+        lbl = self.labels
+
+        def loss_fn(model, idx):
+            return F.cross_entropy(model(X[idx]), lbl[idx])
+
+        def val_score(model):
+            return float((model(X[self.val]).argmax(1) == lbl[self.val]).float().mean())
+
+        net, _ = fit(net, loss_fn, self._on(rows), val_score, cfg, seed=seed, desc=desc)
+        return net[0]
+
+    def fit(self, data, presence, *, seed=0, cfg=None, device=None):
+        cfg = cfg or TrainConfig()
+        self.device = dev = get_device(device)
+        seed_everything(seed)
+        presence = full_presence(data, "train", presence)
+        self._roles(data, presence)
+        self.n_classes = data.n_classes
+        train = data.splits["train"].to(dev)
+        self.X = data.modalities[self.x].to(dev)
+        Y = data.modalities[self.y].to(dev)
+        self.labels = data.y.to(dev)
+        self.val = data.splits["val"].to(dev)
+        has_y = presence[:, self.iy].to(dev)
+        complete, missing = train[has_y], train[~has_y]
+        self.n_train = len(train)
+        if len(complete) < 2:
+            raise ValueError(f"{self.name}: needs at least 2 training samples with {self.y!r}, has {len(complete)}")
+        if len(missing) == 0:                      # eta = 100%: the inner loop sees D^f with x2 hidden
+            missing = complete
+
+        # 1-2. warm starts and priors; the same for every variant and ablation at one setting,
+        #      so they are computed once per process and shared (the meta-learning reseeds)
+        key = (data.fingerprint(), masks_key(presence), seed, str(cfg), self.feat_dim, self.hidden, self.backbone,
+               self.n_priors, self.x, self.y, str(dev))
+        if key not in _WARM:
+            while len(_WARM) >= 4:
+                _WARM.pop(next(iter(_WARM)))
+            _WARM[key] = self._warm_starts(Y, train, complete, cfg, seed)
+        self.Yfeat, main_state, priors = _WARM[key]
+        main = MainNet(tuple(self.X.shape[1:]), self.feat_dim, self.feat_dim, self.hidden, self.n_classes,
+                       self.backbone).to(dev)
+        main.load_state_dict(main_state)
+        seed_everything(seed + 4)
+        aux = Aux(priors, self.feat_dim, self.feat_dim, self.hidden, self.variant, self.kmeans,
+                  self.regularize, self.noise)
+        self.model = SMILModel(main, aux).to(dev)
+
+        # 3. Bayesian meta-learning (Algorithm 1): batches of D^m drive the loop, D^f batches cycle
+        gen = torch.Generator().manual_seed(seed + 2)
+        complete_batches = []
+
+        def next_complete():
+            if not complete_batches:
+                perm = complete[torch.randperm(len(complete), generator=gen).to(dev)]
+                complete_batches.extend(perm.split(cfg.batch_size))
+            return complete_batches.pop()
+
+        def loss_fn(model, idx_m):
+            return self.meta_loss(model, idx_m, next_complete())
+
+        self.model, self.history = fit(self.model, loss_fn, missing, self._val_score, cfg, seed=seed,
+                                       params=list(self.model.main.parameters()) + list(self.model.aux.parameters()),
+                                       desc=self.name)
+        return self
+
+    def _warm_starts(self, Y, train, complete, cfg, seed):
+        """The authors' pipeline before meta-learning: the x2 encoder trained on D^f and frozen
+        (its features of every sample are kept); the x1 encoder trained on every training x1;
+        the modality priors M = K-means centres of D^f's x2 features (Eq. 2); the fusion
+        layers trained on D^f. Returns (x2 features, main network state, priors)."""
+        from sklearn.cluster import KMeans
+        dev = self.device
+        enc_y = self._pretrain_encoder(tuple(Y.shape[1:]), complete, Y, cfg, seed, "smil:x2-encoder").eval()
+        with torch.no_grad():
+            Yfeat = torch.cat([enc_y(Y[c]) for c in torch.arange(len(Y), device=dev).split(1024)])
+        self.Yfeat = Yfeat
+        enc_x = self._pretrain_encoder(tuple(self.X.shape[1:]), train, self.X, cfg, seed + 1, "smil:x1-encoder")
+        K = min(self.n_priors, len(complete))
+        km = KMeans(K, n_init=10, random_state=seed).fit(Yfeat[complete].cpu().numpy())
+        priors = torch.tensor(km.cluster_centers_, dtype=torch.float32, device=dev)
+        main = MainNet(tuple(self.X.shape[1:]), self.feat_dim, self.feat_dim, self.hidden, self.n_classes,
+                       self.backbone)
+        main.enc.load_state_dict(enc_x.state_dict())
+        main = self._warm_start_fusion(main, priors, complete, cfg, seed)
+        return Yfeat, copy.deepcopy(main.state_dict()), priors
+
+    def _warm_start_fusion(self, main, priors, complete, cfg, seed):
+        """The fusion layers trained on D^f with the real x2 (the authors' ``train_soundmnist``)."""
+        plain = Aux(priors, self.feat_dim, self.feat_dim, self.hidden, regularize=False).to(self.device)
+        main = main.to(self.device)
+        val_all = torch.ones(len(self.val), dtype=torch.bool, device=self.device)
+
+        def loss_fn(model, idx):
+            has = torch.ones(len(idx), dtype=torch.bool, device=self.device)
+            return F.cross_entropy(model(self.X[idx], self.Yfeat[idx], has, plain, False)[0], self.labels[idx])
+
+        def val_score(model):
+            out = model(self.X[self.val], self.Yfeat[self.val], val_all, plain, False)[0]
+            return float((out.argmax(1) == self.labels[self.val]).float().mean())
+
+        return fit(main, loss_fn, self._on(complete), val_score, cfg, seed=seed + 3, desc="smil:fusion")[0]
+
+    def meta_loss(self, model: SMILModel, idx_m: torch.Tensor, idx_f: torch.Tensor) -> torch.Tensor:
+        """One iteration of Algorithm 1: the inner update on D^m (Eq. 4), the outer loss on
+        D^f (Eq. 7). Returns the loss whose gradient updates theta and psi."""
+        X, Yf, lbl = self.X, self.Yfeat, self.labels
+        no_y = torch.zeros(len(idx_m), dtype=torch.bool, device=X.device)
+
+        # meta-train (Eq. 4): theta' = theta - alpha grad_theta CE(D^m; theta, psi)
+        def inner_loss(params):
+            logits, _, kl = model(X[idx_m], Yf[idx_m], no_y, params, sample=True)
+            ce = F.cross_entropy(logits, lbl[idx_m])
+            return ce, (ce, kl)
+
+        theta = model.theta()
+        g, (ce_m, kl_m) = grad(inner_loss, has_aux=True)(theta)
+        if self.first_order:
+            g = {k: v.detach() for k, v in g.items()}
+        theta_new = {k: theta[k] - self.inner_lr * g[k] for k in theta}
+
+        # meta-test and meta-update (Eq. 7)
+        yes = torch.ones(len(idx_f), dtype=torch.bool, device=X.device)
+        if self.variant == "code":
+            no = ~yes
+            logits, (h0_hat, h1_hat), _ = model(X[idx_f], Yf[idx_f], no, theta_new, sample=True)
+            _, (h0, h1), _ = model(X[idx_f], Yf[idx_f], yes, theta_new, sample=True)
+            return (ce_m + F.cross_entropy(logits, lbl[idx_f])
+                    + 0.01 * F.mse_loss(h0_hat, h0) + 0.01 * F.mse_loss(h1_hat, h1))
+        ce_f, kl_f = 0.0, 0.0
+        for _ in range(self.mc_samples):                                    # L Monte-Carlo samples of z
+            logits, _, kl = model(X[idx_f], Yf[idx_f], yes, theta_new, sample=True)
+            ce_f = ce_f + F.cross_entropy(logits, lbl[idx_f]) / self.mc_samples
+            kl_f = kl_f + kl / self.mc_samples
+        loss = ce_f + self.kl_weight * (kl_m + kl_f)
+        if self.outer_dm:                          # + D^m's likelihood term of Eq. 5-6, at theta (as the code)
+            loss = loss + ce_m
+        return loss
+
+    # -- evaluation ------------------------------------------------------------------------
+    @torch.no_grad()
+    def _forward(self, model, idx, has_y):
+        model.eval()
+        outs, embs = [], []
+        for s in range(0, len(idx), 1024):
+            b = idx[s:s + 1024]
+            logits, (_, h1), _ = model(self.X[b], self.Yfeat[b], has_y[s:s + 1024])
+            outs.append(logits)
+            embs.append(h1)
+        return torch.cat(outs), torch.cat(embs)
+
+    def _val_score(self, model) -> float:
+        """Mean validation accuracy with x1 only and with x1 + x2 (the two test patterns)."""
+        accs = []
+        for present in (False, True):
+            has = torch.full((len(self.val),), present, dtype=torch.bool, device=self.device)
+            accs.append(float((self._forward(model, self.val, has)[0].argmax(1) == self.labels[self.val]).float().mean()))
+        return sum(accs) / 2
+
+    def _rows(self, data, split, presence):
+        idx = data.splits[split].to(self.device)
+        p = full_presence(data, split, presence)
+        if not bool(p[:, self.ix].all()):
+            raise ValueError(f"{self.name} predicts with x={self.x!r} present; some rows of {split!r} lack it")
+        return idx, p[:, self.iy].to(self.device)
+
+    def predict(self, data, split, presence=None):
+        """Logits; rows missing x2 use its reconstruction (omega and r at their means)."""
+        return self._forward(self.model, *self._rows(data, split, presence))[0].cpu()
+
+    def embed(self, data, split, presence=None):
+        """The regularized hidden feature h1 (for t-SNE)."""
+        return self._forward(self.model, *self._rows(data, split, presence))[1].cpu()
+
+
+def _smil(name, **fixed):
+    return lambda **kw: SMIL(name=name, **{**fixed, **kw})
+
+
+METHODS = {
+    "smil": _smil("smil"),
+    "smil_code": _smil("smil_code", variant="code"),
+    "smil_first_order": _smil("smil_first_order", first_order=True),
+    "smil_alg1": _smil("smil_alg1", outer_dm=False),
+    # Table 3's ablations
+    "smil_no_kmeans": _smil("smil_no_kmeans", kmeans=False),
+    "smil_no_reg": _smil("smil_no_reg", regularize=False),
+    "smil_fixed_gaussian": _smil("smil_fixed_gaussian", noise="fixed"),
+    "smil_deterministic": _smil("smil_deterministic", noise="none"),
+}

@@ -1,0 +1,152 @@
+import pytest
+import torch
+
+from mmlib import masks
+from mmlib.experiment import evaluate
+from mmlib.methods import make_method
+from mmlib.methods.generative import MVAENet
+from mmlib.methods.smil import Aux, MainNet, SMILModel, kl_normal
+from mmlib.train import TrainConfig
+
+D_X, D_Y, H, K, C = 6, 5, 4, 3, 3
+
+
+def _model(variant="paper", **kw):
+    torch.manual_seed(0)
+    priors = torch.randn(K, D_Y)
+    main = MainNet((8,), D_X, D_Y, H, C, backbone="auto", dropout=0.0)
+    aux = Aux(priors, D_X, D_Y, H, variant=variant, **kw)
+    for lin in [aux.w_mu] if hasattr(aux, "w_mu") else []:
+        torch.nn.init.normal_(lin.weight)                       # responsive from the start
+    return SMILModel(main, aux)
+
+
+def test_reconstruction_priors_and_regularized_features_have_the_right_shapes():
+    m = _model()
+    hx = torch.randn(7, D_X)
+    y_hat, kl = m.aux.reconstruct(hx, sample=False)
+    assert y_hat.shape == (7, D_Y) and kl.shape == (7,)
+    # Eq. 2: x2_hat = <omega, M> / K, omega = the weights' mean at evaluation
+    omega = m.aux.w_mu(hx)
+    assert torch.allclose(y_hat, omega @ m.aux.priors / K, atol=1e-6)
+    # the reconstruction responds to the x1 feature, and sampling perturbs it
+    assert not torch.allclose(y_hat[0], m.aux.reconstruct(hx[:1] + 1, sample=False)[0][0])
+    torch.manual_seed(1)
+    assert not torch.allclose(y_hat, m.aux.reconstruct(hx, sample=True)[0])
+    # Eq. 3: h o softplus(r), r = mu(h_prev) at evaluation
+    h0 = torch.randn(7, D_X + D_Y)
+    h, kl_r = m.aux.regularize(0, h0, h0, sample=False)
+    assert h.shape == h0.shape and kl_r.shape == (7,)
+    assert torch.allclose(h, h0 * torch.nn.functional.softplus(m.aux.r_mu[0](h0)))
+    h1 = torch.randn(7, H)
+    assert m.aux.regularize(1, h0, h1, sample=False)[0].shape == (7, H)
+
+
+def test_code_variant_reconstructs_inside_the_priors_hull():
+    m = _model("code")
+    y_hat, kl = m.aux.reconstruct(torch.randn(50, D_X), sample=True)
+    assert torch.all(kl == 0)
+    # sum_k w_k M_k / sum_k w_k with w > 0: convex weights, so each coordinate is between
+    # the priors' smallest and largest
+    lo, hi = m.aux.priors.min(0).values, m.aux.priors.max(0).values
+    assert torch.all(y_hat >= lo - 1e-5) and torch.all(y_hat <= hi + 1e-5)
+    h0 = torch.randn(4, D_X + D_Y)
+    h, _ = m.aux.regularize(0, h0, h0, sample=False)                # additive: h + softplus(mu)
+    assert torch.all(h > h0)
+
+
+def test_kl_is_zero_where_it_must_be():
+    mu, logvar = torch.zeros(3, 4), torch.zeros(3, 4)
+    assert torch.allclose(kl_normal(mu, logvar), torch.zeros(3))
+    assert torch.allclose(kl_normal(mu + 1, logvar, prior_mu=1.0), torch.zeros(3))
+    assert torch.all(kl_normal(mu + 0.5, logvar) > 0)
+    x, yf = torch.randn(5, 8), torch.randn(5, D_Y)
+    every = torch.ones(5, dtype=torch.bool)
+    for kw in [{"noise": "none"}, {"noise": "fixed", "kmeans": False}, {"regularize": False, "kmeans": False}]:
+        m = _model(**kw)
+        assert float(m(x, yf, ~every, sample=True)[2].detach()) == 0.0, kw
+    # omega's KL only counts the rows whose x2 is reconstructed
+    m = _model(regularize=False)
+    assert float(m(x, yf, every, sample=True)[2].detach()) == 0.0
+    assert float(m(x, yf, ~every, sample=True)[2].detach()) > 0.0
+
+
+def _meta_setup(avdigits, **kw):
+    from mmlib.methods.smil import SMIL
+    small = avdigits.with_train_subset(200)
+    P = masks.keep_fraction(200, small.modality_names, {"audio": 0.2}, seed=0)
+    m = SMIL(backbone="mlp", **kw).fit(small, P, seed=0, cfg=TrainConfig(epochs=1, patience=None), device="cpu")
+    train = small.splits["train"]
+    has = P[:, 1]
+    return m, train[~has][:16], train[has][:16]
+
+
+def test_inner_update_adapts_theta_only_and_orders_differ(avdigits):
+    grads = {}
+    for first_order in (False, True):
+        m, idx_m, idx_f = _meta_setup(avdigits, first_order=first_order, kl_weight=0.0, inner_lr=0.5,
+                                      outer_dm=False)                # Algorithm 1 as printed
+        model = m.model.train()
+        torch.manual_seed(0)
+        model.zero_grad()
+        m.meta_loss(model, idx_m, idx_f).backward()
+        grads[first_order] = {n: (p.grad.clone() if p.grad is not None else torch.zeros_like(p))
+                              for n, p in model.named_parameters()}
+    # the reconstruction network reaches the outer loss of Eq. 7 only through theta' (the
+    # inner step on D^m): second order gives it a gradient, first order none
+    assert grads[False]["aux.w_mu.weight"].abs().sum() > 0
+    assert grads[True]["aux.w_mu.weight"].abs().sum() == 0
+    assert not torch.allclose(grads[False]["main.fc2.weight"], grads[True]["main.fc2.weight"])
+    # with D^m's term in the meta-update (the default) it is trained directly as well
+    m, idx_m, idx_f = _meta_setup(avdigits, first_order=True, kl_weight=0.0)
+    m.model.train().zero_grad()
+    m.meta_loss(m.model, idx_m, idx_f).backward()
+    assert m.model.aux.w_mu.weight.grad.abs().sum() > 0
+    # the inner update theta' = theta - alpha grad changes theta and nothing else
+    m, idx_m, _ = _meta_setup(avdigits)
+    theta = m.model.theta()
+    assert set(theta) == {n.removeprefix("main.") for n, _ in m.model.named_parameters() if n.startswith("main.")}
+    assert not any(n.startswith("enc_y") for n in theta)
+
+
+def test_smil_trains_above_chance_and_refuses_bad_input(avdigits):
+    small = avdigits.with_train_subset(300)
+    P = masks.keep_fraction(300, small.modality_names, {"audio": 0.2}, seed=0)
+    m = make_method("smil", backbone="mlp").fit(small, P, seed=0, cfg=TrainConfig(epochs=4, patience=None),
+                                                device="cpu")
+    res = evaluate(m, small, "test")
+    assert set(res) == {"image", "image+audio"}
+    assert res["image"]["accuracy"] > 0.3 and res["image+audio"]["accuracy"] > 0.3   # chance: 0.1
+    with pytest.raises(ValueError, match="unknown SMIL variant"):
+        make_method("smil", variant="github")
+    with pytest.raises(ValueError, match="unknown noise"):
+        make_method("smil", noise="uniform")
+    P2 = masks.independent(300, small.modality_names, {"image": 0.3, "audio": 0.3}, seed=0)
+    with pytest.raises(ValueError, match="no modality is present in every training sample"):
+        make_method("smil").fit(small, P2, cfg=TrainConfig(epochs=1), device="cpu")
+
+
+def test_generative_baselines_impute_and_classify(avdigits):
+    small = avdigits.with_train_subset(300)
+    P = masks.keep_fraction(300, small.modality_names, {"audio": 0.3}, seed=0)
+    cfg = TrainConfig(epochs=6, patience=None)
+    for name in ["ae_impute", "gan_impute", "mvae"]:
+        m = make_method(name).fit(small, P, seed=0, cfg=cfg, device="cpu")
+        res = evaluate(m, small, "test")
+        assert "image" in res and "image+audio" in res
+        assert res["image+audio"]["accuracy"] > 0.15, name
+        if name != "mvae":
+            assert m.targets == ["audio"] and m.cond == ["image"]
+            assert m.val_mse["audio"] < 1.5                   # standardized MFCCs: variance about 1
+
+
+def test_mvae_product_of_experts():
+    torch.manual_seed(0)
+    net = MVAENet({"a": (3,), "b": (4,)}, z_dim=2, backbone="mlp").eval()     # no dropout
+    xs = {"a": torch.randn(5, 3), "b": torch.randn(5, 4)}
+    mu, logvar = net.posterior(xs, torch.zeros(5, 2, dtype=torch.bool))
+    assert torch.allclose(mu, torch.zeros(5, 2)) and torch.allclose(logvar, torch.zeros(5, 2))   # the prior
+    mu, logvar = net.posterior(xs, torch.tensor([[True, False]] * 5))
+    ma, la = net.mu["a"](net.enc["a"](xs["a"])), net.logvar["a"](net.enc["a"](xs["a"])).clamp(-8, 8)
+    prec = 1 + 1 / la.exp()                                        # prior expert + expert a
+    assert torch.allclose(mu, (ma / la.exp()) / prec, atol=1e-5) and torch.allclose(logvar, -prec.log(), atol=1e-5)
