@@ -90,7 +90,13 @@ CHAPTERS = {c.name: c for c in [
                   "default": {"missing_rate": [0.5, 0.8, 0.9, 0.95]},
                   "full": {"missing_rate": [0.2, 0.5, 0.8, 0.9, 0.95]}},
             page_params={"missing_rate": 0.8, "seed": 0}),
-    # every run loops over the profile's seeds itself (one kernel per setting, not per seed)
+    # every run loops over the profile's seeds itself (one kernel per setting, not per seed); the
+    # page (eta = 10%, with figures) reuses the grid's records and refits only the figures' models
+    Chapter("01_smil", "notebooks/01_smil.ipynb", "book/chapters/01_smil.ipynb", seeded=False,
+            grid={"quick": {"eta": [0.2, 1.0], "figures": [False]},
+                  "default": {"eta": [0.05, 0.1, 0.2, 0.5, 1.0], "figures": [False]},
+                  "full": {"eta": [0.05, 0.1, 0.15, 0.2, 0.5, 1.0], "figures": [False]}},
+            page_params={"eta": 0.1}),
     Chapter("02_mle", "notebooks/02_mle.ipynb", "book/chapters/02_mle.ipynb", seeded=False,
             grid={"quick": [{"missing_modality": ["image", "audio"], "missing_rate": [0.5, 0.95]},
                             {"dataset": ["affect"], "missing_modality": ["visual"], "missing_rate": [0.8]}],

@@ -62,6 +62,22 @@ def test_records_of_two_missing_rates(built):
     assert (both["accuracy"] > 0.3).all()              # quick profile, chance is 0.1
 
 
+def test_smil_chapter_records(built):
+    site, _ = built
+    df = results.load_records(site / "book/records/01_smil")
+    # the grid (0.2, 1.0) and the page (0.1); bounds are tagged 1.0 whatever ran them
+    assert sorted(df["tag.eta"].unique()) == [0.1, 0.2, 1.0]
+    by_eta = df.groupby("tag.eta")["method"].agg(set)
+    ablations = {"smil_no_kmeans", "smil_no_reg", "smil_fixed_gaussian", "smil_deterministic",
+                 "smil_code", "smil_alg1", "smil_first_order"}
+    assert {"smil", "ae_impute", "gan_impute"} | ablations <= by_eta[0.2]
+    assert {"unimodal_image", "upper_bound", "mvae", "smil"} <= by_eta[1.0]
+    assert (df.groupby("path")["missing.kind"].first() != "").all()
+    smil = df[df["method"] == "smil"]
+    assert set(smil["test"]) == {"image", "image+audio"}
+    assert (smil["accuracy"] > 0.15).all()             # quick profile, chance is 0.1
+
+
 def test_mle_chapter_records(built):
     site, _ = built
     df = results.load_records(site / "book/records/02_mle")

@@ -1,9 +1,10 @@
 """Generative baselines for missing modalities (SMIL's AE, GAN and MVAE), for any chapter.
 
 - ``ae_impute`` / ``gan_impute`` (SMIL, "Baseline methods"): take the modality-complete
-  training samples, train a generator of each missing modality from the modalities that
-  are present in every training sample, impute the missing inputs of the other samples,
-  then train the multimodal network (:class:`~mmlib.methods.baselines.FusionBaseline`,
+  training samples, train a generator of each other modality from the modalities that
+  are present in every training sample (or those named in ``cond``), impute the missing
+  inputs of the other samples, then train the multimodal network
+  (:class:`~mmlib.methods.baselines.FusionBaseline`,
   concatenation) on the completed data as if nothing were missing. A test sample missing
   a modality is imputed the same way. The AE is an MLP encoder-decoder trained with the
   squared error; the GAN is a conditional GAN (generator input: the present modalities
@@ -46,16 +47,18 @@ class Impute(Method):
     """Generate the missing modalities from the always-present ones, then train the fusion
     network on completed data. ``generator="ae"`` or ``"gan"``."""
 
-    def __init__(self, generator: str = "ae", rec_weight: float = 10.0, noise_dim: int = 16, **fusion_kw):
+    def __init__(self, generator: str = "ae", cond: list[str] | None = None, rec_weight: float = 10.0,
+                 noise_dim: int = 16, **fusion_kw):
         if generator not in ("ae", "gan"):
             raise ValueError(f"unknown generator {generator!r}; use 'ae' or 'gan'")
-        self.generator, self.rec_weight, self.noise_dim = generator, rec_weight, noise_dim
+        self.generator, self.cond_arg, self.rec_weight, self.noise_dim = generator, cond, rec_weight, noise_dim
         self.fusion_kw = fusion_kw
         self.name = f"{generator}_impute"
         self.history: list[dict] = []
 
     def config(self) -> dict:
-        return {"generator": self.generator, "rec_weight": self.rec_weight, "noise_dim": self.noise_dim,
+        return {"generator": self.generator, "cond": self.cond_arg, "rec_weight": self.rec_weight,
+                "noise_dim": self.noise_dim,
                 **self.fusion_kw}
 
     def fit(self, data, presence, *, seed=0, cfg=None, device=None):
@@ -64,10 +67,14 @@ class Impute(Method):
         seed_everything(seed)
         presence = full_presence(data, "train", presence)
         names = data.modality_names
-        self.cond = [m for j, m in enumerate(names) if bool(presence[:, j].all())]
-        self.targets = [m for j, m in enumerate(names) if not bool(presence[:, j].all()) and bool(presence[:, j].any())]
+        always = [m for j, m in enumerate(names) if bool(presence[:, j].all())]
+        self.cond = always if self.cond_arg is None else [data.check_modality(m) for m in self.cond_arg]
         if not self.cond:
             raise ValueError(f"{self.name}: no modality is present in every training sample to generate from")
+        if not set(self.cond) <= set(always):
+            raise ValueError(f"{self.name}: generates from {self.cond}, which must be present in every training sample")
+        self.targets = [m for j, m in enumerate(names)      # the others (with a few examples), e.g. audio
+                        if m not in self.cond and bool(presence[:, j].any())]
         self.required, self.used = list(self.cond), list(self.cond) + self.targets
         train = data.splits["train"].to(dev)
         C = _flat(data, self.cond, dev)
