@@ -4,6 +4,7 @@
     mmbook sweep 00_missing_modalities --profile quick --jobs 2
     mmbook run 00_missing_modalities -p missing_rate=0.9 -p seed=1 --profile default
     mmbook list                          # chapters, datasets, methods, profiles
+    mmbook data check iemocap /data/iemocap -o fold=3   # is this folder what the reader expects?
 """
 from __future__ import annotations
 
@@ -42,7 +43,30 @@ def main(argv=None) -> int:
     s.add_argument("--jobs", type=int, default=1, help="notebooks run in parallel (1 thread each)")
     s.add_argument("--no-page", action="store_true", help="only the grid, not the book page")
     sub.add_parser("list", help="chapters, datasets, methods and profiles")
+    d = sub.add_parser("data", help="real datasets: check a folder before running on it")
+    dsub = d.add_subparsers(dest="data_cmd", required=True)
+    dc = dsub.add_parser("check", help="say what is missing or malformed in a data folder (file, key, shape, dtype)")
+    dc.add_argument("name", help="dataset, e.g. avmnist, mosi_mfn, mosi, iemocap, mmimdb")
+    dc.add_argument("root", help="the folder with the dataset's files")
+    dc.add_argument("-o", "--option", type=_param, action="append", default=[], metavar="NAME=VALUE",
+                    help="reader options, e.g. fold=3 (iemocap) or aligned=true (mosi)")
     a = ap.parse_args(argv)
+
+    if a.cmd == "data":
+        from .data import check_folder
+        try:
+            problems = check_folder(a.name, a.root, **dict(a.option))
+        except ValueError as e:
+            print(f"mmbook: error: {e}", file=sys.stderr)
+            return 2
+        if problems:
+            print(f"{a.name}: {a.root} has {len(problems)} problem(s):")
+            for p in problems:
+                print(f"  - {p}")
+            return 1
+        print(f"{a.name}: {a.root} looks right (files, keys, shapes, dtypes and finite values checked); "
+              f"load it with load_dataset({a.name!r}, root) or run a chapter with --data-root")
+        return 0
 
     if a.cmd == "list":
         from .data import available as datasets

@@ -30,6 +30,8 @@ class MultimodalDataset:
     class_names : names of the classes (empty for regression).
     splits : ``{"train": idx, "val": idx, "test": idx}``, disjoint int64 index tensors.
     info : free-form provenance (build recipe, source files, licences).
+    lengths : ``{modality: (n,) int64}`` true lengths of zero-padded sequence modalities
+        (real datasets; empty for fixed-size ones).
     """
 
     name: str
@@ -39,6 +41,7 @@ class MultimodalDataset:
     class_names: list[str]
     splits: dict[str, torch.Tensor]
     info: dict = field(default_factory=dict)
+    lengths: dict[str, torch.Tensor] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -50,6 +53,9 @@ class MultimodalDataset:
         for s in ("train", "val", "test"):
             if s not in self.splits:
                 raise ValueError(f"split {s!r} is missing (have {sorted(self.splits)})")
+        for m, ln in self.lengths.items():
+            if m not in self.modalities or ln.shape != (n,):
+                raise ValueError(f"lengths of {m!r} must be a ({n},) tensor of a sequence modality")
         seen = torch.zeros(n, dtype=torch.bool)
         for s, idx in self.splits.items():
             if len(idx) and (idx.min() < 0 or idx.max() >= n):
@@ -73,7 +79,8 @@ class MultimodalDataset:
         """The same dataset with every tensor on ``device`` (done once, before training)."""
         return MultimodalDataset(
             self.name, {m: x.to(device) for m, x in self.modalities.items()}, self.y.to(device),
-            self.task, self.class_names, {s: i.to(device) for s, i in self.splits.items()}, self.info)
+            self.task, self.class_names, {s: i.to(device) for s, i in self.splits.items()}, self.info,
+            {m: ln.to(device) for m, ln in self.lengths.items()})
 
     def select(self, modalities: list[str]) -> "MultimodalDataset":
         """The same samples with only the named modalities (in the order given)."""
@@ -82,7 +89,8 @@ class MultimodalDataset:
         if not modalities:
             raise ValueError("select at least one modality")
         return MultimodalDataset(self.name, {m: self.modalities[m] for m in modalities}, self.y, self.task,
-                                 self.class_names, self.splits, {**self.info, "modalities": list(modalities)})
+                                 self.class_names, self.splits, {**self.info, "modalities": list(modalities)},
+                                 {m: ln for m, ln in self.lengths.items() if m in modalities})
 
     def fingerprint(self) -> str:
         """A short hash of what identifies this data for a run record: name, split indices,
@@ -119,7 +127,7 @@ class MultimodalDataset:
             keep.append(idx[torch.randperm(len(idx), generator=g)[:k]])
         sub = train[torch.sort(torch.cat(keep)).values.to(train.device)]
         return MultimodalDataset(self.name, self.modalities, self.y, self.task, self.class_names,
-                                 {**self.splits, "train": sub}, {**self.info, "train_subset": n})
+                                 {**self.splits, "train": sub}, {**self.info, "train_subset": n}, self.lengths)
 
     def check_modality(self, modality: str) -> str:
         if modality not in self.modalities:
@@ -157,4 +165,27 @@ def load_dataset(name: str, root: str | Path | None = None, **kwargs) -> Multimo
     return _REGISTRY[name](root=root, **kwargs)
 
 
+_CHECKS: dict[str, Callable[..., list[str]]] = {}
+
+
+def register_check(name: str):
+    """Decorator: the folder check of a real-format reader (returns a list of problems)."""
+    def deco(fn):
+        _CHECKS[name] = fn
+        return fn
+    return deco
+
+
+def check_folder(name: str, root: str | Path, **kwargs) -> list[str]:
+    """Every problem of ``root`` as a folder of dataset ``name`` (empty list: it looks right).
+    Reads file headers and scans arrays in blocks; it does not load the dataset."""
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown dataset {name!r}; available: {available()}")
+    if name not in _CHECKS:
+        raise ValueError(f"{name!r} is embedded in the project, not read from a folder; "
+                         f"folders can be checked for {sorted(_CHECKS)}")
+    return _CHECKS[name](root, **kwargs)
+
+
 from . import affect, avdigits, gaussian  # noqa: E402,F401  (registers the embedded datasets)
+from . import avmnist, mmimdb, mmin, mosi  # noqa: E402,F401  (registers the real-format readers)

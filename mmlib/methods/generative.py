@@ -87,7 +87,8 @@ class Impute(Method):
             miss = train[~presence[:, j].to(dev)]
             with torch.no_grad():
                 completed[m][miss.cpu()] = self._generate(m, C[miss]).reshape(-1, *data.modalities[m].shape[1:]).cpu()
-        done = MultimodalDataset(data.name, completed, data.y, data.task, data.class_names, data.splits, data.info)
+        done = MultimodalDataset(data.name, completed, data.y, data.task, data.class_names, data.splits, data.info,
+                                 data.lengths)
         self.clf = FusionBaseline(self.name, fusion="concat", use=self.used, ignore_missing=True, **self.fusion_kw)
         self.clf.fit(done, None, seed=seed, cfg=cfg, device=dev)
         self.history = self.clf.history
@@ -159,7 +160,8 @@ class Impute(Method):
             miss = idx[~p[:, names.index(m)]]
             if len(miss):
                 mods[m][miss] = self._generate(m, C[miss.to(self.device)]).reshape(-1, *mods[m].shape[1:]).cpu()
-        return MultimodalDataset(data.name, mods, data.y, data.task, data.class_names, data.splits, data.info)
+        return MultimodalDataset(data.name, mods, data.y, data.task, data.class_names, data.splits, data.info,
+                                 data.lengths)
 
     def predict(self, data, split, presence=None):
         return self.clf.predict(self._completed(data, split, presence), split)

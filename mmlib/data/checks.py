@@ -1,0 +1,105 @@
+"""Checking a user's data folder before reading it, with messages that name the problem.
+
+Every real-format reader declares what it expects (files, keys, shapes, dtypes) through
+these helpers. ``mmbook data check NAME ROOT`` runs the same checks and prints every
+problem at once; the readers run them first and raise :class:`DataFolderError` listing
+them, so a wrong folder never fails halfway through a load with an obscure error.
+
+Arrays are inspected without reading them whole: ``.npy`` files are memory-mapped, HDF5
+datasets are opened lazily, and the finite-value scan reads them in blocks of rows.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+class DataFolderError(ValueError):
+    """A data folder that is not in the expected layout; ``problems`` lists each one."""
+
+    def __init__(self, name: str, root, problems: list[str]):
+        self.problems = list(problems)
+        lines = "\n".join(f"  - {p}" for p in self.problems)
+        super().__init__(f"{name}: the folder {root} is not in the expected layout "
+                         f"({len(self.problems)} problem(s)):\n{lines}")
+
+
+class Checker:
+    """Collects problems while a folder is inspected."""
+
+    def __init__(self, name: str, root):
+        if root is None:
+            raise ValueError(f"{name}: give the folder with the real data (data_root / --data-root); "
+                             "nothing is downloaded")
+        self.name, self.root, self.problems = name, Path(root), []
+        if not self.root.is_dir():
+            self.problems.append(f"{self.root}: no such folder")
+
+    def add(self, problem: str) -> None:
+        self.problems.append(problem)
+
+    def file(self, rel: str) -> Path | None:
+        """The path of a required file, or None (and a problem) when it is missing."""
+        p = self.root / rel
+        if not p.is_file():
+            self.add(f"{rel}: missing file")
+            return None
+        return p
+
+    def array(self, where: str, arr, shape: tuple, kind: str = "numeric", finite: bool = True) -> bool:
+        """Check an array-like's shape (``None`` matches any size) and dtype kind
+        (``"numeric"``, ``"float"``, ``"int"``, ``"bytes"``); scan for NaN/inf when asked."""
+        ok = True
+        if len(arr.shape) != len(shape) or any(s is not None and a != s for a, s in zip(arr.shape, shape)):
+            want = "(" + ", ".join("N" if s is None else str(s) for s in shape) + ")"
+            self.add(f"{where}: shape {tuple(arr.shape)}, expected {want}")
+            ok = False
+        dk = np.dtype(arr.dtype).kind
+        kinds = {"numeric": "fiub", "float": "f", "int": "iub", "bytes": "SUO"}[kind]
+        if dk not in kinds:
+            self.add(f"{where}: dtype {arr.dtype}, expected {kind}")
+            ok = False
+        if ok and finite and dk == "f" and not all_finite(arr):
+            self.add(f"{where}: contains NaN or infinite values")
+            ok = False
+        return ok
+
+    def raise_if_any(self) -> None:
+        if self.problems:
+            raise DataFolderError(self.name, self.root, self.problems)
+
+
+def all_finite(arr, block: int = 4096) -> bool:
+    """True when every value is finite; reads ``block`` rows at a time."""
+    n = arr.shape[0] if len(arr.shape) else 1
+    if not len(arr.shape):
+        return bool(np.isfinite(np.asarray(arr)).all())
+    for s in range(0, n, block):
+        if not np.isfinite(np.asarray(arr[s:s + block])).all():
+            return False
+    return True
+
+
+def npy(path: Path):
+    """A memory-mapped view of a .npy file (nothing read yet)."""
+    return np.load(path, mmap_mode="r", allow_pickle=False)
+
+
+def require_h5py():
+    try:
+        import h5py
+    except ImportError as e:                                   # pragma: no cover
+        raise ImportError("reading HDF5 files needs h5py (pip install h5py)") from e
+    return h5py
+
+
+def pad_sequences(seqs: list[np.ndarray], max_len: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(N, T, D) zero-padded at the end, and the true lengths (capped at ``max_len``)."""
+    lengths = np.array([min(len(s), max_len or len(s)) for s in seqs], dtype=np.int64)
+    T = int(lengths.max()) if len(lengths) else 0
+    D = seqs[0].shape[1] if seqs else 0
+    out = np.zeros((len(seqs), T, D), dtype=np.float32)
+    for i, s in enumerate(seqs):
+        out[i, :lengths[i]] = s[:lengths[i]]
+    return out, lengths
