@@ -270,3 +270,23 @@ def test_data_check_command(tmp_path, capsys):
     assert cli(["data", "check", "imagenet", str(tmp_path)]) == 2
     with pytest.raises(ValueError, match="give the folder"):
         load_dataset("mosi_mfn", None)
+
+
+@pytest.mark.parametrize("name,writer,kw", [
+    ("avmnist", write_avmnist, {}), ("mosi_mfn", write_mosi_mfn, {}), ("mosi", write_mmsa, {}),
+    ("iemocap", write_mmin, {}), ("mmimdb", write_mmimdb, {"split_at": (6, 9)})])
+def test_methods_run_unchanged_on_every_reader(tmp_path, name, writer, kw):
+    """The same harness runs on a real-format dataset: a baseline, and SMIL on two modalities."""
+    from mmlib.experiment import run
+    from mmlib.train import TrainConfig
+    writer(tmp_path / name)
+    data = load_dataset(name, tmp_path / name, **kw)
+    cfg = TrainConfig(epochs=1, patience=None, batch_size=8)
+    rec, _ = run(data, "zp_concat", {"kind": "keep_fraction", "keep": {data.modality_names[-1]: 0.5}}, 0, cfg, "cpu")
+    full = "+".join(data.modality_names)
+    assert full in rec["metrics"] and all(np.isfinite(v) for v in rec["metrics"][full].values())
+    if data.task != "regression":
+        two = data.select(data.modality_names[:2])
+        rec, _ = run(two, "smil", {"kind": "keep_fraction", "keep": {two.modality_names[1]: 0.5}}, 0, cfg, "cpu",
+                     method_kwargs={"backbone": "mlp"})
+        assert set(rec["metrics"]) == {two.modality_names[0], "+".join(two.modality_names)}

@@ -73,7 +73,7 @@ from torch.func import functional_call, grad
 from ..models import make_encoder
 from ..train import TrainConfig, fit, get_device, seed_everything
 from . import Method
-from .baselines import full_presence
+from .baselines import full_presence, task_loss, validation_score
 
 
 _WARM: dict = {}        # warm starts shared by the SMIL variants run in one process (see SMIL.fit)
@@ -250,10 +250,10 @@ class SMIL(Method):
         lbl = self.labels
 
         def loss_fn(model, idx):
-            return F.cross_entropy(model(X[idx]), lbl[idx])
+            return self._loss(model(X[idx]), lbl[idx])
 
         def val_score(model):
-            return float((model(X[self.val]).argmax(1) == lbl[self.val]).float().mean())
+            return validation_score(self.task, model(X[self.val]), lbl[self.val])
 
         net, _ = fit(net, loss_fn, self._on(rows), val_score, cfg, seed=seed, desc=desc)
         return net[0]
@@ -264,7 +264,10 @@ class SMIL(Method):
         seed_everything(seed)
         presence = full_presence(data, "train", presence)
         self._roles(data, presence)
-        self.n_classes = data.n_classes
+        if data.task == "regression":
+            raise ValueError(f"{self.name}: SMIL is a classification method; {data.name} is a regression task "
+                             "(load it with task='binary' or '7class')")
+        self.task, self.n_classes = data.task, data.n_classes
         train = data.splits["train"].to(dev)
         self.X = data.modalities[self.x].to(dev)
         Y = data.modalities[self.y].to(dev)
@@ -342,11 +345,11 @@ class SMIL(Method):
 
         def loss_fn(model, idx):
             has = torch.ones(len(idx), dtype=torch.bool, device=self.device)
-            return F.cross_entropy(model(self.X[idx], self.Yfeat[idx], has, plain, False)[0], self.labels[idx])
+            return self._loss(model(self.X[idx], self.Yfeat[idx], has, plain, False)[0], self.labels[idx])
 
         def val_score(model):
             out = model(self.X[self.val], self.Yfeat[self.val], val_all, plain, False)[0]
-            return float((out.argmax(1) == self.labels[self.val]).float().mean())
+            return validation_score(self.task, out, self.labels[self.val])
 
         return fit(main, loss_fn, self._on(complete), val_score, cfg, seed=seed + 3, desc="smil:fusion")[0]
 
@@ -359,7 +362,7 @@ class SMIL(Method):
         # meta-train (Eq. 4): theta' = theta - alpha grad_theta CE(D^m; theta, psi)
         def inner_loss(params):
             logits, _, kl = model(X[idx_m], Yf[idx_m], no_y, params, sample=True)
-            ce = F.cross_entropy(logits, lbl[idx_m])
+            ce = self._loss(logits, lbl[idx_m])
             return ce, (ce, kl)
 
         theta = model.theta()
@@ -374,12 +377,12 @@ class SMIL(Method):
             no = ~yes
             logits, (h0_hat, h1_hat), _ = model(X[idx_f], Yf[idx_f], no, theta_new, sample=True)
             _, (h0, h1), _ = model(X[idx_f], Yf[idx_f], yes, theta_new, sample=True)
-            return (ce_m + F.cross_entropy(logits, lbl[idx_f])
+            return (ce_m + self._loss(logits, lbl[idx_f])
                     + 0.01 * F.mse_loss(h0_hat, h0) + 0.01 * F.mse_loss(h1_hat, h1))
         ce_f, kl_f = 0.0, 0.0
         for _ in range(self.mc_samples):                                    # L Monte-Carlo samples of z
             logits, _, kl = model(X[idx_f], Yf[idx_f], yes, theta_new, sample=True)
-            ce_f = ce_f + F.cross_entropy(logits, lbl[idx_f]) / self.mc_samples
+            ce_f = ce_f + self._loss(logits, lbl[idx_f]) / self.mc_samples
             kl_f = kl_f + kl / self.mc_samples
         loss = ce_f + self.kl_weight * (kl_m + kl_f)
         if self.outer_dm:                          # + D^m's likelihood term of Eq. 5-6, at theta (as the code)
@@ -398,12 +401,17 @@ class SMIL(Method):
             embs.append(h1)
         return torch.cat(outs), torch.cat(embs)
 
+    def _loss(self, logits, y):
+        """-log p(y | ...): cross-entropy, or binary cross-entropy per label (MM-IMDb)."""
+        return task_loss(self.task, logits, y)
+
     def _val_score(self, model) -> float:
-        """Mean validation accuracy with x1 only and with x1 + x2 (the two test patterns)."""
+        """Mean validation score (accuracy; micro-F1 for multi-label) with x1 only and with
+        x1 + x2 (the two test patterns)."""
         accs = []
         for present in (False, True):
             has = torch.full((len(self.val),), present, dtype=torch.bool, device=self.device)
-            accs.append(float((self._forward(model, self.val, has)[0].argmax(1) == self.labels[self.val]).float().mean()))
+            accs.append(validation_score(self.task, self._forward(model, self.val, has)[0], self.labels[self.val]))
         return sum(accs) / 2
 
     def _rows(self, data, split, presence):
