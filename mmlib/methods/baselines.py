@@ -59,6 +59,36 @@ def full_presence(data: MultimodalDataset, split: str, presence=None) -> torch.T
     return presence
 
 
+def two_roles(data: MultimodalDataset, presence: torch.Tensor, x: str | None, y: str | None, who: str):
+    """For two-modality methods (MLE, SMIL): the always-present modality x and the
+    incomplete one y -- as given, or inferred from the training presence matrix.
+    Returns (x, y, column of x, column of y)."""
+    names = data.modality_names
+    if x is None or y is None:
+        if len(names) != 2:
+            raise ValueError(f"{who}: name x and y for a dataset with modalities {names}")
+        always = [m for j, m in enumerate(names) if bool(presence[:, j].all())]
+        if not always:
+            raise ValueError(f"{who}: no modality is present in every training sample; "
+                             "it needs one always-present modality x")
+        x = always[0]
+        y = [m for m in names if m != x][0]
+    ix, iy = names.index(data.check_modality(x)), names.index(data.check_modality(y))
+    if not bool(presence[:, ix].all()):
+        raise ValueError(f"{who}: modality x={x!r} must be present in every training sample")
+    return x, y, ix, iy
+
+
+def two_rows(data: MultimodalDataset, split: str, presence, ix: int, iy: int, who: str, device):
+    """The rows of ``split`` (on ``device``) and whether each has y, for a two-modality
+    method that needs x (column ``ix``) in every row it predicts."""
+    idx = data.splits[split].to(device)
+    p = full_presence(data, split, presence)
+    if not bool(p[:, ix].all()):
+        raise ValueError(f"{who} predicts with x={data.modality_names[ix]!r} present; some rows of {split!r} lack it")
+    return idx, p[:, iy].to(device)
+
+
 class FusionBaseline(Method):
     """A :class:`MultimodalNet` over ``use`` modalities (None: all) trained on the training
     rows that have at least one of them, missing inputs zeroed.

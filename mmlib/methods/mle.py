@@ -56,7 +56,7 @@ from torch import nn
 from ..models import MLP, make_encoder
 from ..train import TrainConfig, fit, get_device, seed_everything
 from . import Method
-from .baselines import full_presence
+from .baselines import full_presence, two_roles, two_rows
 
 PHIS = ("add", "concat", "outer")
 
@@ -128,20 +128,8 @@ class _TwoModality(Method):
         self.cfg = cfg or TrainConfig()
         self.device = get_device(device)
         seed_everything(seed)
-        names = data.modality_names
         presence = full_presence(data, "train", presence)
-        if self.x is None or self.y is None:
-            if len(names) != 2:
-                raise ValueError(f"{self.name}: name x and y for a dataset with modalities {names}")
-            always = [m for j, m in enumerate(names) if bool(presence[:, j].all())]
-            if not always:
-                raise ValueError(f"{self.name}: no modality is present in every training sample; "
-                                 "MLE needs one always-observed modality x")
-            self.x = always[0]
-            self.y = [m for m in names if m != self.x][0]
-        ix, iy = names.index(data.check_modality(self.x)), names.index(data.check_modality(self.y))
-        if not bool(presence[:, ix].all()):
-            raise ValueError(f"{self.name}: modality x={self.x!r} must be present in every training sample")
+        self.x, self.y, ix, iy = two_roles(data, presence, self.x, self.y, self.name)
         self.ix, self.iy, self.required = ix, iy, [self.x]
         dev = self.device
         train = data.splits["train"].to(dev)
@@ -169,11 +157,7 @@ class _TwoModality(Method):
         return self._scores(self.model, idx, has_y).cpu()
 
     def _rows(self, data, split, presence):
-        idx = data.splits[split].to(self.device)
-        p = full_presence(data, split, presence)
-        if not bool(p[:, self.ix].all()):
-            raise ValueError(f"{self.name} predicts with x={self.x!r} present; some rows of {split!r} lack it")
-        return idx, p[:, self.iy].to(self.device)
+        return two_rows(data, split, presence, self.ix, self.iy, self.name, self.device)
 
 
 class MLE(_TwoModality):

@@ -73,13 +73,13 @@ from torch.func import functional_call, grad
 from ..models import make_encoder
 from ..train import TrainConfig, fit, get_device, seed_everything
 from . import Method
-from .baselines import full_presence, task_loss, validation_score
+from .baselines import full_presence, task_loss, two_roles, two_rows, validation_score
 
 
 _WARM: dict = {}        # warm starts shared by the SMIL variants run in one process (see SMIL.fit)
 
 
-def masks_key(presence: torch.Tensor) -> str:
+def _presence_key(presence: torch.Tensor) -> str:
     return hashlib.sha1(presence.cpu().numpy().tobytes()).hexdigest()
 
 
@@ -197,8 +197,8 @@ class SMIL(Method):
 
     def __init__(self, variant: str = "paper", kmeans: bool = True, regularize: bool = True,
                  noise: str = "learned", first_order: bool = False, inner_lr: float = 1e-3,
-                 outer_dm: bool = True, mc_samples: int = 1, kl_weight: float = 0.1, n_priors: int = 10, feat_dim: int = 64,
-                 hidden: int = 64, backbone: str = "cnn", x: str | None = None, y: str | None = None,
+                 outer_dm: bool = True, mc_samples: int = 1, kl_weight: float = 0.1, n_priors: int = 10,
+                 feat_dim: int = 64, hidden: int = 64, backbone: str = "cnn", x: str | None = None, y: str | None = None,
                  name: str | None = None):
         if variant not in ("paper", "code"):
             raise ValueError(f"unknown SMIL variant {variant!r}; use 'paper' or 'code'")
@@ -217,27 +217,11 @@ class SMIL(Method):
     def config(self) -> dict:
         return {"variant": self.variant, "kmeans": self.kmeans, "regularize": self.regularize, "noise": self.noise,
                 "first_order": self.first_order, "inner_lr": self.inner_lr, "outer_dm": self.outer_dm,
-                "mc_samples": self.mc_samples,
-                "kl_weight": self.kl_weight, "n_priors": self.n_priors, "feat_dim": self.feat_dim,
+                "mc_samples": self.mc_samples, "kl_weight": self.kl_weight, "n_priors": self.n_priors,
+                "feat_dim": self.feat_dim,
                 "hidden": self.hidden, "backbone": self.backbone, "x": self.x, "y": self.y}
 
-    # -- set-up: roles, the frozen x2 encoder, the priors --------------------------------
-    def _roles(self, data, presence):
-        names = data.modality_names
-        if len(names) != 2 and (self.x is None or self.y is None):
-            raise ValueError(f"{self.name}: name x and y for a dataset with modalities {names}")
-        if self.x is None or self.y is None:
-            always = [m for j, m in enumerate(names) if bool(presence[:, j].all())]
-            if not always:
-                raise ValueError(f"{self.name}: no modality is present in every training sample; "
-                                 "SMIL needs one always-present modality x")
-            self.x = always[0]
-            self.y = [m for m in names if m != self.x][0]
-        self.ix, self.iy = names.index(data.check_modality(self.x)), names.index(data.check_modality(self.y))
-        if not bool(presence[:, self.ix].all()):
-            raise ValueError(f"{self.name}: modality x={self.x!r} must be present in every training sample")
-        self.required, self.used = [self.x], [self.x, self.y]
-
+    # -- set-up: warm starts and priors -----------------------------------------------------
     def _on(self, rows):
         """The rows of a warm start, repeated so that an epoch on a few complete pairs takes as
         many steps as an epoch over the whole training split (validation once per epoch)."""
@@ -263,7 +247,8 @@ class SMIL(Method):
         self.device = dev = get_device(device)
         seed_everything(seed)
         presence = full_presence(data, "train", presence)
-        self._roles(data, presence)
+        self.x, self.y, self.ix, self.iy = two_roles(data, presence, self.x, self.y, self.name)
+        self.required, self.used = [self.x], [self.x, self.y]
         if data.task == "regression":
             raise ValueError(f"{self.name}: SMIL is a classification method; {data.name} is a regression task "
                              "(load it with task='binary' or '7class')")
@@ -283,7 +268,7 @@ class SMIL(Method):
 
         # 1-2. warm starts and priors; the same for every variant and ablation at one setting,
         #      so they are computed once per process and shared (the meta-learning reseeds)
-        key = (data.fingerprint(), masks_key(presence), seed, str(cfg), self.feat_dim, self.hidden, self.backbone,
+        key = (data.fingerprint(), _presence_key(presence), seed, str(cfg), self.feat_dim, self.hidden, self.backbone,
                self.n_priors, self.x, self.y, str(dev))
         if key not in _WARM:
             while len(_WARM) >= 4:
@@ -415,11 +400,7 @@ class SMIL(Method):
         return sum(accs) / 2
 
     def _rows(self, data, split, presence):
-        idx = data.splits[split].to(self.device)
-        p = full_presence(data, split, presence)
-        if not bool(p[:, self.ix].all()):
-            raise ValueError(f"{self.name} predicts with x={self.x!r} present; some rows of {split!r} lack it")
-        return idx, p[:, self.iy].to(self.device)
+        return two_rows(data, split, presence, self.ix, self.iy, self.name, self.device)
 
     def predict(self, data, split, presence=None):
         """Logits; rows missing x2 use its reconstruction (omega and r at their means)."""
