@@ -144,6 +144,16 @@ def test_avmnist_smil_layout_and_mfcc(tmp_path):
     shutil.copytree(tmp_path / "ok", bad)
     shutil.rmtree(bad / "sound/test/7")
     _fails("avmnist_smil", bad, r"sound/test/7/: no recordings")
+    from PIL import Image
+    odd = tmp_path / "odd"
+    shutil.copytree(tmp_path / "ok", odd)
+    Image.fromarray(np.zeros((32, 32), np.uint8)).save(odd / "mnist/train/3/00000.png")
+    (odd / "sound/train/5/5_theo_15.wav").write_bytes(b"not a wav file")
+    (odd / "sound/train/5/5_jackson_15.wav").write_bytes(b"not a wav file")
+    _fails("avmnist_smil", odd, r"mnist/train/3/00000.png: size \(32, 32\), expected \(28, 28\)")
+    _fails("avmnist_smil", odd, r"sound/train/5/5_jackson_15.wav: not a readable WAV")
+    with pytest.raises(DataFolderError, match="5_theo_15.wav: not a readable WAV"):    # loading reads every file
+        load_dataset("avmnist_smil", odd)
 
 
 def test_smil_mfcc_matches_librosa():
@@ -176,6 +186,11 @@ def test_mosi_mfn(tmp_path):
     with h5py.File(bad / "X_test.h5", "w") as f:
         f["data"] = np.zeros((5, 20, 300), np.float32)
     _fails("mosi_mfn", bad, r"X_valid.h5: key 'data' is missing")
+    (bad / "y_test.h5").unlink()
+    with h5py.File(bad / "X_train.h5", "a") as f:
+        f["data"][2, 3, 4] = np.nan
+    _fails("mosi_mfn", bad, r"y_test.h5: missing file")
+    _fails("mosi_mfn", bad, r"X_train.h5\['data'\]: contains NaN")
     _fails("mosi_mfn", bad, r"X_test.h5\['data'\]: shape \(5, 20, 300\), expected \(N, N, 325\)")
 
 
@@ -255,6 +270,12 @@ def test_mmimdb(tmp_path):
         del f["genres"]
     _fails("mmimdb", bad, r"key 'genres' is missing", split_at=(6, 9))
     _fails("mmimdb", bad, r"\['vgg_features'\]: shape \(12, 2048\), expected \(N, 4096\)", split_at=(6, 9))
+    nan = tmp_path / "nan"
+    shutil.copytree(tmp_path / "ok", nan)
+    with h5py.File(nan / "multimodal_imdb.hdf5", "a") as f:
+        f["features"][5, 7] = np.nan
+    _fails("mmimdb", nan, r"\['features'\]: contains NaN", split_at=(6, 9))
+    _fails("mmimdb", tmp_path / "none", r"multimodal_imdb.hdf5: missing file")
 
 
 def test_data_check_command(tmp_path, capsys):

@@ -174,12 +174,15 @@ def check_avmnist_smil(root, **_) -> list[str]:
     if not c.problems:
         files = _smil_files(c)
         from PIL import Image
-        for split in files:                                 # one image and one recording per folder
+        for split in files:             # the first image and recording of each folder (loading reads them all)
             for d, (imgs, wavs) in files[split].items():
                 if imgs:
-                    with Image.open(imgs[0]) as im:
-                        if im.size != (28, 28):
-                            c.add(f"{imgs[0].relative_to(c.root)}: size {im.size}, expected (28, 28)")
+                    try:
+                        with Image.open(imgs[0]) as im:
+                            if im.size != (28, 28):
+                                c.add(f"{imgs[0].relative_to(c.root)}: size {im.size}, expected (28, 28)")
+                    except OSError as e:
+                        c.add(f"{imgs[0].relative_to(c.root)}: not a readable image ({e})")
                 if wavs:
                     try:
                         w = read_wav(wavs[0])
@@ -213,14 +216,22 @@ def load_avmnist_smil(root=None, train_per_class: int = 105, test_per_class: int
                       f"{'>= 15' if split == 'train' else '< 15'} are the {split} sounds)")
                 continue
             for i in range(k):
-                with Image.open(imgs[i]) as im:
-                    a = np.asarray(im.convert("L"), dtype=np.float32)
-                if a.shape != (28, 28):
-                    c.add(f"{imgs[i].relative_to(c.root)}: size {a.shape}, expected (28, 28)")
+                try:
+                    with Image.open(imgs[i]) as im:
+                        a = np.asarray(im.convert("L"), dtype=np.float32)
+                except OSError as e:
+                    c.add(f"{imgs[i].relative_to(c.root)}: not a readable image ({e})")
                     continue
-                w = read_wav(recs[i])
-                if not np.isfinite(w).all():
-                    c.add(f"{recs[i].relative_to(c.root)}: non-finite samples")
+                if a.shape != (28, 28):
+                    c.add(f"{imgs[i].relative_to(c.root)}: size {a.shape[::-1]}, expected (28, 28)")
+                    continue
+                try:
+                    w = read_wav(recs[i])
+                except ValueError as e:
+                    c.add(f"{recs[i].relative_to(c.root)}: not a readable WAV file ({e})")
+                    continue
+                if len(w) == 0 or not np.isfinite(w).all():
+                    c.add(f"{recs[i].relative_to(c.root)}: empty or non-finite samples")
                     continue
                 images.append(a / 255.0)
                 audio.append(smil_mfcc(w[::3]))
