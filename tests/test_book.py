@@ -69,7 +69,7 @@ def test_smil_chapter_records(built):
     assert sorted(df["tag.eta"].unique()) == [0.1, 0.2, 1.0]
     by_eta = df.groupby("tag.eta")["method"].agg(set)
     ablations = {"smil_no_kmeans", "smil_no_reg", "smil_fixed_gaussian", "smil_deterministic",
-                 "smil_code", "smil_alg1", "smil_first_order"}
+                 "smil_code", "smil_alg1", "smil_first_order", "smil_kl_eq7"}
     assert {"smil", "ae_impute", "gan_impute"} | ablations <= by_eta[0.2]
     assert {"unimodal_image", "upper_bound", "mvae", "smil"} <= by_eta[1.0]
     assert (df.groupby("path")["missing.kind"].first() != "").all()

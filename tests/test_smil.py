@@ -60,6 +60,8 @@ def test_kl_is_zero_where_it_must_be():
     assert torch.allclose(kl_normal(mu, logvar), torch.zeros(3))
     assert torch.allclose(kl_normal(mu + 1, logvar, prior_mu=1.0), torch.zeros(3))
     assert torch.all(kl_normal(mu + 0.5, logvar) > 0)
+    # Eq. 7 as printed: the KL of the whole vector, the per-unit mean times the width
+    assert torch.allclose(kl_normal(mu + 0.5, logvar - 1, units="sum"), 4 * kl_normal(mu + 0.5, logvar - 1))
     x, yf = torch.randn(5, 8), torch.randn(5, D_Y)
     every = torch.ones(5, dtype=torch.bool)
     for kw in [{"noise": "none"}, {"noise": "fixed", "kmeans": False}, {"regularize": False, "kmeans": False}]:
