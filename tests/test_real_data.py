@@ -306,8 +306,27 @@ def test_methods_run_unchanged_on_every_reader(tmp_path, name, writer, kw):
     rec, _ = run(data, "zp_concat", {"kind": "keep_fraction", "keep": {data.modality_names[-1]: 0.5}}, 0, cfg, "cpu")
     full = "+".join(data.modality_names)
     assert full in rec["metrics"] and all(np.isfinite(v) for v in rec["metrics"][full].values())
+    rec, _ = run(data, "mvae", {"kind": "full"}, 0, cfg, "cpu")
+    assert all(np.isfinite(v) for v in rec["metrics"][full].values())
     if data.task != "regression":
         two = data.select(data.modality_names[:2])
         rec, _ = run(two, "smil", {"kind": "keep_fraction", "keep": {two.modality_names[1]: 0.5}}, 0, cfg, "cpu",
                      method_kwargs={"backbone": "mlp"})
         assert set(rec["metrics"]) == {two.modality_names[0], "+".join(two.modality_names)}
+
+
+def test_sequence_lengths_reach_the_encoders(tmp_path):
+    """A zero-padded sequence gives the same features as the unpadded one when its length
+    is passed; without the length, the LSTM reads the padding."""
+    from mmlib.models import MultimodalNet
+    torch.manual_seed(0)
+    net = MultimodalNet(["a"], {"a": (7, 3)}, 2).eval()
+    x = torch.randn(1, 4, 3)
+    padded = torch.cat([x, torch.zeros(1, 3, 3)], 1)
+    present = torch.ones(1, 1, dtype=torch.bool)
+    with torch.no_grad():
+        short = MultimodalNet(["a"], {"a": (4, 3)}, 2).eval()
+        short.load_state_dict(net.state_dict())
+        ref = short({"a": x}, present)
+        assert torch.allclose(net({"a": padded}, present, {"a": torch.tensor([4])}), ref, atol=1e-6)
+        assert not torch.allclose(net({"a": padded}, present), ref, atol=1e-4)

@@ -135,6 +135,7 @@ class FusionBaseline(Method):
         self.model = MultimodalNet(self.used, shapes, n_out, self.fusion, self.feat_dim, self.hidden).to(self.device)
 
         X = {m: data.modalities[m].to(self.device) for m in self.used}
+        L = {m: data.lengths[m].to(self.device) for m in self.used if m in data.lengths}   # padded sequences
         y = data.y.to(self.device)
         train = train.to(self.device)
         P = torch.zeros(len(data), len(self.cols), dtype=torch.bool, device=self.device)
@@ -145,16 +146,17 @@ class FusionBaseline(Method):
         late = self.fusion == "late"
 
         def loss_fn(model, idx):
-            xs, p = {m: X[m][idx] for m in self.used}, P[idx]
+            xs, p, ls = {m: X[m][idx] for m in self.used}, P[idx], {m: ln[idx] for m, ln in L.items()}
             if late:   # each modality's classifier learns from the samples that have it
-                logits = model.fusion.unimodal_logits(model.features(xs, p))          # (B, M, C)
+                logits = model.fusion.unimodal_logits(model.features(xs, p, ls))      # (B, M, C)
                 per = torch.stack([task_loss(self.task, logits[:, j], y[idx], reduction="none")
                                    for j in range(len(self.cols))], 1)
                 return (per * p).sum() / p.sum().clamp(min=1)
-            return task_loss(self.task, model(xs, p), y[idx])
+            return task_loss(self.task, model(xs, p, ls), y[idx])
 
         def val_score(model):
-            return validation_score(self.task, model({m: X[m][val] for m in self.used}, val_P), y[val])
+            return validation_score(self.task, model({m: X[m][val] for m in self.used}, val_P,
+                                                     {m: ln[val] for m, ln in L.items()}), y[val])
 
         self.model, self.history = fit(self.model, loss_fn, rows, val_score, cfg, seed=seed, desc=self.name)
         return self
@@ -163,13 +165,15 @@ class FusionBaseline(Method):
         idx = data.splits[split]
         p = full_presence(data, split, presence)[:, self.cols].to(self.device)
         xs = {m: data.modalities[m][idx.to(data.modalities[m].device)].to(self.device) for m in self.used}
+        ls = {m: data.lengths[m][idx.to(data.lengths[m].device)].to(self.device)
+              for m in self.used if m in data.lengths}
         self.model.eval()
         outs = []
         with torch.no_grad():
             for s in range(0, len(idx), 1024):
                 sl = slice(s, s + 1024)
-                b = {m: x[sl] for m, x in xs.items()}
-                outs.append(self.model(b, p[sl]) if what == "predict" else self.model.embed(b, p[sl]))
+                b, lb = {m: x[sl] for m, x in xs.items()}, {m: ln[sl] for m, ln in ls.items()}
+                outs.append(self.model(b, p[sl], lb) if what == "predict" else self.model.embed(b, p[sl], lb))
         return torch.cat(outs).cpu()
 
     def predict(self, data, split, presence=None):

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data import MultimodalDataset
-from ..models import MLP, make_encoder
+from ..models import MLP, encode, make_encoder
 from ..train import TrainConfig, fit, get_device, seed_everything
 from . import Method
 from .baselines import FusionBaseline, full_presence, task_loss, validation_score
@@ -183,14 +183,14 @@ class MVAENet(nn.Module):
         self.dec = nn.ModuleDict({m: MLP(z_dim, [256], int(torch.tensor(s).prod())) for m, s in shapes.items()})
         self.z_dim = z_dim
 
-    def posterior(self, xs: dict, present: torch.Tensor):
+    def posterior(self, xs: dict, present: torch.Tensor, lengths: dict | None = None):
         """Product of the N(0, I) prior and the present modalities' experts: (mu, logvar)."""
         B = present.shape[0]
         dev = present.device
         prec = torch.ones(B, self.z_dim, device=dev)               # prior expert
         num = torch.zeros(B, self.z_dim, device=dev)
         for j, m in enumerate(self.names):
-            h = self.enc[m](xs[m])
+            h = encode(self.enc[m], xs[m], (lengths or {}).get(m))
             mu, logvar = self.mu[m](h), self.logvar[m](h).clamp(-8, 8)
             w = present[:, j:j + 1].float() / logvar.exp()
             prec = prec + w
@@ -218,6 +218,7 @@ class MVAE(Method):
         presence = full_presence(data, "train", presence).to(dev)
         self.names = data.modality_names
         self.X = {m: x.to(dev) for m, x in data.modalities.items()}
+        self.L = {m: ln.to(dev) for m, ln in data.lengths.items()}         # padded sequences, if any
         y = data.y.to(dev)
         train, val = data.splits["train"].to(dev), data.splits["val"].to(dev)
         P = torch.zeros(len(data), len(self.names), dtype=torch.bool, device=dev)
@@ -230,7 +231,7 @@ class MVAE(Method):
 
         def elbo_loss(model, idx, p):
             xs = {m: self.X[m][idx] for m in self.names}
-            mu, logvar = model.posterior(xs, p)
+            mu, logvar = model.posterior(xs, p, self._lengths(idx))
             z = mu + (0.5 * logvar).exp() * torch.randn_like(mu)
             rec = sum(((model.dec[m](z) - xs[m].flatten(1)) ** 2).sum(1) * p[:, j]
                       for j, m in enumerate(self.names))
@@ -262,7 +263,7 @@ class MVAE(Method):
         with torch.no_grad():                                      # frozen: posterior means once
             Z = torch.zeros(len(data), self.z_dim, device=dev)
             for c in torch.cat([train, val]).split(1024):
-                Z[c] = self.vae.posterior({m: self.X[m][c] for m in self.names}, P[c])[0]
+                Z[c] = self.vae.posterior({m: self.X[m][c] for m in self.names}, P[c], self._lengths(c))[0]
         n_out = data.n_classes if data.task != "regression" else 1
         self.task = data.task
         clf = nn.Linear(self.z_dim, n_out).to(dev)                # linear probe: full batch, cheap
@@ -278,8 +279,11 @@ class MVAE(Method):
         idx = data.splits[split].to(self.device)
         p = full_presence(data, split, presence).to(self.device)
         self.vae.eval()
-        return torch.cat([self.vae.posterior({m: self.X[m][idx[s:s + 1024]] for m in self.names}, p[s:s + 1024])[0]
-                          for s in range(0, len(idx), 1024)]).cpu()
+        return torch.cat([self.vae.posterior({m: self.X[m][b] for m in self.names}, p[s:s + 1024], self._lengths(b))[0]
+                          for s, b in zip(range(0, len(idx), 1024), idx.split(1024))]).cpu()
+
+    def _lengths(self, idx):
+        return {m: ln[idx] for m, ln in self.L.items()}
 
     @torch.no_grad()
     def predict(self, data, split, presence=None):

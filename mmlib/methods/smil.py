@@ -71,7 +71,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad
 
-from ..models import make_encoder
+from ..models import encode, make_encoder
 from ..train import TrainConfig, fit, get_device, seed_everything
 from . import Method
 from .baselines import full_presence, task_loss, two_roles, two_rows, validation_score
@@ -98,10 +98,11 @@ class MainNet(nn.Module):
         self.drop = nn.Dropout(dropout)
         self.fc2 = nn.Linear(hidden, n_classes)
 
-    def forward(self, x, y_feat, has_y, aux, sample: bool):
+    def forward(self, x, y_feat, has_y, aux, sample: bool, x_len=None):
         """Logits, (h0, h1) and the KL of this batch's z. Rows with ``has_y`` False use the
-        reconstruction of x2 from the x1 feature (Eq. 2)."""
-        hx = self.enc(x)
+        reconstruction of x2 from the x1 feature (Eq. 2). ``x_len``: lengths of padded x1
+        sequences, if any."""
+        hx = encode(self.enc, x, x_len)
         kl = hx.new_zeros(())
         if not bool(has_y.all()):
             y_hat, kl_w = aux.reconstruct(hx, sample)
@@ -190,9 +191,9 @@ class SMILModel(nn.Module):
     def theta(self) -> dict:
         return dict(self.main.named_parameters())
 
-    def forward(self, x, y_feat, has_y, params=None, sample=False):
+    def forward(self, x, y_feat, has_y, params=None, sample=False, x_len=None):
         params = self.theta() if params is None else params
-        return functional_call(self.main, params, (x, y_feat, has_y, self.aux, sample))
+        return functional_call(self.main, params, (x, y_feat, has_y, self.aux, sample, x_len))
 
 
 # ------------------------------------------------------------------------------ the method
@@ -235,20 +236,23 @@ class SMIL(Method):
         many steps as an epoch over the whole training split (validation once per epoch)."""
         return rows.repeat(max(1, min(20, self.n_train // max(len(rows), 1))))
 
-    def _pretrain_encoder(self, shape, rows, X, cfg, seed, desc):
+    def _pretrain_encoder(self, shape, rows, X, lengths, cfg, seed, desc):
         """An encoder + linear classifier trained on ``rows`` of X (selected on validation)."""
-        net = nn.Sequential(make_encoder(shape, self.feat_dim, self.backbone),
-                            nn.Linear(self.feat_dim, self.n_classes)).to(self.device)
+        net = nn.ModuleDict({"enc": make_encoder(shape, self.feat_dim, self.backbone),
+                             "head": nn.Linear(self.feat_dim, self.n_classes)}).to(self.device)
         lbl = self.labels
 
+        def out(model, idx):
+            return model["head"](encode(model["enc"], X[idx], None if lengths is None else lengths[idx]))
+
         def loss_fn(model, idx):
-            return self._loss(model(X[idx]), lbl[idx])
+            return self._loss(out(model, idx), lbl[idx])
 
         def val_score(model):
-            return validation_score(self.task, model(X[self.val]), lbl[self.val])
+            return validation_score(self.task, out(model, self.val), lbl[self.val])
 
         net, _ = fit(net, loss_fn, self._on(rows), val_score, cfg, seed=seed, desc=desc)
-        return net[0]
+        return net["enc"]
 
     def fit(self, data, presence, *, seed=0, cfg=None, device=None):
         cfg = cfg or TrainConfig()
@@ -264,6 +268,7 @@ class SMIL(Method):
         train = data.splits["train"].to(dev)
         self.X = data.modalities[self.x].to(dev)
         Y = data.modalities[self.y].to(dev)
+        self.XL, self.YL = (data.lengths[m].to(dev) if m in data.lengths else None for m in (self.x, self.y))
         self.labels = data.y.to(dev)
         self.val = data.splits["val"].to(dev)
         has_y = presence[:, self.iy].to(dev)
@@ -316,11 +321,13 @@ class SMIL(Method):
         layers trained on D^f. Returns (x2 features, main network state, priors)."""
         from sklearn.cluster import KMeans
         dev = self.device
-        enc_y = self._pretrain_encoder(tuple(Y.shape[1:]), complete, Y, cfg, seed, "smil:x2-encoder").eval()
+        enc_y = self._pretrain_encoder(tuple(Y.shape[1:]), complete, Y, self.YL, cfg, seed, "smil:x2-encoder").eval()
         with torch.no_grad():
-            Yfeat = torch.cat([enc_y(Y[c]) for c in torch.arange(len(Y), device=dev).split(1024)])
+            Yfeat = torch.cat([encode(enc_y, Y[c], None if self.YL is None else self.YL[c])
+                               for c in torch.arange(len(Y), device=dev).split(1024)])
         self.Yfeat = Yfeat
-        enc_x = self._pretrain_encoder(tuple(self.X.shape[1:]), train, self.X, cfg, seed + 1, "smil:x1-encoder")
+        enc_x = self._pretrain_encoder(tuple(self.X.shape[1:]), train, self.X, self.XL, cfg, seed + 1,
+                                       "smil:x1-encoder")
         K = min(self.n_priors, len(complete))
         km = KMeans(K, n_init=10, random_state=seed).fit(Yfeat[complete].cpu().numpy())
         priors = torch.tensor(km.cluster_centers_, dtype=torch.float32, device=dev)
@@ -338,10 +345,11 @@ class SMIL(Method):
 
         def loss_fn(model, idx):
             has = torch.ones(len(idx), dtype=torch.bool, device=self.device)
-            return self._loss(model(self.X[idx], self.Yfeat[idx], has, plain, False)[0], self.labels[idx])
+            return self._loss(model(self.X[idx], self.Yfeat[idx], has, plain, False, self._xl(idx))[0],
+                              self.labels[idx])
 
         def val_score(model):
-            out = model(self.X[self.val], self.Yfeat[self.val], val_all, plain, False)[0]
+            out = model(self.X[self.val], self.Yfeat[self.val], val_all, plain, False, self._xl(self.val))[0]
             return validation_score(self.task, out, self.labels[self.val])
 
         return fit(main, loss_fn, self._on(complete), val_score, cfg, seed=seed + 3, desc="smil:fusion")[0]
@@ -354,7 +362,7 @@ class SMIL(Method):
 
         # meta-train (Eq. 4): theta' = theta - alpha grad_theta CE(D^m; theta, psi)
         def inner_loss(params):
-            logits, _, kl = model(X[idx_m], Yf[idx_m], no_y, params, sample=True)
+            logits, _, kl = model(X[idx_m], Yf[idx_m], no_y, params, sample=True, x_len=self._xl(idx_m))
             ce = self._loss(logits, lbl[idx_m])
             return ce, (ce, kl)
 
@@ -368,13 +376,13 @@ class SMIL(Method):
         yes = torch.ones(len(idx_f), dtype=torch.bool, device=X.device)
         if self.variant == "code":
             no = ~yes
-            logits, (h0_hat, h1_hat), _ = model(X[idx_f], Yf[idx_f], no, theta_new, sample=True)
-            _, (h0, h1), _ = model(X[idx_f], Yf[idx_f], yes, theta_new, sample=True)
+            logits, (h0_hat, h1_hat), _ = model(X[idx_f], Yf[idx_f], no, theta_new, True, self._xl(idx_f))
+            _, (h0, h1), _ = model(X[idx_f], Yf[idx_f], yes, theta_new, True, self._xl(idx_f))
             return (ce_m + self._loss(logits, lbl[idx_f])
                     + 0.01 * F.mse_loss(h0_hat, h0) + 0.01 * F.mse_loss(h1_hat, h1))
         ce_f, kl_f = 0.0, 0.0
         for _ in range(self.mc_samples):                                    # L Monte-Carlo samples of z
-            logits, _, kl = model(X[idx_f], Yf[idx_f], yes, theta_new, sample=True)
+            logits, _, kl = model(X[idx_f], Yf[idx_f], yes, theta_new, sample=True, x_len=self._xl(idx_f))
             ce_f = ce_f + self._loss(logits, lbl[idx_f]) / self.mc_samples
             kl_f = kl_f + kl / self.mc_samples
         loss = ce_f + self.kl_weight * (kl_m + kl_f)
@@ -389,10 +397,14 @@ class SMIL(Method):
         outs, embs = [], []
         for s in range(0, len(idx), 1024):
             b = idx[s:s + 1024]
-            logits, (_, h1), _ = model(self.X[b], self.Yfeat[b], has_y[s:s + 1024])
+            logits, (_, h1), _ = model(self.X[b], self.Yfeat[b], has_y[s:s + 1024], x_len=self._xl(b))
             outs.append(logits)
             embs.append(h1)
         return torch.cat(outs), torch.cat(embs)
+
+    def _xl(self, idx):
+        """Lengths of the x1 sequences of rows ``idx`` (None for fixed-size inputs)."""
+        return None if self.XL is None else self.XL[idx]
 
     def _loss(self, logits, y):
         """-log p(y | ...): cross-entropy, or binary cross-entropy per label (MM-IMDb)."""

@@ -83,6 +83,14 @@ class LSTMEncoder(nn.Module):
         return torch.relu(self.fc(last))
 
 
+def encode(encoder: nn.Module, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+    """Run an encoder; a sequence encoder also gets the true lengths of zero-padded
+    sequences (real datasets keep them in ``MultimodalDataset.lengths``)."""
+    if lengths is not None and isinstance(encoder, LSTMEncoder):
+        return encoder(x, lengths)
+    return encoder(x)
+
+
 BACKBONES = ("auto", "mlp", "cnn", "cnn_x2")
 
 
@@ -164,9 +172,10 @@ FUSIONS = {"concat": ConcatFusion, "sum": SumFusion, "late": LateFusion}
 class MultimodalNet(nn.Module):
     """One encoder per modality plus a fusion head.
 
-    ``forward(xs, presence)`` takes ``xs = {modality: batch tensor}`` and a boolean
-    ``presence`` of shape (batch, n_modalities) in the order of ``modalities``; missing
-    inputs are zeroed before encoding. Returns logits; ``embed`` returns the fused
+    ``forward(xs, presence, lengths=None)`` takes ``xs = {modality: batch tensor}``, a
+    boolean ``presence`` of shape (batch, n_modalities) in the order of ``modalities`` and,
+    for zero-padded sequences, ``lengths = {modality: (batch,) lengths}``; missing inputs
+    are zeroed before encoding. Returns logits; ``embed`` returns the fused
     representation (used for t-SNE figures).
     """
 
@@ -181,16 +190,16 @@ class MultimodalNet(nn.Module):
         self.fusion = (LateFusion(dims, n_out) if fusion == "late"
                        else FUSIONS[fusion](dims, n_out, hidden=hidden))
 
-    def features(self, xs: dict, presence: torch.Tensor) -> list[torch.Tensor]:
+    def features(self, xs: dict, presence: torch.Tensor, lengths: dict | None = None) -> list[torch.Tensor]:
         feats = []
         for j, m in enumerate(self.modalities):
             x = xs[m]
             keep = presence[:, j].to(x.dtype).reshape(-1, *([1] * (x.dim() - 1)))
-            feats.append(self.encoders[m](x * keep))
+            feats.append(encode(self.encoders[m], x * keep, (lengths or {}).get(m)))
         return feats
 
-    def forward(self, xs: dict, presence: torch.Tensor) -> torch.Tensor:
-        return self.fusion(self.features(xs, presence), presence)[0]
+    def forward(self, xs: dict, presence: torch.Tensor, lengths: dict | None = None) -> torch.Tensor:
+        return self.fusion(self.features(xs, presence, lengths), presence)[0]
 
-    def embed(self, xs: dict, presence: torch.Tensor) -> torch.Tensor:
-        return self.fusion(self.features(xs, presence), presence)[1]
+    def embed(self, xs: dict, presence: torch.Tensor, lengths: dict | None = None) -> torch.Tensor:
+        return self.fusion(self.features(xs, presence, lengths), presence)[1]
