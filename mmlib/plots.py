@@ -28,7 +28,8 @@ def tsne(embeddings, labels, ax=None, title: str = "", seed: int = 0, max_points
     if len(X) > max_points:
         keep = rng.choice(len(X), max_points, replace=False)
         X, y = X[keep], y[keep]
-    Z = TSNE(n_components=2, init="pca", perplexity=30, random_state=seed).fit_transform(X)
+    perplexity = min(30.0, max(1.0, (len(X) - 1) / 3))             # small test splits need a smaller one
+    Z = TSNE(n_components=2, init="pca", perplexity=perplexity, random_state=seed).fit_transform(X)
     ax = ax or plt.gca()
     names = np.asarray(class_names)[y] if class_names is not None else y
     sns.scatterplot(x=Z[:, 0], y=Z[:, 1], hue=names, hue_order=list(class_names) if class_names is not None else None,
