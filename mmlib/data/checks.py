@@ -72,10 +72,9 @@ class Checker:
 
 def all_finite(arr, block: int = 4096) -> bool:
     """True when every value is finite; reads ``block`` rows at a time."""
-    n = arr.shape[0] if len(arr.shape) else 1
     if not len(arr.shape):
         return bool(np.isfinite(np.asarray(arr)).all())
-    for s in range(0, n, block):
+    for s in range(0, arr.shape[0], block):
         if not np.isfinite(np.asarray(arr[s:s + block])).all():
             return False
     return True

@@ -37,11 +37,6 @@ def _flat(data: MultimodalDataset, names: list[str], device) -> torch.Tensor:
     return torch.cat([data.modalities[m].to(device).flatten(1) for m in names], 1)
 
 
-def _steps(cfg: TrainConfig, n_train: int) -> tuple[int, int]:
-    """(steps per 'epoch', epochs): generators train as many steps as the classifier would."""
-    return max(1, -(-n_train // cfg.batch_size)), cfg.epochs
-
-
 # --------------------------------------------------------------------------- imputation
 class Impute(Method):
     """Generate the missing modalities from the always-present ones, then train the fusion
@@ -103,7 +98,7 @@ class Impute(Method):
         if self.generator == "gan":
             D = MLP(dc + dt, [256, 128], 1, dropout=0.2).to(dev)
             opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr, betas=(0.5, 0.999))
-        steps, epochs = _steps(cfg, len(rows))
+        steps = max(1, -(-len(rows) // cfg.batch_size))            # an epoch: one pass over the pairs
         best, best_state = float("inf"), None
 
         def g_out(c):
@@ -111,7 +106,7 @@ class Impute(Method):
                 c = torch.cat([c, torch.randn(len(c), zdim, generator=gen).to(dev)], 1)
             return G(c)
 
-        for _ in range(epochs):
+        for _ in range(cfg.epochs):
             G.train()
             for _ in range(steps):
                 b = rows[torch.randint(len(rows), (min(cfg.batch_size, len(rows)),), generator=gen).to(dev)]
