@@ -13,7 +13,14 @@ Patterns (each paper of the book uses one):
     its modalities, as in the authors' code; :func:`describe` counts such rows.
 (c) :func:`random_drop` -- MLA / CPM-Nets: every entry is dropped with probability ``p``;
     a sample that would lose everything keeps one modality chosen at random.
-(d) :func:`test_patterns` -- every non-empty subset of the modalities, for evaluation.
+(d) :func:`cpm` -- CPM-Nets' ``random_mask`` as MLA's code uses it: an overall missing
+    rate over all (sample, modality) entries, at least one modality kept per sample; at
+    rate >= 1 - 1/M every sample keeps exactly one.
+(e) :func:`test_patterns` -- every non-empty subset of the modalities, for evaluation.
+
+Missing *inside* a modality (M3S) is a feature mask rather than a presence matrix:
+:func:`span` zeroes a contiguous span of each sample's time (or feature) axis, and
+:func:`describe_span` counts what it hid.
 
 Specs are plain dicts (they go into run records and papermill parameters), built into a
 matrix by :func:`from_spec`. Impossible specs raise ``ValueError`` naming the problem.
@@ -105,13 +112,35 @@ def random_drop(n: int, modalities: list[str], p: float, seed: int) -> torch.Ten
     return keep
 
 
+def cpm(n: int, modalities: list[str], rate: float, seed: int) -> torch.Tensor:
+    """(d) CPM-Nets' random mask with an exact overall rate: each sample first keeps one
+    modality drawn uniformly; then exactly ``round(n * M * (1 - rate)) - n`` of the other
+    entries are kept, drawn uniformly without replacement. No row is empty; at
+    ``rate >= 1 - 1/M`` every sample keeps exactly one modality (effective rate 1 - 1/M).
+
+    CPM-Nets draws the extra entries with a per-entry probability and retries until the
+    overall rate is within 0.005 of the target; this draws the exact count instead (same
+    distribution of rows, no retry loop)."""
+    rate = _check_rate("missing rate", rate)
+    m = len(modalities)
+    if m < 1:
+        raise ValueError("need at least one modality")
+    g = _generator(seed)
+    keep = torch.zeros(n, m, dtype=torch.bool)
+    keep[torch.arange(n), torch.randint(m, (n,), generator=g)] = True
+    extra = max(0, min(round(n * m * (1.0 - rate)) - n, n * (m - 1)))
+    free = torch.nonzero(~keep.flatten()).flatten()
+    keep.view(-1)[free[torch.randperm(len(free), generator=g)[:extra]]] = True
+    return keep
+
+
 def test_patterns(modalities: list[str]) -> list[tuple[str, ...]]:
-    """(d) Every non-empty subset of ``modalities``, smallest first, e.g. for two:
+    """(e) Every non-empty subset of ``modalities``, smallest first, e.g. for two:
     ``[("image",), ("audio",), ("image", "audio")]``."""
     return [c for k in range(1, len(modalities) + 1) for c in combinations(modalities, k)]
 
 
-KINDS = {"full", "keep_fraction", "independent", "random_drop", "pattern"}
+KINDS = {"full", "keep_fraction", "independent", "random_drop", "cpm", "pattern"}
 
 
 def from_spec(spec: dict, n: int, modalities: list[str], seed: int) -> torch.Tensor:
@@ -119,10 +148,15 @@ def from_spec(spec: dict, n: int, modalities: list[str], seed: int) -> torch.Ten
 
     ``{"kind": "keep_fraction", "keep": {"audio": 0.1}}``,
     ``{"kind": "independent", "rates": {"A": 0.2, "V": 0.5, "L": 0.8}}``,
-    ``{"kind": "random_drop", "p": 0.3}``, ``{"kind": "pattern", "present": ["image"]}``,
+    ``{"kind": "random_drop", "p": 0.3}``, ``{"kind": "cpm", "rate": 0.5}``,
+    ``{"kind": "pattern", "present": ["image"]}``,
     ``{"kind": "full"}``.
     """
     kind = spec.get("kind")
+    need = {"keep_fraction": "keep", "independent": "rates", "random_drop": "p", "cpm": "rate",
+            "pattern": "present"}.get(kind)
+    if kind in KINDS and need and need not in spec:
+        raise ValueError(f"missing-pattern spec {spec} of kind {kind!r} needs the key {need!r}")
     if kind not in KINDS:
         raise ValueError(f"unknown missing-pattern kind {kind!r}; use one of {sorted(KINDS)}")
     if kind == "full":
@@ -133,12 +167,15 @@ def from_spec(spec: dict, n: int, modalities: list[str], seed: int) -> torch.Ten
         return independent(n, modalities, spec["rates"], seed)
     if kind == "random_drop":
         return random_drop(n, modalities, spec["p"], seed)
+    if kind == "cpm":
+        return cpm(n, modalities, spec["rate"], seed)
     return pattern(n, modalities, spec["present"])
 
 
 def describe(presence: torch.Tensor, modalities: list[str]) -> dict:
-    """Counts a reader can check: per-modality present fraction, complete and empty rows,
-    and how many samples show each combination of modalities."""
+    """Counts a reader can check: per-modality present fraction and missing rate, the
+    overall missing rate (over all entries), complete and empty rows, and how many samples
+    show each combination of modalities."""
     presence = presence.bool().cpu()
     combos: dict[str, int] = {}
     for row, count in zip(*torch.unique(presence, dim=0, return_counts=True)):
@@ -147,7 +184,50 @@ def describe(presence: torch.Tensor, modalities: list[str]) -> dict:
     return {
         "n": int(presence.shape[0]),
         "present_fraction": {m: float(presence[:, j].float().mean()) for j, m in enumerate(modalities)},
+        "missing_rate": {m: float(1 - presence[:, j].float().mean()) for j, m in enumerate(modalities)},
+        "overall_missing_rate": float(1 - presence.float().mean()) if presence.numel() else 0.0,
         "complete": int(presence.all(1).sum()),
         "empty": int((~presence.any(1)).sum()),
         "combinations": combos,
     }
+
+
+def span(n: int, length: int, band: tuple[float, float], seed: int | torch.Generator,
+         lengths: torch.Tensor | None = None, device=None) -> torch.Tensor:
+    """A feature mask (M3S, section 3.2): for each of ``n`` samples, a contiguous span of
+    ``k = floor(T * r)`` positions is hidden, with ``r`` uniform in ``band`` and the start
+    uniform over the ``T - k + 1`` valid positions. ``T`` is the sample's true length
+    (``lengths``; default ``length``), so spans never fall on padding.
+
+    Returns a boolean (n, length) tensor, True where the position is kept. Pass a seed for
+    a mask fixed per seed, or a ``torch.Generator`` to redraw it at every call (the
+    generator's state advances, so a run stays reproducible)."""
+    lo, hi = (float(b) for b in band)
+    if not 0.0 <= lo <= hi <= 1.0:
+        raise ValueError(f"span band must satisfy 0 <= low <= high <= 1, got {band}")
+    if length < 1:
+        raise ValueError(f"span length must be >= 1, got {length}")
+    g = seed if isinstance(seed, torch.Generator) else _generator(seed)
+    T = torch.full((n,), length, dtype=torch.long) if lengths is None else lengths.detach().cpu().long()
+    if T.shape != (n,) or bool((T < 0).any()) or bool((T > length).any()):
+        raise ValueError(f"lengths must be a ({n},) tensor with values in [0, {length}]")
+    r = lo + (hi - lo) * torch.rand(n, generator=g, dtype=torch.float64)
+    k = torch.floor(T.double() * r).long()
+    start = torch.floor(torch.rand(n, generator=g, dtype=torch.float64) * (T - k + 1).double()).long()
+    pos = torch.arange(length).unsqueeze(0)
+    hidden = (pos >= start.unsqueeze(1)) & (pos < (start + k).unsqueeze(1))
+    return (~hidden).to(device) if device is not None else ~hidden
+
+
+def describe_span(kept: torch.Tensor, lengths: torch.Tensor | None = None) -> dict:
+    """What a span mask hides: the hidden fraction of each sample's valid positions
+    (mean, min, max) and how many samples lose nothing."""
+    kept = kept.bool().cpu()
+    n, length = kept.shape
+    T = torch.full((n,), length) if lengths is None else lengths.cpu().long()
+    valid = torch.arange(length).unsqueeze(0) < T.unsqueeze(1)
+    frac = ((~kept) & valid).sum(1).double() / T.clamp(min=1).double()
+    return {"n": n, "hidden_fraction": {"mean": float(frac.mean()) if n else 0.0,
+                                        "min": float(frac.min()) if n else 0.0,
+                                        "max": float(frac.max()) if n else 0.0},
+            "untouched": int((frac == 0).sum())}

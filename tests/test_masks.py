@@ -80,3 +80,60 @@ def test_pattern_and_from_spec():
 def test_impossible_specs_raise_clear_errors(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+# ----------------------------------------------------------------------------- cpm and span
+@pytest.mark.parametrize("rate", [0.1, 0.3, 0.5, 0.6, 0.7])
+def test_cpm_exact_rate_and_no_empty_rows(rate):
+    names = ["A", "V", "L"]
+    p = masks.cpm(3318, names, rate, seed=0)
+    d = masks.describe(p, names)
+    assert d["empty"] == 0
+    expected = min(rate, 2 / 3)                 # at rate >= 1 - 1/M every row keeps exactly one
+    assert abs(d["overall_missing_rate"] - expected) < 1 / (3318 * 3) + 1e-12
+    one = int((p.sum(1) == 1).sum()) / 3318
+    # CPM-Nets' random_mask at N = 3,318: share of one-modality rows 3, 9, 21, 35, 56, 82, 100 %
+    # for rates 0.1 ... 0.7; with the extra entries kept with probability q, it is (1 - q)^2
+    q = (3 * (1 - expected) - 1) / 2
+    assert one == pytest.approx((1 - q) ** 2, abs=0.03)
+    assert torch.equal(p, masks.cpm(3318, names, rate, seed=0))
+    assert not torch.equal(p, masks.cpm(3318, names, rate, seed=1))
+
+
+def test_cpm_from_spec_and_errors():
+    p = masks.from_spec({"kind": "cpm", "rate": 0.7}, 100, ["A", "V", "L"], seed=3)
+    assert (p.sum(1) == 1).all()
+    with pytest.raises(ValueError, match="needs the key 'rate'"):
+        masks.from_spec({"kind": "cpm", "p": 0.5}, 10, ["A", "V"], seed=0)
+    with pytest.raises(ValueError, match="missing rate must be in"):
+        masks.cpm(10, ["A", "V"], 1.5, seed=0)
+
+
+def test_span_hides_one_contiguous_span_inside_the_true_length():
+    lengths = torch.tensor([50, 20, 7, 1, 0] * 40)
+    kept = masks.span(200, 50, (0.4, 0.6), seed=0, lengths=lengths)
+    assert kept.shape == (200, 50) and kept.dtype == torch.bool
+    for i in range(200):
+        T = int(lengths[i])
+        hidden = torch.nonzero(~kept[i]).flatten()
+        k = len(hidden)
+        assert int(0.4 * T) <= k <= int(0.6 * T)                  # k = floor(T r), r in the band
+        if k:
+            assert hidden.max() - hidden.min() + 1 == k            # contiguous
+            assert hidden.max() < T                                 # never on padding
+    d = masks.describe_span(kept, lengths)
+    assert d["untouched"] == 80                                     # lengths 1 and 0 lose nothing
+    long = masks.describe_span(kept[lengths == 50], lengths[lengths == 50])
+    assert 0.4 <= long["hidden_fraction"]["min"] and long["hidden_fraction"]["max"] <= 0.6
+
+
+def test_span_fixed_per_seed_or_redrawn_by_a_generator():
+    a = masks.span(64, 30, (0.2, 0.4), seed=5)
+    assert torch.equal(a, masks.span(64, 30, (0.2, 0.4), seed=5))
+    g = torch.Generator().manual_seed(5)
+    first, second = masks.span(64, 30, (0.2, 0.4), g), masks.span(64, 30, (0.2, 0.4), g)
+    assert torch.equal(first, a) and not torch.equal(first, second)
+    with pytest.raises(ValueError, match="band"):
+        masks.span(4, 10, (0.6, 0.4), seed=0)
+    with pytest.raises(ValueError, match="lengths"):
+        masks.span(4, 10, (0.2, 0.4), seed=0, lengths=torch.tensor([11, 1, 1, 1]))

@@ -1,0 +1,277 @@
+"""Paired statistics, verdicts and the tables a chapter shows -- computed from records.
+
+Every claim of the book is decided here, by one tested function, never by comparing two
+means in a notebook. Runs at one seed share their masks across methods, so two methods are
+compared by the **paired differences** ``d_s = a_s - b_s`` over the seeds ``s`` both ran:
+
+* the effect is the mean of ``d_s``; its 95 % interval is the t-interval
+  ``mean +- t_{0.975, n-1} * sd(d) / sqrt(n)``; ``p`` is the two-sided paired t-test;
+* the verdict (``GUIDE.md``): **reproduced** -- the claimed direction and the interval
+  excludes 0; **contradicted** -- the opposite direction and the interval excludes 0;
+  **inconclusive** -- the interval contains 0; **not testable** -- fewer than two
+  paired seeds, or the data cannot discriminate (both methods at the floor);
+* a claim over several settings (e.g. "beats the baseline at every missing rate") pools
+  the (seed, setting) differences into one t-interval and reports the sign count: in how
+  many settings the mean difference has the claimed sign.
+
+:func:`compare` works on the frame of :func:`mmlib.results.load_records`;
+:func:`write_verdicts` stores one machine-readable verdict file per chapter (read back by
+:func:`read_verdicts`) for the scorecard and the head-to-head chapter.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from .results import write_json_atomic
+
+VERDICTS = ("reproduced", "contradicted", "inconclusive", "not testable")
+LEVEL = 0.95
+
+
+# ----------------------------------------------------------------------------- statistics
+@dataclass
+class Paired:
+    """The paired differences of two methods over seeds, and what they say."""
+    diffs: dict                      # seed -> a_s - b_s
+    effect: float                    # mean difference (nan when n == 0)
+    ci: tuple[float, float]          # 95 % t-interval of the mean difference
+    n: int                           # number of paired seeds
+    p: float                         # two-sided paired t-test (nan when n < 2)
+
+    @property
+    def excludes_zero(self) -> bool:
+        lo, hi = self.ci
+        return self.n >= 2 and (lo > 0 or hi < 0)
+
+
+def t_interval(d, level: float = LEVEL) -> tuple[float, tuple[float, float], float]:
+    """Mean, t-interval and two-sided one-sample t-test p of the values ``d`` against 0.
+    With fewer than two values the interval and p are nan; with identical values the
+    interval is the point itself (p = 0 unless every value is 0, then p = 1)."""
+    d = np.asarray(d, dtype=float)
+    n = len(d)
+    if n == 0:
+        return math.nan, (math.nan, math.nan), math.nan
+    mean = float(d.mean())
+    if n < 2:
+        return mean, (math.nan, math.nan), math.nan
+    sd = float(d.std(ddof=1))
+    if sd == 0.0:
+        return mean, (mean, mean), (1.0 if mean == 0 else 0.0)
+    half = float(stats.t.ppf(0.5 + level / 2, n - 1)) * sd / math.sqrt(n)
+    p = float(2 * stats.t.sf(abs(mean) / (sd / math.sqrt(n)), n - 1))
+    return mean, (mean - half, mean + half), p
+
+
+def paired(a: pd.Series | dict, b: pd.Series | dict, level: float = LEVEL) -> Paired:
+    """Paired differences ``a - b`` over the keys (seeds) both have."""
+    a, b = pd.Series(a, dtype=float).dropna(), pd.Series(b, dtype=float).dropna()
+    common = sorted(set(a.index) & set(b.index))
+    diffs = {s: float(a[s] - b[s]) for s in common}
+    mean, ci, p = t_interval(list(diffs.values()), level)
+    return Paired(diffs, mean, ci, len(diffs), p)
+
+
+def decide(effect: float, ci: tuple[float, float], n: int, direction: str = ">",
+           testable: bool = True) -> str:
+    """The verdict on a claim "a ``direction`` b" (``">"``: a is better, ``"<"``: a is
+    lower) from the mean paired difference a - b and its interval."""
+    if direction not in (">", "<"):
+        raise ValueError(f"direction must be '>' or '<', got {direction!r}")
+    if not testable or n < 2 or any(math.isnan(x) for x in ci):
+        return "not testable"
+    lo, hi = ci
+    if lo <= 0 <= hi:
+        return "inconclusive"
+    claimed = (lo > 0) if direction == ">" else (hi < 0)
+    return "reproduced" if claimed else "contradicted"
+
+
+# ----------------------------------------------------------------------------- claims from records
+@dataclass
+class Verdict:
+    """One claim tested on the book's records: what was compared, the effect (in the
+    metric's units times ``scale``), its interval, n and the verdict."""
+    claim: str
+    a: str
+    b: str
+    metric: str
+    setting: str = ""
+    direction: str = ">"
+    effect: float = math.nan
+    ci_low: float = math.nan
+    ci_high: float = math.nan
+    n: int = 0
+    p: float = math.nan
+    verdict: str = "not testable"
+    signs: str = ""                  # claims over several settings: "k/S settings in the claimed direction"
+    reason: str = ""                 # why not testable, if so
+    diffs: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["diffs"] = {str(k): v for k, v in self.diffs.items()}
+        return d
+
+    def text(self, digits: int = 1) -> str:
+        """``"+7.1 [4.0, 10.2], n=5"``; ``"n=1"`` alone when it cannot be tested."""
+        if self.n < 2:
+            return f"n={self.n}"
+        return f"{self.effect:+.{digits}f} [{self.ci_low:+.{digits}f}, {self.ci_high:+.{digits}f}], n={self.n}"
+
+
+def _select(df: pd.DataFrame, where: dict | None) -> pd.DataFrame:
+    if not where:
+        return df
+    mask = pd.Series(True, index=df.index)
+    for col, val in where.items():
+        if col not in df.columns:
+            raise KeyError(f"no column {col!r} in the records; columns: {sorted(df.columns)}")
+        if isinstance(val, (list, tuple, set)):
+            mask &= df[col].isin(list(val))
+        elif isinstance(val, float) and math.isnan(val):
+            mask &= df[col].isna()
+        else:
+            mask &= df[col] == val
+    return df[mask]
+
+
+def per_seed(df: pd.DataFrame, metric: str, where: dict | None = None, seed_col: str = "seed") -> pd.Series:
+    """One value of ``metric`` per seed among the rows matching ``where``. Rows that are
+    the same run read twice (identical values at one seed) count once; different values at
+    one seed mean the selection is ambiguous and raise, naming the columns that differ."""
+    rows = _select(df, where)
+    if metric not in rows.columns:
+        raise KeyError(f"no metric {metric!r} in the records; columns: {sorted(df.columns)}")
+    out = {}
+    for s, g in rows.groupby(seed_col):
+        vals = g[metric].dropna().unique()
+        if len(vals) > 1:
+            differ = [c for c in g.columns if c not in (metric, "path") and g[c].astype(str).nunique() > 1]
+            raise ValueError(f"{len(vals)} different values of {metric!r} at {seed_col}={s} for {where}: "
+                             f"add one of {differ or ['path']} to `where` to pick one run")
+        if len(vals):
+            out[s] = float(vals[0])
+    return pd.Series(out, dtype=float)
+
+
+def compare(df: pd.DataFrame, a: dict, b: dict, metric: str, *, claim: str = "", setting: str = "",
+            direction: str = ">", scale: float = 100.0, floor: float | None = None,
+            tol: float = 0.005, level: float = LEVEL) -> Verdict:
+    """Test "a ``direction`` b" on ``metric`` from paired seeds. ``a`` and ``b`` select
+    rows of the records frame (e.g. ``{"method": "smil", "test": "image"}``); shared
+    conditions may go into both. With ``floor`` (e.g. the majority-class rate) a claim
+    where both sides are within ``tol`` of the floor is not testable."""
+    va, vb = per_seed(df, metric, a), per_seed(df, metric, b)
+    pr = paired(va * scale, vb * scale, level)
+    v = Verdict(claim, _label(a), _label(b), metric, setting, direction, pr.effect, pr.ci[0], pr.ci[1],
+                pr.n, pr.p, diffs=pr.diffs)
+    reason = ""
+    if pr.n < 2:
+        reason = f"{pr.n} paired seed(s) (a: {len(va)}, b: {len(vb)})"
+    elif floor is not None and va.mean() <= floor + tol and vb.mean() <= floor + tol:
+        reason = f"both at the floor ({floor * scale:.1f})"
+    v.verdict = decide(pr.effect, pr.ci, pr.n, direction, testable=not reason)
+    v.reason = reason
+    return v
+
+
+def compare_over(df: pd.DataFrame, a: dict, b: dict, metric: str, settings: list[dict], *,
+                 claim: str = "", setting: str = "", direction: str = ">", scale: float = 100.0,
+                 floor: float | None = None, tol: float = 0.005, level: float = LEVEL) -> Verdict:
+    """A claim over several settings (each a dict of conditions added to ``a`` and ``b``):
+    the (seed, setting) differences pooled into one t-interval, and the sign count of the
+    per-setting mean differences."""
+    diffs, signs, total = {}, 0, 0
+    for s in settings:
+        v = compare(df, {**a, **s}, {**b, **s}, metric, direction=direction, scale=scale,
+                    floor=floor, tol=tol, level=level)
+        if v.reason.startswith("both at the floor") or not v.diffs:
+            continue
+        total += 1
+        mean = float(np.mean(list(v.diffs.values())))
+        signs += int(mean > 0) if direction == ">" else int(mean < 0)
+        for seed, d in v.diffs.items():
+            diffs[f"{_label(s)}|{seed}"] = d
+    mean, ci, p = t_interval(list(diffs.values()), level)
+    out = Verdict(claim, _label(a), _label(b), metric, setting or f"{len(settings)} settings", direction,
+                  mean, ci[0], ci[1], len(diffs), p, signs=f"{signs}/{total}", diffs=diffs)
+    out.reason = "" if len(diffs) >= 2 else f"{len(diffs)} paired (seed, setting) differences"
+    out.verdict = decide(mean, ci, len(diffs), direction, testable=not out.reason)
+    return out
+
+
+def _label(sel: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in sel.items())
+
+
+# ----------------------------------------------------------------------------- tables
+def mean_ci(values, level: float = LEVEL) -> tuple[float, float, int]:
+    """Mean, half-width of the 95 % t-interval (nan for one value) and n."""
+    mean, (lo, hi), _ = t_interval(values, level)
+    n = len(np.asarray(values))
+    return mean, (hi - mean if n >= 2 else math.nan), n
+
+
+def fmt_mean_ci(values, scale: float = 100.0, digits: int = 1, show_n: bool = True) -> str:
+    """``"80.5 ± 2.1 (n=5)"`` -- ± is the 95 % interval's half-width; ``"80.5 (n=1)"`` for one
+    run; ``"–"`` for none."""
+    vals = np.asarray([v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))],
+                      dtype=float) * scale
+    if len(vals) == 0:
+        return "–"
+    mean, half, n = mean_ci(vals)
+    s = f"{mean:.{digits}f}" + (f" ± {half:.{digits}f}" if n >= 2 else "")
+    return s + (f" (n={n})" if show_n else "")
+
+
+def table(df: pd.DataFrame, rows: str | list[str], cols: str | list[str], metric: str,
+          scale: float = 100.0, digits: int = 1, show_n: bool = True, labels: dict | None = None) -> pd.DataFrame:
+    """A display table: ``rows`` x ``cols`` (record columns), each cell mean ± 95 % CI over
+    seeds (duplicates of one run at one seed counted once), with n. ``labels`` renames
+    values of the row and column keys (e.g. registry keys to display names)."""
+    rows = [rows] if isinstance(rows, str) else list(rows)
+    cols = [cols] if isinstance(cols, str) else list(cols)
+    keyed = df.drop_duplicates(subset=rows + cols + ["seed", metric])
+    cells = keyed.groupby(rows + cols, dropna=False)[metric].agg(
+        lambda v: fmt_mean_ci(list(v), scale, digits, show_n))
+    out = cells.unstack(cols) if cols else cells.to_frame(metric)
+    if labels:
+        out = out.rename(index=labels, columns=labels)
+    return out.fillna("–")
+
+
+def verdict_table(verdicts: list[Verdict], digits: int = 1) -> pd.DataFrame:
+    """Claims as a reader sees them: the claim, the setting, the effect with its interval
+    and n, the sign count where there is one, and the verdict (with the reason when it
+    could not be tested)."""
+    rows = []
+    for v in verdicts:
+        rows.append({"claim": v.claim, "setting": v.setting,
+                     "effect [95% CI], n": v.text(digits) + (f" ({v.signs} settings)" if v.signs else ""),
+                     "p": "–" if math.isnan(v.p) else (f"{v.p:.3f}" if v.p >= 0.001 else "<0.001"),
+                     "verdict": v.verdict + (f" ({v.reason})" if v.reason else "")})
+    return pd.DataFrame(rows)
+
+
+# ----------------------------------------------------------------------------- verdict records
+def write_verdicts(path: str | Path, chapter: str, verdicts: list[Verdict], **context) -> Path:
+    """One JSON file per chapter: ``{"chapter", "context", "verdicts": [...]}``."""
+    for v in verdicts:
+        if v.verdict not in VERDICTS:
+            raise ValueError(f"verdict {v.verdict!r} of claim {v.claim!r} is not one of {VERDICTS}")
+    return write_json_atomic(path, {"chapter": chapter, "context": context,
+                                    "verdicts": [v.to_dict() for v in verdicts]})
+
+
+def read_verdicts(path: str | Path) -> list[Verdict]:
+    with open(path) as f:
+        d = json.load(f)
+    return [Verdict(**v) for v in d["verdicts"]]

@@ -1,0 +1,134 @@
+"""Paired statistics and verdicts against values computed by hand."""
+import math
+
+import pandas as pd
+import pytest
+
+from mmlib import report
+
+
+def test_t_interval_by_hand():
+    # d = 1, 2, 3: mean 2, sd 1, se 1/sqrt(3); t_{0.975, 2} = 4.302653
+    mean, (lo, hi), p = report.t_interval([1, 2, 3])
+    assert mean == 2
+    assert lo == pytest.approx(2 - 4.302653 / math.sqrt(3), abs=1e-5)
+    assert hi == pytest.approx(2 + 4.302653 / math.sqrt(3), abs=1e-5)
+    # with 2 degrees of freedom, P(T > t) = (1 - t / sqrt(t^2 + 2)) / 2
+    t = 2 * math.sqrt(3)
+    assert p == pytest.approx(1 - t / math.sqrt(t * t + 2), abs=1e-6)
+
+
+def test_t_interval_edge_cases():
+    assert math.isnan(report.t_interval([])[0])
+    mean, ci, p = report.t_interval([0.4])
+    assert mean == 0.4 and math.isnan(ci[0]) and math.isnan(p)
+    assert report.t_interval([2, 2, 2]) == (2, (2, 2), 0.0)
+    assert report.t_interval([0, 0]) == (0, (0, 0), 1.0)
+
+
+def test_paired_uses_common_seeds_only():
+    pr = report.paired({0: 0.9, 1: 0.8, 2: 0.7, 3: 0.5}, {0: 0.8, 1: 0.6, 2: 0.4})
+    assert pr.n == 3
+    assert pr.diffs == pytest.approx({0: 0.1, 1: 0.2, 2: 0.3})
+    assert pr.effect == pytest.approx(0.2)
+
+
+@pytest.mark.parametrize("effect,ci,n,direction,expected", [
+    (3.0, (1.04, 4.96), 5, ">", "reproduced"),
+    (3.0, (1.04, 4.96), 5, "<", "contradicted"),
+    (-3.0, (-4.96, -1.04), 5, "<", "reproduced"),
+    (-3.0, (-4.96, -1.04), 5, ">", "contradicted"),
+    (2.0, (-0.48, 4.48), 3, ">", "inconclusive"),
+    (2.0, (0.0, 4.0), 3, ">", "inconclusive"),           # an interval touching 0 does not exclude it
+    (1.0, (math.nan, math.nan), 1, ">", "not testable"),
+])
+def test_decide(effect, ci, n, direction, expected):
+    assert report.decide(effect, ci, n, direction) == expected
+
+
+def test_decide_rejects_unknown_direction():
+    with pytest.raises(ValueError, match="direction"):
+        report.decide(1.0, (0.5, 1.5), 5, ">=")
+
+
+def _records():
+    rows = []
+    for s, (a, b, c) in enumerate([(0.81, 0.80, 0.40), (0.83, 0.80, 0.40), (0.85, 0.80, 0.41),
+                                   (0.84, 0.81, 0.40), (0.82, 0.79, 0.40)]):
+        rows += [{"method": "smil", "test": "image", "seed": s, "accuracy": a, "path": f"smil{s}"},
+                 {"method": "ae", "test": "image", "seed": s, "accuracy": b, "path": f"ae{s}"},
+                 {"method": "lb", "test": "image", "seed": s, "accuracy": c, "path": f"lb{s}"},
+                 {"method": "lb", "test": "image", "seed": s, "accuracy": c, "path": f"lb{s}-again"}]
+    return pd.DataFrame(rows)
+
+
+def test_compare_from_records():
+    df = _records()
+    v = report.compare(df, {"method": "smil"}, {"method": "ae"}, "accuracy", claim="SMIL beats AE")
+    # differences 1, 3, 5, 3, 3 points: mean 3, sd sqrt(2), t_{0.975, 4} = 2.776445
+    assert v.n == 5 and v.effect == pytest.approx(3.0)
+    assert v.ci_high - v.effect == pytest.approx(2.776445 * math.sqrt(2) / math.sqrt(5), abs=1e-4)
+    assert v.verdict == "reproduced"
+    assert report.compare(df, {"method": "ae"}, {"method": "smil"}, "accuracy").verdict == "contradicted"
+    # the same run read twice at one seed counts once
+    assert report.per_seed(df, "accuracy", {"method": "lb"}).tolist() == [0.40, 0.40, 0.41, 0.40, 0.40]
+
+
+def test_floor_makes_a_claim_not_testable():
+    df = _records()
+    df.loc[df.method == "ae", "accuracy"] = 0.40
+    v = report.compare(df, {"method": "lb"}, {"method": "ae"}, "accuracy", floor=0.40, tol=0.005)
+    assert v.verdict == "not testable" and "floor" in v.reason
+
+
+def test_ambiguous_selection_is_named():
+    df = _records()
+    df.loc[df.path == "lb0-again", "accuracy"] = 0.5
+    with pytest.raises(ValueError, match="different values of 'accuracy' at seed=0"):
+        report.per_seed(df, "accuracy", {"method": "lb"})
+    with pytest.raises(KeyError, match="no column 'methd'"):
+        report.per_seed(df, "accuracy", {"methd": "lb"})
+
+
+def test_too_few_seeds():
+    df = _records()
+    v = report.compare(df[df.seed == 0], {"method": "smil"}, {"method": "ae"}, "accuracy")
+    assert v.verdict == "not testable" and v.n == 1 and v.text() == "n=1"
+
+
+def test_compare_over_settings_pools_and_counts_signs():
+    rows = []
+    for rate, gains in [(0.5, [1, 2, 3]), (0.9, [-1, 0, 1]), (0.95, [2, 2, 5])]:
+        for s, g in enumerate(gains):
+            rows += [{"method": "a", "rate": rate, "seed": s, "acc": 0.5 + g / 100},
+                     {"method": "b", "rate": rate, "seed": s, "acc": 0.5}]
+    df = pd.DataFrame(rows)
+    v = report.compare_over(df, {"method": "a"}, {"method": "b"}, "acc",
+                            [{"rate": r} for r in (0.5, 0.9, 0.95)], claim="a > b everywhere")
+    pooled = [1, 2, 3, -1, 0, 1, 2, 2, 5]
+    mean, (lo, hi), p = report.t_interval(pooled)
+    assert v.n == 9 and v.effect == pytest.approx(mean) and v.ci_low == pytest.approx(lo)
+    assert v.signs == "2/3"                         # the 0.9 setting averages exactly 0
+    assert v.verdict == "reproduced"
+
+
+def test_fmt_and_table():
+    assert report.fmt_mean_ci([0.8]) == "80.0 (n=1)"
+    assert report.fmt_mean_ci([]) == "–"
+    assert report.fmt_mean_ci([0.81, 0.82, 0.83]).startswith("82.0 ± 2.5")     # 4.303 * 1 / sqrt(3)
+    t = report.table(_records(), "method", "test", "accuracy", labels={"lb": "Lower-Bound"})
+    assert t.loc["Lower-Bound", "image"] == "40.2 ± 0.6 (n=5)"
+
+
+def test_verdict_records_round_trip(tmp_path):
+    df = _records()
+    vs = [report.compare(df, {"method": "smil"}, {"method": "ae"}, "accuracy", claim="c1", setting="eta=10%")]
+    path = report.write_verdicts(tmp_path / "v.json", "01_smil", vs, profile="quick")
+    back = report.read_verdicts(path)
+    assert back[0].claim == "c1" and back[0].verdict == "reproduced" and back[0].n == 5
+    tab = report.verdict_table(back)
+    assert list(tab.columns) == ["claim", "setting", "effect [95% CI], n", "p", "verdict"]
+    assert tab.loc[0, "effect [95% CI], n"].startswith("+3.0 [")
+    bad = report.Verdict("c", "a", "b", "m", verdict="maybe")
+    with pytest.raises(ValueError, match="maybe"):
+        report.write_verdicts(tmp_path / "w.json", "x", [bad])
