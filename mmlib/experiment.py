@@ -17,7 +17,7 @@ import torch
 from . import masks, metrics
 from .data import MultimodalDataset
 from .methods import Method, decide, make_method
-from .results import read_record, record_path, versions, write_record
+from .results import provenance, read_record, record_path, utc_now, versions, write_record
 from .train import TrainConfig, get_device
 
 
@@ -31,6 +31,28 @@ def unpack_presence(d: dict) -> torch.Tensor:
     n, m = d["shape"]
     bits = np.unpackbits(np.frombuffer(base64.b64decode(d["bits"]), dtype=np.uint8))[: n * m]
     return torch.from_numpy(bits.reshape(n, m).astype(bool))
+
+
+def count_parameters(method) -> int:
+    """Trainable parameters of every network a fitted method holds (each counted once)."""
+    seen, total = set(), 0
+
+    def visit(obj):
+        nonlocal total
+        if isinstance(obj, torch.nn.Module):
+            for p in obj.parameters():
+                if id(p) not in seen:
+                    seen.add(id(p))
+                    total += p.numel()
+        elif isinstance(obj, dict):
+            for v in obj.values():
+                visit(v)
+        elif isinstance(obj, (list, tuple)):
+            for v in obj:
+                visit(v)
+    for v in vars(method).values():
+        visit(v)
+    return total
 
 
 def evaluate(method: Method, data: MultimodalDataset, split: str = "test",
@@ -70,6 +92,7 @@ def run(data: MultimodalDataset, method: str | Method, missing: dict, seed: int,
     names = data.modality_names
     presence = masks.from_spec(missing, len(data.splits["train"]), names, seed)
     device = get_device(device)
+    started = utc_now()
     t0 = time.perf_counter()
     m.fit(data, presence, seed=seed, cfg=cfg, device=device)
     fit_s = time.perf_counter() - t0
@@ -86,6 +109,7 @@ def run(data: MultimodalDataset, method: str | Method, missing: dict, seed: int,
         "history": hist,
         "timings": {"fit_seconds": fit_s, "eval_seconds": eval_s},
         "device": str(device), "torch_threads": torch.get_num_threads(), "versions": versions(),
+        "provenance": provenance(device, started, count_parameters(m)),
     }
     if records_dir is not None:
         write_record(records_dir, record)

@@ -12,10 +12,13 @@ to ours, in columns that say which is which.
 """
 from __future__ import annotations
 
+import datetime
+import functools
 import hashlib
 import json
 import os
 import platform
+import subprocess
 import tempfile
 from pathlib import Path
 
@@ -31,6 +34,57 @@ def versions() -> dict:
     from . import __version__
     return {"mmlib": __version__, "torch": torch.__version__, "numpy": np.__version__,
             "sklearn": sklearn.__version__, "python": platform.python_version()}
+
+
+@functools.lru_cache(maxsize=1)
+def _machine() -> dict:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    except (ValueError, OSError, AttributeError):
+        ram = None
+    return {"cpu": cpu, "cores": os.cpu_count(), "ram_gib": None if ram is None else round(ram, 1),
+            "platform": platform.platform()}
+
+
+@functools.lru_cache(maxsize=1)
+def _git() -> dict:
+    root = Path(__file__).resolve().parents[1]
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
+                                timeout=10).stdout.strip() or None
+        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                                    capture_output=True, text=True, timeout=10).stdout.strip()) if commit else None
+    except (OSError, subprocess.SubprocessError):
+        commit, dirty = None, None
+    return {"git_commit": commit, "git_dirty": dirty}
+
+
+def utc_now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def provenance(device=None, started: str | None = None, parameters: int | None = None) -> dict:
+    """Where and when a run ran: CPU model, cores, RAM, the GPU when one was used, the git
+    commit and whether the tracked files had uncommitted changes, UTC start and end, the
+    process's peak memory so far (resident set; on CUDA also the peak allocated), and the
+    number of trained parameters."""
+    import resource
+    import torch
+    out = {**_machine(), **_git(), "utc_start": started, "utc_end": utc_now(),
+           "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+           "parameters": parameters, "gpu": None}
+    if device is not None and torch.device(device).type == "cuda":
+        out["gpu"] = torch.cuda.get_device_name(torch.device(device))
+        out["peak_cuda_mib"] = round(torch.cuda.max_memory_allocated(torch.device(device)) / 2**20, 1)
+    return out
 
 
 def key(obj) -> str:

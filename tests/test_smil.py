@@ -131,12 +131,14 @@ def test_smil_trains_above_chance_and_refuses_bad_input(avdigits):
 def test_generative_baselines_impute_and_classify(avdigits):
     small = avdigits.with_train_subset(300)
     P = masks.keep_fraction(300, small.modality_names, {"audio": 0.3}, seed=0)
-    cfg = TrainConfig(epochs=6, patience=None)
+    # 6 epochs on 300 samples left GAN imputation at 15 % (chance 10 %) with this torch and
+    # numpy, a coin flip of a test; 12 epochs put every method above 40 %
+    cfg = TrainConfig(epochs=12, patience=None)
     for name in ["ae_impute", "gan_impute", "mvae"]:
         m = make_method(name).fit(small, P, seed=0, cfg=cfg, device="cpu")
         res = evaluate(m, small, "test")
         assert "image" in res and "image+audio" in res
-        assert res["image+audio"]["accuracy"] > 0.15, name
+        assert res["image+audio"]["accuracy"] > 0.25, name
         if name != "mvae":
             assert m.targets == ["audio"] and m.cond == ["image"]
             assert m.val_mse["audio"] < 1.5                   # standardized MFCCs: variance about 1

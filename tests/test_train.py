@@ -84,6 +84,11 @@ def test_run_writes_and_reuses_record(avdigits, tmp_path):
     assert rec["presence_summary"]["present_fraction"]["audio"] == pytest.approx(0.1)
     assert torch.equal(unpack_presence(rec["presence"]),
                        masks.from_spec(spec, 3000, avdigits.modality_names, 0))
+    prov = rec["provenance"]
+    assert prov["cores"] >= 1 and prov["cpu"] and prov["ram_gib"] > 0 and prov["gpu"] is None
+    assert prov["utc_start"] <= prov["utc_end"] and prov["peak_rss_mib"] > 0
+    assert prov["parameters"] == sum(p.numel() for p in m.model.parameters())
+    assert "git_commit" in prov and "git_dirty" in prov
     again, m2 = run(avdigits, "zp_sum", spec, 0, cfg, "cpu", records_dir=tmp_path, profile="test")
     assert m2 is None and again["metrics"] == rec["metrics"]
     assert decide("multiclass", torch.tensor([[0.1, 0.9]])).tolist() == [1]
