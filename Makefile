@@ -12,7 +12,7 @@ DEVICE  ?= auto
 MATHJAX := book/_mathjax_root/_mathjax/tex-chtml.js
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: book test sweep html install mathjax benchmark clean clean-results
+.PHONY: book test test-fast sweep html install mathjax benchmark clean clean-results toc
 
 book: install mathjax sweep html
 	@echo
@@ -20,6 +20,14 @@ book: install mathjax sweep html
 
 test: install mathjax
 	$(BIN)/python -m pytest -n 2 --dist loadgroup -q
+
+# the unit tests only (no notebook runs, no book build): about a minute
+test-fast: install
+	$(BIN)/python -m pytest -n 2 --dist loadgroup -q -m "not slow"
+
+# book/_toc.yml from the chapter registry (mmlib/chapters.py)
+toc: install
+	$(BIN)/mmbook toc
 
 install: $(VENV)/.installed
 

@@ -43,6 +43,7 @@ def main(argv=None) -> int:
     s.add_argument("--jobs", type=int, default=1, help="notebooks run in parallel (1 thread each)")
     s.add_argument("--no-page", action="store_true", help="only the grid, not the book page")
     sub.add_parser("list", help="chapters, datasets, methods and profiles")
+    sub.add_parser("toc", help="write book/_toc.yml from the chapter registry (mmlib/chapters.py)")
     d = sub.add_parser("data", help="real datasets: check a folder before running on it")
     dsub = d.add_subparsers(dest="data_cmd", required=True)
     dc = dsub.add_parser("check", help="say what is missing or malformed in a data folder (file, key, shape, dtype)")
@@ -68,6 +69,12 @@ def main(argv=None) -> int:
               f"load it with load_dataset({a.name!r}, root) or run a chapter with --data-root")
         return 0
 
+    if a.cmd == "toc":
+        from .chapters import toc
+        (sweep.ROOT / "book" / "_toc.yml").write_text(toc())
+        print("wrote book/_toc.yml")
+        return 0
+
     if a.cmd == "list":
         from .data import available as datasets
         from .methods import available as methods
@@ -79,9 +86,8 @@ def main(argv=None) -> int:
         return 0
     try:
         if a.cmd == "sweep":
-            for name in a.chapters or list(sweep.CHAPTERS):
-                sweep.run_chapter(name, a.profile, jobs=a.jobs, device=a.device, data_root=a.data_root,
-                                  page=not a.no_page)
+            sweep.sweep_book(a.chapters or None, a.profile, jobs=a.jobs, device=a.device, data_root=a.data_root,
+                             page=not a.no_page)
             return 0
         ch = sweep.chapter(a.chapter)
         params = {"profile": a.profile, "device": a.device,
@@ -89,7 +95,8 @@ def main(argv=None) -> int:
         if a.data_root:
             params["data_root"] = a.data_root
         out = Path(a.output) if a.output else sweep.BOOK / "runs" / ch.name / f"{sweep.key(params)}.ipynb"
-        seconds = sweep.execute(sweep.ROOT / ch.notebook, out.resolve(), params)
+        # one thread, as in a sweep, so the same run gives the same numbers either way
+        seconds = sweep.execute(sweep.ROOT / ch.notebook, out.resolve(), params, sweep.THREADS)
         print(f"ran {ch.name} with {params} in {seconds:.0f} s -> {out}")
         return 0
     except (ValueError, RuntimeError) as e:

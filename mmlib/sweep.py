@@ -1,119 +1,33 @@
-"""Run chapter notebooks with papermill over a grid of parameters.
+"""Run chapter notebooks with papermill over their grids, as one queue for the whole book.
 
-Each chapter notebook is executed once per grid point (e.g. missing rate x seed); each run
-writes its records under ``book/records/<chapter>/`` and its executed notebook under
-``book/runs/<chapter>/`` (kept as an execution report, also when it fails). A run whose
-marker says it finished with the same parameters is skipped, so an interrupted sweep
-resumes. Last, the chapter is executed once more at its headline parameters into
-``book/chapters/``: that executed copy *is* the book's page, and since it is re-run on
-every build, its tables (which read all the records) are never stale.
-
-Profiles set the budget: ``quick`` (tests: seconds per run), ``default`` (the published
-book, a 2-core CPU), ``full`` (a GPU and real data).
+Each chapter notebook (see :mod:`mmlib.chapters`) is executed once per grid point (e.g. a
+missing rate; the seeds loop inside the notebook); each run writes its records under
+``book/records/<chapter>/`` and its executed notebook under ``book/runs/<chapter>/`` (kept
+as an execution report, also when it fails). A run whose marker says it finished with the
+same parameters is skipped, so an interrupted sweep resumes. When a chapter's grid has run,
+the chapter is executed once more at its headline parameters with ``page=True`` into
+``book/chapters/``: that executed copy *is* the book's page, and since it is re-run on every
+build, its tables (which read the records) are never stale. All tasks of all chapters share
+one longest-first queue over the workers (:func:`sweep_book`).
 """
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import time
-from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from pathlib import Path
 
+from .chapters import CHAPTERS, PROFILES, Chapter, chapter, profile  # noqa: F401  (re-exported)
 from .results import key, write_json_atomic
-from .train import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 BOOK = ROOT / "book"
-
-PROFILES = {
-    "quick": {"train": TrainConfig(epochs=2, patience=None, batch_size=128), "seeds": [0]},
-    "default": {"train": TrainConfig(epochs=12, patience=4), "seeds": [0, 1, 2]},
-    "full": {"train": TrainConfig(epochs=60, patience=10), "seeds": [0, 1, 2, 3, 4]},
-}
-
 
 # Every notebook of a sweep runs with one CPU thread: floating-point sums depend on the
 # thread count, so this makes a run's numbers the same whether it ran in the grid (in
 # parallel) or as the page, and on any machine with the same library versions.
 THREADS = 1
-
-
-def profile(name: str) -> dict:
-    if name not in PROFILES:
-        raise ValueError(f"unknown profile {name!r}; use one of {sorted(PROFILES)}")
-    return PROFILES[name]
-
-
-@dataclass
-class Chapter:
-    """A notebook of the book: where its source is, where its page goes, and the grid of
-    parameters (per profile) its sweep runs before the page."""
-    name: str
-    notebook: str
-    page: str
-    grid: dict[str, dict[str, list]] = field(default_factory=dict)
-    page_params: dict = field(default_factory=dict)
-    seeded: bool = True
-
-    def points(self, prof: str) -> list[dict]:
-        """Every parameter combination of the profile's grid (a dict of lists, or a list of
-        such dicts whose products are joined), times the seeds when the chapter is seeded."""
-        grids = self.grid.get(prof, {})
-        grids = grids if isinstance(grids, list) else [grids]
-        seeds = profile(prof)["seeds"] if self.seeded else [None]
-        pts = []
-        for grid in grids:
-            if not grid:
-                continue
-            names = list(grid)
-            for values in itertools.product(*(grid[n] for n in names)):
-                for s in seeds:
-                    p = dict(zip(names, values))
-                    if s is not None:
-                        p["seed"] = s
-                    pts.append(p)
-        return pts
-
-
-CHAPTERS = {c.name: c for c in [
-    Chapter("avdigits_datasheet", "notebooks/avdigits_datasheet.ipynb", "book/datasheets/avdigits.ipynb",
-            seeded=False),
-    Chapter("affect_datasheet", "notebooks/affect_datasheet.ipynb", "book/datasheets/affect.ipynb",
-            seeded=False),
-    Chapter("gaussian_datasheet", "notebooks/gaussian_datasheet.ipynb", "book/datasheets/gaussian.ipynb",
-            seeded=False),
-    Chapter("00_missing_modalities", "notebooks/00_missing_modalities.ipynb",
-            "book/chapters/00_missing_modalities.ipynb",
-            grid={"quick": {"missing_rate": [0.5, 0.9]},
-                  "default": {"missing_rate": [0.5, 0.8, 0.9, 0.95]},
-                  "full": {"missing_rate": [0.2, 0.5, 0.8, 0.9, 0.95]}},
-            page_params={"missing_rate": 0.8, "seed": 0}),
-    # every run loops over the profile's seeds itself (one kernel per setting, not per seed); the
-    # page (eta = 10%, with figures) reuses the grid's records and refits only the figures' models
-    Chapter("01_smil", "notebooks/01_smil.ipynb", "book/chapters/01_smil.ipynb", seeded=False,
-            grid={"quick": {"eta": [0.2, 1.0], "figures": [False]},
-                  "default": {"eta": [0.05, 0.1, 0.2, 0.5, 1.0], "figures": [False]},
-                  "full": {"eta": [0.05, 0.1, 0.15, 0.2, 0.5, 1.0], "figures": [False]}},
-            page_params={"eta": 0.1}),
-    Chapter("02_mle", "notebooks/02_mle.ipynb", "book/chapters/02_mle.ipynb", seeded=False,
-            grid={"quick": [{"missing_modality": ["image", "audio"], "missing_rate": [0.5, 0.95]},
-                            {"dataset": ["affect"], "missing_modality": ["visual"], "missing_rate": [0.8]}],
-                  "default": [{"missing_modality": ["image", "audio"], "missing_rate": [0.5, 0.8, 0.9, 0.95]},
-                              {"dataset": ["affect"], "missing_modality": ["visual", "acoustic"],
-                               "missing_rate": [0.8, 0.95]}],
-                  "full": [{"missing_modality": ["image", "audio"], "missing_rate": [0.5, 0.8, 0.9, 0.95]},
-                           {"dataset": ["affect"], "missing_modality": ["visual", "acoustic"],
-                            "missing_rate": [0.8, 0.9, 0.95]}]},
-            page_params={"missing_modality": "image", "missing_rate": 0.95}),
-]}
-
-
-def chapter(name: str) -> Chapter:
-    if name not in CHAPTERS:
-        raise ValueError(f"unknown chapter {name!r}; chapters: {sorted(CHAPTERS)}")
-    return CHAPTERS[name]
 
 
 def hide_injected_parameters(path: Path) -> None:
@@ -158,55 +72,114 @@ def _run_point(args) -> dict:
     return info
 
 
+def _timings(book: Path) -> dict:
+    path = book / "runs" / "timings.json"
+    try:
+        return json.loads(path.read_text()) if path.is_file() else {}
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def _task_key(name: str, params: dict) -> str:
+    return f"{name}/{key({k: v for k, v in params.items() if k not in ('device', 'results_dir', 'data_root')})}"
+
+
+def sweep_book(names: list[str] | None = None, prof: str = "default", jobs: int = 1, device: str = "auto",
+               data_root: str | None = None, extra: dict | None = None, page: bool = True,
+               book_dir: str | Path = BOOK, log=print) -> list[dict]:
+    """Run the chapters' grids and pages as one queue over ``jobs`` workers.
+
+    Every grid point not yet done (its marker says ok) and every page is a task; a page
+    becomes ready when its chapter's grid has run. Among ready tasks the longest goes first,
+    by the seconds the last sweep recorded (``book/runs/timings.json``; unknown tasks count
+    as long), so the workers finish together. Failed runs are reported at the end (their
+    executed notebooks are kept); everything else still runs. Returns one info per task.
+    """
+    profile(prof)
+    book = Path(book_dir)
+    names = list(names or CHAPTERS)
+    chapters = [chapter(n) for n in names]
+    times = _timings(book)
+    todo, infos, grid_left = [], [], {}
+    for ch in chapters:
+        records = book.resolve() / "records" / ch.name
+        records = records.relative_to(ROOT) if records.is_relative_to(ROOT) else records  # no machine paths in pages
+        common = {"profile": prof, "device": device, "results_dir": str(records),
+                  **({"data_root": data_root} if data_root else {}), **(extra or {})}
+        src = str(ROOT / ch.notebook)
+        page_point = ch.page_point(prof)
+        grid_left[ch.name] = 0
+        for p in ch.points(prof):
+            if p == page_point:
+                continue                                     # the page run covers it
+            params = {**common, **p, "page": False}
+            k = key(params)
+            marker = book / "runs" / ch.name / f"{k}.json"
+            if marker.is_file() and json.loads(marker.read_text()).get("status") == "ok":
+                infos.append({"chapter": ch.name, "params": params, "status": "skipped"})
+                continue
+            todo.append({"chapter": ch.name, "page": False, "args": (src, str(book / "runs" / ch.name / f"{k}.ipynb"),
+                                                                     str(marker), params, THREADS)})
+            grid_left[ch.name] += 1
+        if page:
+            params = {**common, **page_point, "page": True}
+            out = book / Path(ch.page).relative_to("book")
+            todo.append({"chapter": ch.name, "page": True,
+                         "args": (src, str(out), str(book / "runs" / ch.name / "page.json"), params, THREADS)})
+    for ch in chapters:
+        n = sum(1 for t in todo if t["chapter"] == ch.name and not t["page"])
+        log(f"[{ch.name}] profile={prof}: {n} runs to do, "
+            f"{sum(1 for i in infos if i['chapter'] == ch.name)} already done{', then its page' if page else ''}")
+    for t in todo:
+        t["expected"] = times.get(_task_key(t["chapter"], t["args"][3]), float("inf"))
+
+    def ready():
+        return [t for t in todo if not t["page"] or grid_left[t["chapter"]] == 0]
+
+    def finished(t, info):
+        info.update(chapter=t["chapter"], page=t["page"])
+        infos.append(info)
+        if info["seconds"] is not None:
+            times[_task_key(t["chapter"], t["args"][3])] = info["seconds"]
+            write_json_atomic(book / "runs" / "timings.json", times)
+        if not t["page"]:
+            grid_left[t["chapter"]] -= 1
+        what = "page" if t["page"] else {k: v for k, v in info["params"].items()
+                                         if k not in ("profile", "device", "results_dir", "page")}
+        log(f"  {info['status']:>6} [{t['chapter']}] {what} ({info['seconds'] or 0:.0f} s)")
+
+    t0 = time.perf_counter()
+    if jobs <= 1:
+        while todo:
+            t = max(ready(), key=lambda t: t["expected"])
+            todo.remove(t)
+            finished(t, _run_point(t["args"]))
+    else:
+        with ProcessPoolExecutor(jobs) as ex:
+            running = {}
+            while todo or running:
+                for t in sorted(ready(), key=lambda t: -t["expected"])[: jobs - len(running)]:
+                    todo.remove(t)
+                    running[ex.submit(_run_point, t["args"])] = t
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for f in done:
+                    finished(running.pop(f), f.result())
+    log(f"[{', '.join(names)}] done in {time.perf_counter() - t0:.0f} s")
+    failed = [i for i in infos if i["status"] == "failed"]
+    if failed:
+        msg = "; ".join(f"[{i['chapter']}] {i['params']} -> {i['notebook']}: "
+                        f"{_last_line(i['error'])}" for i in failed)
+        raise RuntimeError(f"{len(failed)} run(s) failed (executed notebooks kept as reports): {msg}")
+    return infos
+
+
+def _last_line(error: str | None) -> str:
+    lines = [ln for ln in (error or "").splitlines() if ln.strip()]
+    return lines[-1] if lines else ""
+
+
 def run_chapter(name: str, prof: str = "default", jobs: int = 1, device: str = "auto",
                 data_root: str | None = None, extra: dict | None = None, page: bool = True,
                 book_dir: str | Path = BOOK, log=print) -> list[dict]:
-    """The chapter's grid (skipping finished points), then its page. Returns run infos;
-    raises RuntimeError naming the failed runs after everything else has run.
-    ``book_dir`` is where records, runs and pages go (default: the project's ``book/``)."""
-    ch = chapter(name)
-    profile(prof)
-    src = ROOT / ch.notebook
-    book = Path(book_dir)
-    records = book.resolve() / "records" / name
-    records = records.relative_to(ROOT) if records.is_relative_to(ROOT) else records   # no machine paths in pages
-    common = {"profile": prof, "device": device, "results_dir": str(records),
-              **({"data_root": data_root} if data_root else {}), **(extra or {})}
-    page_point = dict(ch.page_params)
-    todo, infos = [], []
-    for p in ch.points(prof):
-        if p == page_point:
-            continue                                         # the page run covers it
-        params = {**common, **p}
-        k = key(params)
-        marker = book / "runs" / name / f"{k}.json"
-        if marker.is_file() and json.loads(marker.read_text()).get("status") == "ok":
-            infos.append({"params": params, "status": "skipped"})
-            continue
-        todo.append((str(src), str(book / "runs" / name / f"{k}.ipynb"), str(marker), params, THREADS))
-    log(f"[{name}] profile={prof}: {len(todo)} runs to do, {len(infos)} already done")
-    t0 = time.perf_counter()
-    if jobs > 1 and len(todo) > 1:
-        with ProcessPoolExecutor(jobs) as ex:
-            for info in ex.map(_run_point, todo):
-                infos.append(info)
-                log(f"  {info['status']:>6} {info['params']} ({info['seconds'] or 0:.0f} s)")
-    else:
-        for t in todo:
-            info = _run_point(t)
-            infos.append(info)
-            log(f"  {info['status']:>6} {info['params']} ({info['seconds'] or 0:.0f} s)")
-    if page:
-        params = {**common, **page_point}
-        page_path = book / Path(ch.page).relative_to("book")
-        info = _run_point((str(src), str(page_path), str(book / "runs" / name / "page.json"), params, THREADS))
-        info["page"] = True
-        infos.append(info)
-        log(f"  {info['status']:>6} page {ch.page} ({info['seconds'] or 0:.0f} s)")
-    log(f"[{name}] done in {time.perf_counter() - t0:.0f} s")
-    failed = [i for i in infos if i["status"] == "failed"]
-    if failed:
-        msg = "; ".join(f"{i['params']} -> {i['notebook']}: {i['error'].splitlines()[0] if i['error'] else ''}"
-                        for i in failed)
-        raise RuntimeError(f"{len(failed)} run(s) of {name} failed (executed notebooks kept as reports): {msg}")
-    return infos
+    """One chapter's grid, then its page (:func:`sweep_book` for one chapter)."""
+    return sweep_book([name], prof, jobs, device, data_root, extra, page, book_dir, log)

@@ -33,15 +33,18 @@ def built(tmp_path_factory):
     mj = ROOT / "book" / "_mathjax_root"
     if mj.is_dir():
         (site / "book" / "_mathjax_root").symlink_to(mj)
-    infos = []
-    for name in sweep.CHAPTERS:
-        infos += sweep.run_chapter(name, "quick", jobs=1, device="cpu", book_dir=site / "book", log=lambda *a: None)
+    infos = sweep.sweep_book(None, "quick", jobs=1, device="cpu", book_dir=site / "book", log=lambda *a: None)
     return site, infos
 
 
 def test_sweep_ran_every_point_and_pages(built):
     site, infos = built
     assert all(i["status"] == "ok" for i in infos)
+    assert {i["chapter"] for i in infos if i.get("page")} == set(sweep.CHAPTERS)      # every page ran
+    for name in sweep.CHAPTERS:                                                      # each after its grid
+        order = [i.get("page", False) for i in infos if i["chapter"] == name]
+        assert order[-1] and not any(order[:-1])
+    assert (site / "book/runs/timings.json").is_file()
     assert (site / "book/chapters/00_missing_modalities.ipynb").is_file()
     assert (site / "book/datasheets/avdigits.ipynb").is_file()
     # injected parameters are hidden from the book

@@ -26,6 +26,7 @@ def test_param_parsing():
     assert cli._param('keep={"audio": 0.1}') == ("keep", {"audio": 0.1})
 
 
+@pytest.mark.slow
 def test_impossible_missing_rate_fails_clearly_and_keeps_the_report(tmp_path, capsys):
     out = tmp_path / "bad.ipynb"
     code = cli.main(["run", "00_missing_modalities", "-p", "missing_rate=1.5", "--profile", "quick",
@@ -34,3 +35,21 @@ def test_impossible_missing_rate_fails_clearly_and_keeps_the_report(tmp_path, ca
     assert "missing_rate must be in [0, 1], got 1.5" in capsys.readouterr().err
     assert out.is_file()                                  # the executed notebook is kept as a report
     assert not list(tmp_path.glob("*.json"))              # and no record was written
+
+
+def test_toc_is_the_registrys():
+    """book/_toc.yml is written by `mmbook toc` from the chapter registry; edit the registry."""
+    from mmlib.chapters import CHAPTERS, toc
+    assert (sweep.ROOT / "book" / "_toc.yml").read_text() == toc()
+    for c in CHAPTERS.values():
+        assert (sweep.ROOT / c.notebook).is_file()
+        assert c.page.removesuffix(".ipynb") in toc()
+
+
+def test_points_carry_seeds_as_the_chapter_takes_them():
+    from mmlib.chapters import chapter
+    assert chapter("00_missing_modalities").points("quick") == [{"missing_rate": 0.5, "seed": 0},
+                                                                 {"missing_rate": 0.9, "seed": 0}]
+    assert chapter("01_smil").points("quick")[0] == {"eta": 0.2, "figures": False, "seeds": [0]}
+    assert chapter("01_smil").page_point("default")["seeds"] == sweep.profile("default")["seeds"]
+    assert chapter("avdigits_datasheet").points("default") == []

@@ -1,0 +1,142 @@
+"""The book's chapters in one place: notebook, page, grid, page parameters, profiles, seeds.
+
+Adding a chapter is one entry in :data:`CHAPTERS` (plus its notebook, its method file and
+its tests): the sweep (:mod:`mmlib.sweep`), the table of contents (``mmbook toc`` writes
+``book/_toc.yml`` from :func:`toc`; a test checks the committed one matches) and the book
+test all read it.
+
+Conventions every chapter notebook follows:
+
+* its parameters cell has ``profile``, ``device``, ``data_root``, ``results_dir`` and, when
+  the chapter trains, ``seeds`` (a list; ``None`` means the profile's seeds): a grid run is
+  one kernel per *setting* that loops over the seeds itself;
+* ``page`` is True only for the run that becomes the book's page (it draws the figures;
+  grid runs draw none).
+
+Profiles set the budget: ``quick`` (tests, seconds per run), ``default`` (the published
+book on a 2-core CPU), ``full`` (a GPU and the real data).
+"""
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+
+from .train import TrainConfig
+
+PROFILES = {
+    "quick": {"train": TrainConfig(epochs=2, patience=None, batch_size=128), "seeds": [0]},
+    "default": {"train": TrainConfig(epochs=12, patience=4), "seeds": [0, 1, 2]},
+    "full": {"train": TrainConfig(epochs=60, patience=10), "seeds": [0, 1, 2, 3, 4]},
+}
+
+
+def profile(name: str) -> dict:
+    """A profile's training budget (``"train"``) and seeds (``"seeds"``)."""
+    if name not in PROFILES:
+        raise ValueError(f"unknown profile {name!r}; use one of {sorted(PROFILES)}")
+    return PROFILES[name]
+
+
+@dataclass
+class Chapter:
+    """A notebook of the book.
+
+    ``grid[profile]`` is a dict of lists (their product) or a list of such dicts (their
+    products joined): the settings the sweep runs before the page. ``page_params`` are the
+    page run's settings. ``seeded`` chapters get the profile's ``seeds`` (a list) in every
+    run; ``per_seed`` chapters (older notebooks that take one ``seed``) get one run per seed.
+    """
+    name: str
+    title: str
+    part: str
+    notebook: str
+    page: str
+    grid: dict = field(default_factory=dict)
+    page_params: dict = field(default_factory=dict)
+    seeded: bool = True
+    per_seed: bool = False
+
+    def points(self, prof: str) -> list[dict]:
+        """The grid's parameter sets for a profile, seeds included as the chapter takes them."""
+        grids = self.grid.get(prof, {})
+        grids = grids if isinstance(grids, list) else [grids]
+        seeds = profile(prof)["seeds"]
+        pts = []
+        for grid in grids:
+            if not grid:
+                continue
+            names = list(grid)
+            for values in itertools.product(*(grid[n] for n in names)):
+                p = dict(zip(names, values))
+                if self.per_seed:
+                    pts += [{**p, "seed": s} for s in seeds]
+                else:
+                    pts.append({**p, **({"seeds": list(seeds)} if self.seeded else {})})
+        return pts
+
+    def page_point(self, prof: str) -> dict:
+        p = dict(self.page_params)
+        if self.per_seed:
+            p.setdefault("seed", profile(prof)["seeds"][0])
+        elif self.seeded:
+            p["seeds"] = list(profile(prof)["seeds"])
+        return p
+
+
+CHAPTERS = {c.name: c for c in [
+    Chapter("00_missing_modalities", "Missing modalities: the problem, the patterns, the baselines",
+            "Foundations", "notebooks/00_missing_modalities.ipynb", "book/chapters/00_missing_modalities.ipynb",
+            grid={"quick": {"missing_rate": [0.5, 0.9]},
+                  "default": {"missing_rate": [0.5, 0.8, 0.9, 0.95]},
+                  "full": {"missing_rate": [0.2, 0.5, 0.8, 0.9, 0.95]}},
+            page_params={"missing_rate": 0.8}, per_seed=True),
+    # the page (eta = 10%, with figures) reuses the grid's records and refits only the figures' models
+    Chapter("01_smil", "SMIL: Bayesian meta-learning for severely missing modalities", "The papers",
+            "notebooks/01_smil.ipynb", "book/chapters/01_smil.ipynb",
+            grid={"quick": {"eta": [0.2, 1.0], "figures": [False]},
+                  "default": {"eta": [0.05, 0.1, 0.2, 0.5, 1.0], "figures": [False]},
+                  "full": {"eta": [0.05, 0.1, 0.15, 0.2, 0.5, 1.0], "figures": [False]}},
+            page_params={"eta": 0.1}),
+    Chapter("02_mle", "MLE: maximum likelihood with a generalized softmax", "The papers",
+            "notebooks/02_mle.ipynb", "book/chapters/02_mle.ipynb",
+            grid={"quick": [{"missing_modality": ["image", "audio"], "missing_rate": [0.5, 0.95]},
+                            {"dataset": ["affect"], "missing_modality": ["visual"], "missing_rate": [0.8]}],
+                  "default": [{"missing_modality": ["image", "audio"], "missing_rate": [0.5, 0.8, 0.9, 0.95]},
+                              {"dataset": ["affect"], "missing_modality": ["visual", "acoustic"],
+                               "missing_rate": [0.8, 0.95]}],
+                  "full": [{"missing_modality": ["image", "audio"], "missing_rate": [0.5, 0.8, 0.9, 0.95]},
+                           {"dataset": ["affect"], "missing_modality": ["visual", "acoustic"],
+                            "missing_rate": [0.8, 0.9, 0.95]}]},
+            page_params={"missing_modality": "image", "missing_rate": 0.95}),
+    Chapter("avdigits_datasheet", "avdigits", "Data", "notebooks/avdigits_datasheet.ipynb",
+            "book/datasheets/avdigits.ipynb", seeded=False),
+    Chapter("affect_datasheet", "affect", "Data", "notebooks/affect_datasheet.ipynb",
+            "book/datasheets/affect.ipynb", seeded=False),
+    Chapter("gaussian_datasheet", "gaussian", "Data", "notebooks/gaussian_datasheet.ipynb",
+            "book/datasheets/gaussian.ipynb", seeded=False),
+]}
+
+# Pages written by hand (Markdown), in the part they belong to, after that part's chapters.
+PAGES = [("Data", "book/real_data"), ("Back matter", "book/references")]
+PARTS = ["Foundations", "The papers", "Data", "Back matter"]
+ROOT_PAGE = "book/intro"
+
+
+def chapter(name: str) -> Chapter:
+    if name not in CHAPTERS:
+        raise ValueError(f"unknown chapter {name!r}; chapters: {sorted(CHAPTERS)}")
+    return CHAPTERS[name]
+
+
+def toc() -> str:
+    """``book/_toc.yml`` as the registry says it (chapters in registry order, then the
+    hand-written pages of each part)."""
+    lines = ["# Table of contents, written by `mmbook toc` from mmlib/chapters.py: edit the registry, not this file.",
+             "# Paths are relative to the project root, where _config.yml lives.",
+             "format: jb-book", f"root: {ROOT_PAGE}", "parts:"]
+    for part in PARTS:
+        files = [c.page.removesuffix(".ipynb") for c in CHAPTERS.values() if c.part == part]
+        files += [p for pt, p in PAGES if pt == part]
+        if files:
+            lines += [f"  - caption: {part}", "    chapters:"] + [f"      - file: {f}" for f in files]
+    return "\n".join(lines) + "\n"
