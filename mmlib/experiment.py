@@ -9,6 +9,7 @@ repeated (``reuse=True``), so an interrupted chapter resumes where it stopped.
 from __future__ import annotations
 
 import base64
+import hashlib
 import time
 
 import numpy as np
@@ -55,6 +56,19 @@ def count_parameters(method) -> int:
     return total
 
 
+def run_identity(data: MultimodalDataset, method: Method, presence: torch.Tensor, seed: int,
+                 cfg: TrainConfig, profile: str | None) -> dict:
+    """What makes two runs the same fit: the data (fingerprint), the method and its config,
+    the part of the training presence matrix the method uses (a hash of it: the lower bound
+    gives the same fit at every audio missing rate), the seed, the training budget and the
+    profile. The missing-pattern spec is stored in the record, not in its identity."""
+    used = method.used_presence(data, presence).bool().cpu().numpy()
+    digest = hashlib.sha1(np.packbits(used, axis=None).tobytes() + str(used.shape).encode()).hexdigest()[:16]
+    return {"dataset": data.name, "data_fingerprint": data.fingerprint(), "method": method.name,
+            "method_config": method.config(), "presence": {"shape": list(used.shape), "sha1": digest},
+            "seed": int(seed), "train_config": cfg.to_dict() | {"progress": None}, "profile": profile}
+
+
 def evaluate(method: Method, data: MultimodalDataset, split: str = "test",
              patterns: list[tuple[str, ...]] | None = None) -> dict[str, dict[str, float]]:
     """Metrics on ``split`` for each test pattern (default: every non-empty subset of the
@@ -82,15 +96,13 @@ def run(data: MultimodalDataset, method: str | Method, missing: dict, seed: int,
     cfg = cfg or TrainConfig()
     method_kwargs = method_kwargs or {}
     m = make_method(method, **method_kwargs) if isinstance(method, str) else method
-    identity = {"dataset": data.name, "data_fingerprint": data.fingerprint(), "method": m.name, "method_config": m.config(),
-                "missing": missing, "seed": int(seed), "train_config": cfg.to_dict() | {"progress": None},
-                "profile": profile}
+    names = data.modality_names
+    presence = masks.from_spec(missing, len(data.splits["train"]), names, seed)
+    identity = run_identity(data, m, presence, seed, cfg, profile)
     if records_dir is not None and reuse:
         path = record_path(records_dir, identity)
         if path.is_file():
             return read_record(path), None
-    names = data.modality_names
-    presence = masks.from_spec(missing, len(data.splits["train"]), names, seed)
     device = get_device(device)
     started = utc_now()
     t0 = time.perf_counter()
@@ -101,10 +113,11 @@ def run(data: MultimodalDataset, method: str | Method, missing: dict, seed: int,
     eval_s = time.perf_counter() - t0
     hist = getattr(m, "history", [])
     record = {
-        "identity": identity, "tags": tags or {},
+        "identity": identity, "tags": tags or {}, "missing": missing,
         "presence": pack_presence(presence), "presence_summary": masks.describe(presence, names),
         "metrics": scores,
         "selection": {"split": "val", "best_val": max((h["val_score"] for h in hist), default=None),
+                      "best_epoch": (max(range(len(hist)), key=lambda i: hist[i]["val_score"]) if hist else None),
                       "epochs_run": len(hist)},
         "history": hist,
         "timings": {"fit_seconds": fit_s, "eval_seconds": eval_s},

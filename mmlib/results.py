@@ -115,7 +115,7 @@ def record_path(directory: str | Path, identity: dict) -> Path:
 def write_record(directory: str | Path, record: dict) -> Path:
     """Write ``record`` (which must have an ``identity`` dict) atomically; return its path."""
     if "identity" not in record:
-        raise ValueError("a record needs an 'identity' dict (dataset, method, missing, seed, config)")
+        raise ValueError("a record needs an 'identity' dict (dataset, method, config, presence, seed)")
     return write_json_atomic(record_path(directory, record["identity"]), record)
 
 
@@ -135,10 +135,12 @@ def load_records(directory: str | Path, pattern: str = "*.json") -> pd.DataFrame
         ident = r["identity"]
         base = {"dataset": ident["dataset"], "method": ident["method"], "seed": ident["seed"],
                 "profile": ident.get("profile"), **{f"missing.{k}": v for k, v in
-                                                    _flat(ident.get("missing", {})).items()},
+                                                    _flat(r.get("missing", ident.get("missing", {}))).items()},
                 **{f"config.{k}": v for k, v in _flat(ident.get("method_config") or {}).items()},
                 **{f"tag.{k}": v for k, v in r.get("tags", {}).items()},
-                "fit_seconds": r.get("timings", {}).get("fit_seconds"), "path": str(p)}
+                "fit_seconds": r.get("timings", {}).get("fit_seconds"),
+                "epochs_run": r.get("selection", {}).get("epochs_run"),
+                "best_epoch": r.get("selection", {}).get("best_epoch"), "path": str(p)}
         for test, ms in r.get("metrics", {}).items():
             rows.append({**base, "test": test, **ms})
     return pd.DataFrame(rows)

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from mmlib import masks
+from mmlib import masks, results
 from mmlib.experiment import evaluate, pack_presence, run, unpack_presence
 from mmlib.methods import decide, make_method
 from mmlib.models import MultimodalNet
@@ -103,3 +103,21 @@ def test_records_of_different_data_never_mix(tmp_path):
     run(a, "late_fusion", {"kind": "full"}, 0, cfg, "cpu", records_dir=tmp_path)
     _, m = run(b, "late_fusion", {"kind": "full"}, 0, cfg, "cpu", records_dir=tmp_path)
     assert m is not None and len(list(tmp_path.glob("*.json"))) == 2     # not reused across presets
+
+
+def test_store_keeps_one_fit_per_identity(avdigits, tmp_path):
+    """The lower bound ignores the audio, so its fit at 50 % and 90 % audio missing is one
+    record; zero padding uses the audio, so it gets one record per rate."""
+    small = avdigits.with_train_subset(200)
+    cfg = TrainConfig(epochs=1, batch_size=256, patience=None)
+    specs = [{"kind": "keep_fraction", "keep": {"audio": k}} for k in (0.5, 0.1)]
+    _, first = run(small, "lower_bound", specs[0], 0, cfg, "cpu", records_dir=tmp_path)
+    rec, again = run(small, "lower_bound", specs[1], 0, cfg, "cpu", records_dir=tmp_path)
+    assert first is not None and again is None                     # reused, not refitted
+    assert rec["missing"] == specs[0]                              # the record says what it ran with
+    for spec in specs:
+        run(small, "zp_concat", spec, 0, cfg, "cpu", records_dir=tmp_path)
+    assert len(list(tmp_path.glob("lower_bound-*.json"))) == 1
+    assert len(list(tmp_path.glob("zp_concat-*.json"))) == 2
+    df = results.load_records(tmp_path)
+    assert set(df["missing.keep.audio"]) == {0.5, 0.1} and df["best_epoch"].notna().all()

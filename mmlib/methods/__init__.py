@@ -37,6 +37,12 @@ class Method:
     def config(self) -> dict:
         return {}
 
+    def used_presence(self, data: MultimodalDataset, presence: torch.Tensor) -> torch.Tensor:
+        """The part of the training presence matrix this method's fit depends on (default:
+        all of it). Two runs with the same used part, seed and config are the same fit, so
+        the record store keeps one (e.g. the lower bound at every missing rate)."""
+        return presence
+
 
 def decide(task: str, scores: torch.Tensor) -> torch.Tensor:
     """Turn a method's scores into predictions: argmax, sigmoid > 0.5, or the value itself."""

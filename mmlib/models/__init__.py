@@ -212,12 +212,14 @@ class MultimodalNet(nn.Module):
     """
 
     def __init__(self, modalities: list[str], sample_shapes: dict[str, tuple], n_out: int,
-                 fusion: str = "concat", feat_dim: int = 64, hidden: int = 64):
+                 fusion: str = "concat", feat_dim: int = 64, hidden: int = 64, backbone: str = "cnn",
+                 sequence: str = "pooled"):
         super().__init__()
         if fusion not in FUSIONS:
             raise ValueError(f"unknown fusion {fusion!r}; use one of {sorted(FUSIONS)}")
         self.modalities = list(modalities)
-        self.encoders = nn.ModuleDict({m: make_encoder(sample_shapes[m], feat_dim) for m in modalities})
+        self.encoders = nn.ModuleDict({m: make_encoder(sample_shapes[m], feat_dim, backbone, sequence)
+                                       for m in modalities})
         dims = [self.encoders[m].out_dim for m in modalities]
         self.fusion = (LateFusion(dims, n_out) if fusion == "late"
                        else FUSIONS[fusion](dims, n_out, hidden=hidden))
