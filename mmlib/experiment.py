@@ -127,3 +127,54 @@ def run(data: MultimodalDataset, method: str | Method, missing: dict, seed: int,
     if records_dir is not None:
         write_record(records_dir, record)
     return record, m
+
+
+def run_grid(data: MultimodalDataset, methods: list, settings: dict[str, dict], seeds: list[int],
+             cfg: TrainConfig, device=None, store=None, profile: str | None = None, keep=(),
+             patterns=None, log=None) -> tuple["pd.DataFrame", dict]:
+    """Every method under every setting at every seed, through :func:`run` (a run whose
+    record is in ``store`` is read, not refitted). Runs at one seed share their masks, so
+    the frame is ready for paired comparisons (:mod:`mmlib.report`).
+
+    ``methods``: registry keys, or ``(key, kwargs)`` pairs; ``settings``: a label per
+    missing-pattern spec, e.g. ``{"0.9": {"kind": "keep_fraction", "keep": {"audio": 0.1}}}``.
+    ``keep``: ``(method, setting)`` pairs whose fitted model (first seed) is returned in
+    the dict (refitted if its record existed: figures need the model).
+
+    Returns ``(frame, fitted)``; the frame has one row per (method, setting, seed, test
+    pattern): ``method`` (its record name), ``setting``, ``seed``, ``test``, the metrics,
+    ``epochs_run``, ``best_epoch``, ``max_epochs``, ``fit_seconds`` and ``reused``.
+    """
+    import pandas as pd
+    rows, fitted = [], {}
+    keep = set(keep)
+    for seed in seeds:
+        for entry in methods:
+            key, kwargs = (entry, {}) if isinstance(entry, str) else entry
+            for label, spec in settings.items():
+                want = seed == seeds[0] and ((key, label) in keep)
+                rec, m = run(data, key, spec, seed, cfg, device, records_dir=store, reuse=not want,
+                             profile=profile, method_kwargs=kwargs, patterns=patterns)
+                if want:
+                    fitted[(key, label)] = m
+                sel = rec["selection"]
+                for test, ms in rec["metrics"].items():
+                    rows.append({"method": rec["identity"]["method"], "setting": label, "seed": seed, "test": test,
+                                 **ms, "epochs_run": sel["epochs_run"], "best_epoch": sel.get("best_epoch"),
+                                 "max_epochs": rec["identity"]["train_config"]["epochs"],
+                                 "fit_seconds": rec["timings"]["fit_seconds"], "reused": m is None})
+                if log:
+                    how = "record read" if m is None else f"fitted in {rec['timings']['fit_seconds']:.1f} s"
+                    log(f"{rec['identity']['method']} {label} seed {seed}: {how}")
+    return pd.DataFrame(rows), fitted
+
+
+def plateau(frame) -> "pd.DataFrame":
+    """Per method: how many runs stopped on a validation plateau (early stopping fired
+    before the epoch ceiling), the median best epoch and the ceiling."""
+    runs = frame.drop_duplicates(["method", "setting", "seed"])
+    runs = runs.assign(stopped=runs["epochs_run"] < runs["max_epochs"])
+    g = runs.groupby("method")
+    return g.agg(runs=("stopped", "size"), on_plateau=("stopped", "sum"),
+                 median_best_epoch=("best_epoch", "median"), median_epochs_run=("epochs_run", "median"),
+                 max_epochs=("max_epochs", "max"))

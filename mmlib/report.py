@@ -10,9 +10,10 @@ compared by the **paired differences** ``d_s = a_s - b_s`` over the seeds ``s`` 
   excludes 0; **contradicted** -- the opposite direction and the interval excludes 0;
   **inconclusive** -- the interval contains 0; **not testable** -- fewer than two
   paired seeds, or the data cannot discriminate (both methods at the floor);
-* a claim over several settings (e.g. "beats the baseline at every missing rate") pools
-  the (seed, setting) differences into one t-interval and reports the sign count: in how
-  many settings the mean difference has the claimed sign.
+* a claim over several settings (e.g. "beats the baseline at every missing rate") averages
+  each seed's differences over the settings, takes the t-interval over seeds (the settings
+  of one seed share its masks, so they are not independent samples), and reports the sign
+  count: in how many settings the mean difference has the claimed sign.
 
 :func:`compare` works on the frame of :func:`mmlib.results.load_records`;
 :func:`write_verdicts` stores one machine-readable verdict file per chapter (read back by
@@ -186,10 +187,14 @@ def compare(df: pd.DataFrame, a: dict, b: dict, metric: str, *, claim: str = "",
 def compare_over(df: pd.DataFrame, a: dict, b: dict, metric: str, settings: list[dict], *,
                  claim: str = "", setting: str = "", direction: str = ">", scale: float = 100.0,
                  floor: float | None = None, tol: float = 0.005, level: float = LEVEL) -> Verdict:
-    """A claim over several settings (each a dict of conditions added to ``a`` and ``b``):
-    the (seed, setting) differences pooled into one t-interval, and the sign count of the
-    per-setting mean differences."""
-    diffs, signs, total = {}, 0, 0
+    """A claim over several settings (each a dict of conditions added to ``a`` and ``b``).
+
+    The differences at one seed are not independent across settings (the same seed draws
+    nested masks, and a method that ignores the setting is one fit per seed), so they are
+    averaged per seed over the settings first; the t-interval is then taken over seeds
+    (``n`` = seeds). ``signs`` counts the settings whose mean difference has the claimed
+    sign. Settings where both sides sit at ``floor`` are left out."""
+    by_seed, signs, total = {}, 0, 0
     for s in settings:
         v = compare(df, {**a, **s}, {**b, **s}, metric, direction=direction, scale=scale,
                     floor=floor, tol=tol, level=level)
@@ -199,12 +204,13 @@ def compare_over(df: pd.DataFrame, a: dict, b: dict, metric: str, settings: list
         mean = float(np.mean(list(v.diffs.values())))
         signs += int(mean > 0) if direction == ">" else int(mean < 0)
         for seed, d in v.diffs.items():
-            diffs[f"{_label(s)}|{seed}"] = d
-    mean, ci, p = t_interval(list(diffs.values()), level)
+            by_seed.setdefault(seed, []).append(d)
+    full = {seed: float(np.mean(ds)) for seed, ds in by_seed.items() if len(ds) == total}
+    mean, ci, p = t_interval(list(full.values()), level)
     out = Verdict(claim, _label(a), _label(b), metric, setting or f"{len(settings)} settings", direction,
-                  mean, ci[0], ci[1], len(diffs), p, signs=f"{signs}/{total}", diffs=diffs)
-    out.reason = "" if len(diffs) >= 2 else f"{len(diffs)} paired (seed, setting) differences"
-    out.verdict = decide(mean, ci, len(diffs), direction, testable=not out.reason)
+                  mean, ci[0], ci[1], len(full), p, signs=f"{signs}/{total}", diffs=full)
+    out.reason = "" if len(full) >= 2 else f"{len(full)} seed(s) with every setting"
+    out.verdict = decide(mean, ci, len(full), direction, testable=not out.reason)
     return out
 
 
@@ -248,6 +254,18 @@ def table(df: pd.DataFrame, rows: str | list[str], cols: str | list[str], metric
     return out.fillna("–")
 
 
+def summary(df: pd.DataFrame, by: list[str], metric: str) -> pd.DataFrame:
+    """Per group: ``<metric>_mean``, ``<metric>_ci`` (95 % half-width, nan for one seed)
+    and ``n`` (seeds), the same run at one seed counted once."""
+    keyed = df.drop_duplicates(subset=by + ["seed", metric])
+    rows = []
+    for k, g in keyed.groupby(by, dropna=False, sort=False):
+        mean, half, n = mean_ci(g[metric].to_numpy())
+        rows.append({**dict(zip(by, k if isinstance(k, tuple) else (k,))), f"{metric}_mean": mean,
+                     f"{metric}_ci": half, "n": n})
+    return pd.DataFrame(rows)
+
+
 def verdict_table(verdicts: list[Verdict], digits: int = 1) -> pd.DataFrame:
     """Claims as a reader sees them: the claim, the setting, the effect with its interval
     and n, the sign count where there is one, and the verdict (with the reason when it
@@ -275,3 +293,18 @@ def read_verdicts(path: str | Path) -> list[Verdict]:
     with open(path) as f:
         d = json.load(f)
     return [Verdict(**v) for v in d["verdicts"]]
+
+
+# ----------------------------------------------------------------------------- names
+# One display name per method record name, used by every table and legend of the book.
+LABELS = {
+    "lower_bound": "Lower-Bound", "upper_bound": "Upper-Bound", "zp_concat": "Zero padding (concat)",
+    "zp_sum": "Zero padding (sum)", "late_fusion": "Late fusion", "unimodal_image": "image only",
+    "unimodal_audio": "audio only", "ae_impute": "AE imputation", "gan_impute": "GAN imputation",
+    "mvae": "MVAE", "smil": "SMIL",
+}
+
+
+def label(name: str) -> str:
+    """The display name of a method record name (the name itself when it has none)."""
+    return LABELS.get(name, name)

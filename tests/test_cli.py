@@ -48,8 +48,12 @@ def test_toc_is_the_registrys():
 
 def test_points_carry_seeds_as_the_chapter_takes_them():
     from mmlib.chapters import chapter
-    assert chapter("00_missing_modalities").points("quick") == [{"missing_rate": 0.5, "seed": 0},
-                                                                 {"missing_rate": 0.9, "seed": 0}]
+    from mmlib.chapters import profile
+    assert chapter("00_missing_modalities").points("quick") == [{"missing_rate": 0.5, "seeds": [0, 1]},
+                                                                 {"missing_rate": 0.9, "seeds": [0, 1]}]
+    assert chapter("00_missing_modalities").page_point("default")["seeds"] == profile("default")["seeds"]
+    assert len(profile("default")["seeds"]) >= 5
+    assert chapter("00_missing_modalities").grid_values("default", "missing_rate") == [0.5, 0.8, 0.9, 0.95]
     assert chapter("01_smil").points("quick")[0] == {"eta": 0.2, "figures": False, "seeds": [0]}
     assert chapter("01_smil").page_point("default")["seeds"] == sweep.profile("default")["seeds"]
     assert chapter("avdigits_datasheet").points("default") == []

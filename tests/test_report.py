@@ -96,7 +96,7 @@ def test_too_few_seeds():
     assert v.verdict == "not testable" and v.n == 1 and v.text() == "n=1"
 
 
-def test_compare_over_settings_pools_and_counts_signs():
+def test_compare_over_settings_averages_per_seed_and_counts_signs():
     rows = []
     for rate, gains in [(0.5, [1, 2, 3]), (0.9, [-1, 0, 1]), (0.95, [2, 2, 5])]:
         for s, g in enumerate(gains):
@@ -105,11 +105,17 @@ def test_compare_over_settings_pools_and_counts_signs():
     df = pd.DataFrame(rows)
     v = report.compare_over(df, {"method": "a"}, {"method": "b"}, "acc",
                             [{"rate": r} for r in (0.5, 0.9, 0.95)], claim="a > b everywhere")
-    pooled = [1, 2, 3, -1, 0, 1, 2, 2, 5]
-    mean, (lo, hi), p = report.t_interval(pooled)
-    assert v.n == 9 and v.effect == pytest.approx(mean) and v.ci_low == pytest.approx(lo)
+    per_seed = [(1 - 1 + 2) / 3, (2 + 0 + 2) / 3, (3 + 1 + 5) / 3]       # each seed averaged over the rates
+    mean, (lo, hi), p = report.t_interval(per_seed)
+    assert v.n == 3 and v.effect == pytest.approx(mean) and v.ci_low == pytest.approx(lo)
     assert v.signs == "2/3"                         # the 0.9 setting averages exactly 0
-    assert v.verdict == "reproduced"
+    # per-seed means 0.67, 1.33, 3.0 are all above 0, but with 3 seeds the interval is
+    # 1.67 +- 4.303 * 1.20 / sqrt(3) = [-1.3, +4.6]: nine (seed, rate) pairs are not nine samples
+    assert v.verdict == "inconclusive"
+    # a seed missing one setting is left out rather than averaged over fewer settings
+    v2 = report.compare_over(df[~((df.seed == 2) & (df.rate == 0.9))], {"method": "a"}, {"method": "b"}, "acc",
+                             [{"rate": r} for r in (0.5, 0.9, 0.95)])
+    assert v2.n == 2
 
 
 def test_fmt_and_table():
@@ -132,3 +138,10 @@ def test_verdict_records_round_trip(tmp_path):
     bad = report.Verdict("c", "a", "b", "m", verdict="maybe")
     with pytest.raises(ValueError, match="maybe"):
         report.write_verdicts(tmp_path / "w.json", "x", [bad])
+
+
+def test_summary_and_labels():
+    s = report.summary(_records(), ["method"], "accuracy").set_index("method")
+    assert s.loc["lb", "n"] == 5 and s.loc["lb", "accuracy_mean"] == pytest.approx(0.402)
+    assert s.loc["smil", "accuracy_ci"] == pytest.approx(2.776445 * 0.0158114 / math.sqrt(5), rel=1e-4)
+    assert report.label("lower_bound") == "Lower-Bound" and report.label("nope") == "nope"

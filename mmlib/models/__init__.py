@@ -139,7 +139,9 @@ def make_encoder(sample_shape: tuple[int, ...], out_dim: int = 64, backbone: str
         n = 1
         for d in shape:
             n *= d
-        return nn.Sequential(MLP(n, [128], out_dim, dropout=0.25), nn.ReLU())
+        enc = nn.Sequential(MLP(n, [128], out_dim, dropout=0.25), nn.ReLU())
+        enc.out_dim = out_dim
+        return enc
     width = 2 if backbone == "cnn_x2" else 1
     if shape in {(28, 28), (1, 28, 28), (784,)}:
         return LeNet5(out_dim, width=width)
