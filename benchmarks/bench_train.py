@@ -1,12 +1,17 @@
-"""Training speed of the baselines and of SMIL on avdigits (CPU or CUDA).
+"""Training speed of the book's loops on this machine, against this machine's peak.
 
     .venv/bin/python benchmarks/bench_train.py [--device cpu] [--epochs 5] [--threads 2]
 
-Prints seconds per epoch (training and the validation pass) and training samples per
-second for each baseline; then, for SMIL at eta = 10% on 1,000 training samples (the
-chapter's setting), the time of its warm starts and of one meta-learning iteration
-(inner step on a D^m batch + outer loss on a D^f batch, second and first order). A benchmark, not a
-test: the numbers depend on the machine; the closing notes of the project report them.
+1. The peak: fp32 ``torch.mm`` on 2048 x 2048 matrices and a oneDNN (mkldnn) linear layer
+   on a large batch, in GFLOP/s.
+2. For each baseline and backbone (``mlp``: the default profile's encoders; ``cnn``: the
+   papers' LeNet-5 and MFCC CNN, the ``full`` profile's), the seconds per epoch (training
+   and the validation pass), training samples per second, and the training loop's achieved
+   GFLOP/s: floating-point operations of one training step counted by
+   ``torch.utils.flop_counter`` (forward and backward), times the steps, over the time.
+3. SMIL at eta = 10 % on 1,000 training samples: warm starts and one meta iteration.
+
+A benchmark, not a test: the numbers depend on the machine; the closing notes report them.
 """
 from __future__ import annotations
 
@@ -14,6 +19,7 @@ import argparse
 import time
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from mmlib import masks
 from mmlib.data import load_dataset
@@ -21,26 +27,78 @@ from mmlib.methods import make_method
 from mmlib.train import TrainConfig, get_device
 
 
+def peak(dev) -> dict:
+    out = {}
+    n = 2048
+    a, b = torch.randn(n, n, device=dev), torch.randn(n, n, device=dev)
+    for _ in range(3):
+        a @ b
+    t0, reps = time.perf_counter(), 10
+    for _ in range(reps):
+        a @ b
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+    out["torch.mm"] = 2 * n ** 3 * reps / (time.perf_counter() - t0) / 1e9
+    if dev.type == "cpu" and torch.backends.mkldnn.is_available():
+        from torch.utils import mkldnn as mkldnn_utils
+        lin = mkldnn_utils.to_mkldnn(torch.nn.Linear(1024, 1024).eval())
+        x = torch.randn(8192, 1024).to_mkldnn()
+        with torch.no_grad():
+            for _ in range(3):
+                lin(x)
+            t0, reps = time.perf_counter(), 10
+            for _ in range(reps):
+                lin(x)
+        out["oneDNN linear"] = 2 * 8192 * 1024 * 1024 * reps / (time.perf_counter() - t0) / 1e9
+    return out
+
+
+def step_flops(method, data, P, dev) -> float:
+    """FLOPs of one training step (batch of 64: forward, backward) of a fitted baseline."""
+    model = method.model
+    model.train()
+    idx = data.splits["train"][:64].to(dev)
+    xs = {m: data.modalities[m][idx.cpu()].to(dev) for m in method.used}
+    p = P[:64, method.cols].to(dev)
+    y = data.y[idx.cpu()].to(dev)
+    with FlopCounterMode(display=False) as fc:
+        loss = torch.nn.functional.cross_entropy(model(xs, p), y)
+        loss.backward()
+    model.zero_grad(set_to_none=True)
+    return fc.get_total_flops()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--device", default="auto")
     ap.add_argument("--epochs", type=int, default=5)
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
+    ap.add_argument("--no-smil", action="store_true")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     dev = get_device(a.device)
+    pk = peak(dev)
+    print(f"device {dev}, torch threads {a.threads}; peak: "
+          + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in pk.items()))
     data = load_dataset("avdigits")
     n = len(data.splits["train"])
     P = masks.keep_fraction(n, data.modality_names, {"audio": 0.2}, seed=0)
     cfg = TrainConfig(epochs=a.epochs, patience=None)
-    print(f"device {dev}, torch threads {a.threads}, {n} training samples, {a.epochs} epochs, batch {cfg.batch_size}")
-    print(f"{'method':14s} {'s/epoch':>8s} {'samples/s':>10s}")
-    for name in ["lower_bound", "zp_concat", "zp_sum", "late_fusion", "upper_bound"]:
-        t0 = time.perf_counter()
-        make_method(name).fit(data, P, seed=0, cfg=cfg, device=dev)
-        dt = time.perf_counter() - t0
-        print(f"{name:14s} {dt / a.epochs:8.2f} {n * a.epochs / dt:10.0f}")
-    bench_smil(data, cfg, dev)
+    print(f"{n} training samples, {a.epochs} epochs, batch {cfg.batch_size} (validation on 1,000 each epoch)")
+    print(f"{'method':14s} {'backbone':8s} {'s/epoch':>8s} {'samples/s':>10s} {'GFLOP/s':>8s} "
+          + " ".join(f"{'% ' + k:>14s}" for k in pk))
+    for backbone in ["mlp", "cnn"]:
+        for name in ["lower_bound", "zp_concat", "zp_sum", "late_fusion", "upper_bound"]:
+            t0 = time.perf_counter()
+            m = make_method(name, backbone=backbone).fit(data, P, seed=0, cfg=cfg, device=dev)
+            dt = time.perf_counter() - t0
+            train_rows = int(P[:, m.cols].any(1).sum())
+            steps = -(-train_rows // cfg.batch_size) * a.epochs
+            gflops = step_flops(m, data, P, dev) * steps / dt / 1e9
+            print(f"{name:14s} {backbone:8s} {dt / a.epochs:8.2f} {n * a.epochs / dt:10.0f} {gflops:8.2f} "
+                  + " ".join(f"{100 * gflops / v:13.1f}%" for v in pk.values()))
+    if not a.no_smil:
+        bench_smil(data, cfg, dev)
 
 
 def bench_smil(data, cfg, dev, iters: int = 50) -> None:
