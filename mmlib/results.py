@@ -182,6 +182,42 @@ def paper_table(name: str) -> pd.DataFrame:
     return pd.read_csv(path, dtype={"setting": str, "test_modalities": str, "note": str})
 
 
+def parse_setting(text) -> dict:
+    """The ``setting`` column of the paper CSVs, in one vocabulary: ``protocol`` and
+    ``rates`` (missing rate per modality, in [0, 1]).
+
+    - ``eta=10%`` (SMIL): the incomplete modality is kept in 10 %, so missing in 90 %:
+      ``{"protocol": "keep_fraction", "rates": {"incomplete": 0.9}}``;
+    - ``visual_missing=80%`` (MLE): ``{"protocol": "one_missing", "rates": {"visual": 0.8}}``;
+    - ``missing_rate=10%`` (MLA, CPM-Nets' mask over all entries):
+      ``{"protocol": "cpm", "rates": {"all": 0.1}}``;
+    - ``MR(A,V,L)=(0.2,0.5,0.8)`` (RedCore): ``{"protocol": "independent", "rates": {"A": 0.2, ...}}``;
+    - ``input=40-60%,test=60-80%`` (M3S, spans inside modalities):
+      ``{"protocol": "span", "band": (0.4, 0.6), "test_band": (0.6, 0.8), "rates": {}}``;
+    - ``split=Train`` (a dataset-statistics table) and an empty cell: ``protocol`` ``"none"``.
+    Anything else raises ``ValueError`` naming the text."""
+    import re
+    t = "" if text is None or (isinstance(text, float) and np.isnan(text)) else str(text).strip()
+    pct = lambda v: round(float(v) / 100, 6)                                       # noqa: E731
+    if t == "" or t.startswith("split="):
+        return {"protocol": "none", "rates": {}}
+    if m := re.fullmatch(r"eta=([\d.]+)%", t):
+        return {"protocol": "keep_fraction", "rates": {"incomplete": round(1 - pct(m[1]), 6)}}
+    if m := re.fullmatch(r"(\w+)_missing=([\d.]+)%", t):
+        return {"protocol": "one_missing", "rates": {m[1]: pct(m[2])}}
+    if m := re.fullmatch(r"missing_rate=([\d.]+)%", t):
+        return {"protocol": "cpm", "rates": {"all": pct(m[1])}}
+    if m := re.fullmatch(r"MR\(([\w,]+)\)=\(([\d.,]+)\)", t):
+        names, vals = m[1].split(","), m[2].split(",")
+        if len(names) != len(vals):
+            raise ValueError(f"setting {text!r}: {len(names)} modalities but {len(vals)} rates")
+        return {"protocol": "independent", "rates": {n: float(v) for n, v in zip(names, vals)}}
+    if m := re.fullmatch(r"input=([\d.]+)-([\d.]+)%,test=([\d.]+)-([\d.]+)%", t):
+        return {"protocol": "span", "band": (pct(m[1]), pct(m[2])), "test_band": (pct(m[3]), pct(m[4])), "rates": {}}
+    raise ValueError(f"unknown setting {text!r} in a paper table (known forms: eta=10%, visual_missing=80%, "
+                     "missing_rate=10%, MR(A,V,L)=(0.2,0.5,0.8), input=40-60%,test=40-60%, split=...)")
+
+
 def beside_paper(ours: pd.DataFrame, paper: pd.DataFrame, on: list[str],
                  ours_label: str, paper_label: str) -> pd.DataFrame:
     """Join our formatted results and the paper's on ``on`` columns (e.g. method and

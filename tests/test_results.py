@@ -54,3 +54,24 @@ def test_paper_tables_and_beside_paper():
     assert both["paper (CMU-MOSI)"].iloc[0] == "44.8"
     with pytest.raises(ValueError, match="no paper table 'smil_table9'"):
         results.paper_table("smil_table9")
+
+
+def test_every_paper_setting_parses_into_one_vocabulary():
+    from mmlib.results import PAPER_TABLES, paper_table, parse_setting
+    assert parse_setting("eta=10%") == {"protocol": "keep_fraction", "rates": {"incomplete": 0.9}}
+    assert parse_setting("visual_missing=95%") == {"protocol": "one_missing", "rates": {"visual": 0.95}}
+    assert parse_setting("missing_rate=70%") == {"protocol": "cpm", "rates": {"all": 0.7}}
+    assert parse_setting("MR(A,V,L)=(0.2,0.5,0.8)") == {"protocol": "independent",
+                                                       "rates": {"A": 0.2, "V": 0.5, "L": 0.8}}
+    assert parse_setting("input=40-60%,test=60-80%")["band"] == (0.4, 0.6)
+    assert parse_setting(None)["protocol"] == parse_setting("split=Train")["protocol"] == "none"
+    with pytest.raises(ValueError, match="unknown setting 'eta=ten'"):
+        parse_setting("eta=ten")
+    with pytest.raises(ValueError, match="3 modalities but 2 rates"):
+        parse_setting("MR(A,V,L)=(0.2,0.5)")
+    protocols = {}
+    for path in PAPER_TABLES.glob("*.csv"):
+        t = paper_table(path.stem)
+        protocols[path.stem] = {parse_setting(s)["protocol"] for s in t["setting"]}
+    assert protocols["smil_table1"] == {"keep_fraction"} and protocols["redcore_table1"] == {"independent"}
+    assert protocols["mla_table2"] == {"cpm"} and protocols["m3s_table3"] == {"span"}
