@@ -107,31 +107,73 @@ def run(data: MultimodalDataset, method: str | Method, missing: dict, seed: int,
     started = utc_now()
     t0 = time.perf_counter()
     m.fit(data, presence, seed=seed, cfg=cfg, device=device)
-    fit_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    scores = evaluate(m, data, "test", patterns)
-    eval_s = time.perf_counter() - t0
-    hist = getattr(m, "history", [])
-    record = {
-        "identity": identity, "tags": tags or {}, "missing": missing,
-        "presence": pack_presence(presence), "presence_summary": masks.describe(presence, names),
-        "metrics": scores,
-        "selection": {"split": "val", "best_val": max((h["val_score"] for h in hist), default=None),
-                      "best_epoch": (max(range(len(hist)), key=lambda i: hist[i]["val_score"]) if hist else None),
-                      "epochs_run": len(hist)},
-        "history": hist,
-        "timings": {"fit_seconds": fit_s, "eval_seconds": eval_s},
-        "device": str(device), "torch_threads": torch.get_num_threads(), "versions": versions(),
-        "provenance": provenance(device, started, count_parameters(m)),
-    }
+    record = make_record(data, m, identity, missing, presence, time.perf_counter() - t0, device, started,
+                         tags, patterns)
     if records_dir is not None:
         write_record(records_dir, record)
     return record, m
 
 
+def make_record(data: MultimodalDataset, m: Method, identity: dict, missing: dict, presence: torch.Tensor,
+                fit_seconds: float, device, started: str, tags=None, patterns=None, batched: int = 1) -> dict:
+    """Evaluate a fitted method on the test split and describe the run as a record."""
+    t0 = time.perf_counter()
+    scores = evaluate(m, data, "test", patterns)
+    eval_s = time.perf_counter() - t0
+    hist = getattr(m, "history", [])
+    return {
+        "identity": identity, "tags": tags or {}, "missing": missing,
+        "presence": pack_presence(presence), "presence_summary": masks.describe(presence, data.modality_names),
+        "metrics": scores,
+        "selection": {"split": "val", "best_val": max((h["val_score"] for h in hist), default=None),
+                      "best_epoch": (max(range(len(hist)), key=lambda i: hist[i]["val_score"]) if hist else None),
+                      "epochs_run": len(hist)},
+        "history": hist,
+        "timings": {"fit_seconds": fit_seconds, "eval_seconds": eval_s, "batched_seeds": batched},
+        "device": str(device), "torch_threads": torch.get_num_threads(), "versions": versions(),
+        "provenance": provenance(device, started, count_parameters(m)),
+    }
+
+
+def fit_seeds_batched(data: MultimodalDataset, method: str, method_kwargs: dict, missing: dict, seeds: list[int],
+                      cfg: TrainConfig, device=None, records_dir=None, profile: str | None = None) -> int:
+    """Fit, as one batch, the seeds of a method whose records are not in ``records_dir``
+    (when the method can: ``batchable()``), and write their records. Returns how many were
+    fitted; methods that cannot batch, or a single seed, are left to :func:`run`."""
+    proto = make_method(method, **method_kwargs)
+    if records_dir is None or not getattr(proto, "batchable", lambda: False)():
+        return 0
+    todo = []
+    for seed in seeds:
+        presence = masks.from_spec(missing, len(data.splits["train"]), data.modality_names, seed)
+        identity = run_identity(data, proto, presence, seed, cfg, profile)
+        if not record_path(records_dir, identity).is_file():
+            todo.append((seed, presence, identity))
+    groups = {}
+    for seed, presence, identity in todo:      # members of one batch need the same number of rows
+        used = proto.used_presence(data, presence)
+        n_rows = int(used.any(1).sum()) if used.shape[1] else len(used)
+        groups.setdefault(n_rows, []).append((seed, presence, identity))
+    device = get_device(device)
+    fitted = 0
+    for group in groups.values():
+        if len(group) < 2:
+            continue
+        started = utc_now()
+        t0 = time.perf_counter()
+        members = make_method(method, **method_kwargs).fit_seeds(data, [g[1] for g in group], [g[0] for g in group],
+                                                                cfg=cfg, device=device)
+        per = (time.perf_counter() - t0) / len(group)
+        for (seed, presence, identity), m in zip(group, members):
+            write_record(records_dir, make_record(data, m, identity, missing, presence, per, device, started,
+                                                  batched=len(group)))
+            fitted += 1
+    return fitted
+
+
 def run_grid(data: MultimodalDataset, methods: list, settings: dict[str, dict], seeds: list[int],
              cfg: TrainConfig, device=None, store=None, profile: str | None = None, keep=(),
-             patterns=None, log=None) -> tuple["pd.DataFrame", dict]:
+             patterns=None, log=None, batch: bool = True) -> tuple["pd.DataFrame", dict]:
     """Every method under every setting at every seed, through :func:`run` (a run whose
     record is in ``store`` is read, not refitted). Runs at one seed share their masks, so
     the frame is ready for paired comparisons (:mod:`mmlib.report`).
@@ -139,7 +181,9 @@ def run_grid(data: MultimodalDataset, methods: list, settings: dict[str, dict], 
     ``methods``: registry keys, or ``(key, kwargs)`` pairs; ``settings``: a label per
     missing-pattern spec, e.g. ``{"0.9": {"kind": "keep_fraction", "keep": {"audio": 0.1}}}``.
     ``keep``: ``(method, setting)`` pairs whose fitted model (first seed) is returned in
-    the dict (refitted if its record existed: figures need the model).
+    the dict (refitted if its record existed: figures need the model). With ``batch`` the
+    seeds of a method that allows it (``batchable()``) are fitted as one batch first
+    (:func:`fit_seeds_batched`; the same records up to rounding).
 
     Returns ``(frame, fitted)``; the frame has one row per (method, setting, seed, test
     pattern): ``method`` (its record name), ``setting``, ``seed``, ``test``, the metrics,
@@ -148,6 +192,13 @@ def run_grid(data: MultimodalDataset, methods: list, settings: dict[str, dict], 
     import pandas as pd
     rows, fitted = [], {}
     keep = set(keep)
+    if batch and len(seeds) > 1:                 # seeds as a batch dimension where the method allows it
+        for entry in methods:
+            key, kwargs = (entry, {}) if isinstance(entry, str) else entry
+            for label, spec in settings.items():
+                n = fit_seeds_batched(data, key, kwargs, spec, seeds, cfg, device, store, profile)
+                if log and n:
+                    log(f"{key} {label}: {n} seeds fitted as one batch")
     for seed in seeds:
         for entry in methods:
             key, kwargs = (entry, {}) if isinstance(entry, str) else entry

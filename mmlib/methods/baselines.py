@@ -15,12 +15,14 @@ with the task's loss, selected on the validation split with every (used) modalit
 """
 from __future__ import annotations
 
+import copy
+
 import torch
 import torch.nn.functional as F
 
 from ..data import MultimodalDataset
-from ..models import MultimodalNet
-from ..train import TrainConfig, fit, get_device, seed_everything
+from ..models import MultimodalNet, noise_stream
+from ..train import DropoutStream, TrainConfig, fit, fit_batched, get_device, seed_everything
 from . import Method, decide
 
 
@@ -134,8 +136,10 @@ class FusionBaseline(Method):
             return cols
         return [names.index(data.check_modality(m)) for m in self.use]
 
-    def fit(self, data, presence, *, seed=0, cfg=None, device=None):
-        cfg = cfg or TrainConfig()
+    def _setup(self, data, presence, seed, device):
+        """Seed, choose the columns, build the network; return the (len(data), columns)
+        presence of the training rows, the rows with something usable, and the pieces of
+        the loop: the loss of a batch and the validation outputs."""
         self.device = get_device(device)
         seed_everything(seed)
         train = data.splits["train"]
@@ -159,24 +163,53 @@ class FusionBaseline(Method):
         rows = train[P[train].any(1)]                                    # drop rows with nothing usable
         val = data.splits["val"].to(self.device)
         val_P = torch.ones(len(val), len(self.cols), dtype=torch.bool, device=self.device)
-        late = self.fusion == "late"
+        late, task, ncols = self.fusion == "late", self.task, len(self.cols)
 
-        def loss_fn(model, idx):
+        def loss_fn(model, idx, P):
             xs, p, ls = {m: X[m][idx] for m in self.used}, P[idx], {m: ln[idx] for m, ln in L.items()}
             if late:   # each modality's classifier learns from the samples that have it
                 logits = model.fusion.unimodal_logits(model.features(xs, p, ls))      # (B, M, C)
-                per = torch.stack([task_loss(self.task, logits[:, j], y[idx], reduction="none")
-                                   for j in range(len(self.cols))], 1)
+                per = torch.stack([task_loss(task, logits[:, j], y[idx], reduction="none")
+                                   for j in range(ncols)], 1)
                 return (per * p).sum() / p.sum().clamp(min=1)
-            return task_loss(self.task, model(xs, p, ls), y[idx])
+            return task_loss(task, model(xs, p, ls), y[idx])
 
-        def val_score(model):
-            out = torch.cat([model({m: X[m][v] for m in self.used}, val_P[: len(v)], {m: ln[v] for m, ln in L.items()})
-                             for v in val.split(EVAL_CHUNK)])
-            return validation_score(self.task, out, y[val])
+        def val_logits(model):
+            return torch.cat([model({m: X[m][v] for m in self.used}, val_P[: len(v)], {m: ln[v] for m, ln in L.items()})
+                              for v in val.split(EVAL_CHUNK)])
 
-        self.model, self.history = fit(self.model, loss_fn, rows, val_score, cfg, seed=seed, desc=self.name)
+        def val_score(out):
+            return validation_score(task, out, y[val])
+        return P, rows, loss_fn, val_logits, val_score
+
+    def fit(self, data, presence, *, seed=0, cfg=None, device=None):
+        cfg = cfg or TrainConfig()
+        P, rows, loss_fn, val_logits, val_score = self._setup(data, presence, seed, device)
+        with noise_stream(DropoutStream(seed)):           # the seed's own dropout masks (as fit_seeds)
+            self.model, self.history = fit(self.model, lambda model, idx: loss_fn(model, idx, P), rows,
+                                           lambda model: val_score(val_logits(model)), cfg, seed=seed, desc=self.name)
         return self
+
+    def batchable(self) -> bool:
+        """Several seeds can train as one batch (:meth:`fit_seeds`) when no encoder keeps
+        buffers (the CNNs' BatchNorm does)."""
+        return self.backbone == "mlp"
+
+    def fit_seeds(self, data, presences: list, seeds: list[int], *, cfg=None, device=None) -> list["FusionBaseline"]:
+        """One fitted copy of this method per seed, trained together (see
+        :func:`mmlib.train.fit_batched`); each equals ``fit`` at its seed up to rounding."""
+        cfg = cfg or TrainConfig()
+        members, parts = [], []
+        for presence, seed in zip(presences, seeds):
+            m = copy.deepcopy(self)
+            parts.append(m._setup(data, presence, seed, device))
+            members.append(m)
+        models, histories = fit_batched([m.model for m in members], parts[0][2], [p[1] for p in parts],
+                                        [p[0] for p in parts], parts[0][3], parts[0][4], cfg, list(seeds),
+                                        desc=self.name)
+        for m, model, hist in zip(members, models, histories):
+            m.model, m.history = model, hist
+        return members
 
     def _forward(self, data, split, presence, what):
         idx = data.splits[split]

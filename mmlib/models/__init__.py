@@ -7,8 +7,51 @@ head, and takes a presence matrix: a missing modality's *input* is replaced by z
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
+
 import torch
+import torch.nn.functional as F
 from torch import nn
+
+# ----------------------------------------------------------------------------- dropout streams
+# Where dropout draws its masks: None (the default) -> torch's global generator, exactly as
+# nn.Dropout; otherwise an object with ``draw(shape, device)`` returning uniform noise. The
+# training loops set a seeded stream per fit (mmlib.train.dropout_stream), so a model trained
+# alone and the same model trained as one member of a batch of seeds draw the same masks.
+_NOISE: contextvars.ContextVar = contextvars.ContextVar("dropout_noise", default=None)
+
+
+class Dropout(nn.Module):
+    """``nn.Dropout``, with its masks taken from the current dropout stream when one is set
+    (``u >= p`` for uniform noise ``u``, scaled by 1 / (1 - p))."""
+
+    def __init__(self, p: float = 0.5):
+        super().__init__()
+        self.p = float(p)
+
+    def forward(self, x):
+        if not self.training or self.p == 0.0:
+            return x
+        stream = _NOISE.get()
+        if stream is None:
+            return F.dropout(x, self.p, True)
+        u = stream.draw(tuple(x.shape), x.device)
+        return x * (u >= self.p).to(x.dtype) / (1.0 - self.p)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+@contextlib.contextmanager
+def noise_stream(stream):
+    """Use ``stream`` for every :class:`Dropout` inside the block."""
+    token = _NOISE.set(stream)
+    try:
+        yield stream
+    finally:
+        _NOISE.reset(token)
+
 
 
 class MLP(nn.Module):
@@ -18,7 +61,7 @@ class MLP(nn.Module):
         super().__init__()
         layers, d = [nn.Flatten()], in_dim
         for h in hidden:
-            layers += [nn.Linear(d, h), nn.ReLU(), nn.Dropout(dropout)]
+            layers += [nn.Linear(d, h), nn.ReLU(), Dropout(dropout)]
             d = h
         layers.append(nn.Linear(d, out_dim))
         self.net = nn.Sequential(*layers)
@@ -38,7 +81,7 @@ class LeNet5(nn.Module):
         self.conv = nn.Sequential(
             nn.Conv2d(1, c1, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),   # c1 x 14 x 14
             nn.Conv2d(c1, c2, 5), nn.ReLU(), nn.MaxPool2d(2),             # c2 x 5 x 5
-            nn.Flatten(), nn.Dropout(dropout))
+            nn.Flatten(), Dropout(dropout))
         self.fc = nn.Sequential(nn.Linear(c2 * 25, out_dim), nn.ReLU())
         self.out_dim = out_dim
 
@@ -55,7 +98,7 @@ class MFCCNet(nn.Module):
         self.conv = nn.Sequential(
             nn.Conv2d(1, c1, 3, padding=1), nn.BatchNorm2d(c1), nn.ReLU(), nn.MaxPool2d(2),  # c1 x 10 x 10
             nn.Conv2d(c1, c2, 3, padding=1), nn.BatchNorm2d(c2), nn.ReLU(), nn.MaxPool2d(2),  # c2 x 5 x 5
-            nn.Flatten(), nn.Dropout(dropout))
+            nn.Flatten(), Dropout(dropout))
         self.fc = nn.Sequential(nn.Linear(c2 * 25, out_dim), nn.ReLU())
         self.out_dim = out_dim
 
@@ -160,7 +203,7 @@ class ConcatFusion(nn.Module):
 
     def __init__(self, in_dims: list[int], n_out: int, hidden: int = 64, dropout: float = 0.3):
         super().__init__()
-        self.hidden = nn.Sequential(nn.Linear(sum(in_dims), hidden), nn.ReLU(), nn.Dropout(dropout))
+        self.hidden = nn.Sequential(nn.Linear(sum(in_dims), hidden), nn.ReLU(), Dropout(dropout))
         self.out = nn.Linear(hidden, n_out)
 
     def forward(self, feats: list[torch.Tensor], presence: torch.Tensor):
@@ -174,7 +217,7 @@ class SumFusion(nn.Module):
     def __init__(self, in_dims: list[int], n_out: int, hidden: int = 64, dropout: float = 0.3):
         super().__init__()
         self.proj = nn.ModuleList(nn.Linear(d, hidden) for d in in_dims)
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
         self.out = nn.Linear(hidden, n_out)
 
     def forward(self, feats, presence):
@@ -188,7 +231,7 @@ class LateFusion(nn.Module):
 
     def __init__(self, in_dims: list[int], n_out: int, dropout: float = 0.3):
         super().__init__()
-        self.heads = nn.ModuleList(nn.Sequential(nn.Dropout(dropout), nn.Linear(d, n_out)) for d in in_dims)
+        self.heads = nn.ModuleList(nn.Sequential(Dropout(dropout), nn.Linear(d, n_out)) for d in in_dims)
 
     def unimodal_logits(self, feats):
         return torch.stack([h(f) for h, f in zip(self.heads, feats)], dim=1)   # (B, M, C)
