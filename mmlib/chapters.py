@@ -138,11 +138,11 @@ CHAPTERS = {c.name: c for c in [
                             "missing_rate": [0.8, 0.9, 0.95]}]},
             page_params={"missing_modality": "image", "missing_rate": 0.95}, legacy=True),
     Chapter("avdigits_datasheet", "avdigits", "Data", "notebooks/avdigits_datasheet.ipynb",
-            "book/datasheets/avdigits.ipynb", seeded=False, legacy=True),
+            "book/datasheets/avdigits.ipynb", seeded=False),
     Chapter("affect_datasheet", "affect", "Data", "notebooks/affect_datasheet.ipynb",
-            "book/datasheets/affect.ipynb", seeded=False, legacy=True),
+            "book/datasheets/affect.ipynb", seeded=False),
     Chapter("gaussian_datasheet", "gaussian", "Data", "notebooks/gaussian_datasheet.ipynb",
-            "book/datasheets/gaussian.ipynb", seeded=False, legacy=True),
+            "book/datasheets/gaussian.ipynb", seeded=False),
 ]}
 
 # Pages written by hand (Markdown), in the part they belong to, after that part's chapters.
