@@ -149,7 +149,7 @@ class _Recorder:
         self.shapes = []
 
     def draw(self, shape, device):
-        self.shapes.append(tuple(shape[1:]))
+        self.shapes.append(tuple(shape))
         return torch.ones(shape, device=device)
 
 
@@ -196,12 +196,19 @@ def fit_batched(models: list[nn.Module], loss_fn: Callable, rows: list[torch.Ten
     opt = adam(params.values(), cfg)
     order = [torch.Generator().manual_seed(s) for s in seeds]           # batch order, as fit()
     drops = [DropoutStream(s) for s in seeds]
-    # the dropout layers' input shapes (after the batch dimension), in call order
-    rec = _Recorder()
-    with noise_stream(rec), torch.no_grad():
-        loss_fn(models[0], rows[0][:2], extras[0])
-    shapes = rec.shapes
-    stacked_extra = torch.stack(extras) if isinstance(extras[0], torch.Tensor) else None
+    # the dropout layers' input shapes in call order; a first dimension that follows the batch
+    # size (found by two dry runs) is None, others (e.g. a fixed support set) are kept
+    recs = []
+    for bs in (2, 3):
+        rec = _Recorder()
+        with noise_stream(rec), torch.no_grad():
+            loss_fn(models[0], rows[0][:bs], extras[0])
+        recs.append(rec.shapes)
+    shapes = [(None, *a[1:]) if a[0] != b[0] else a for a, b in zip(*recs)]
+    if isinstance(extras[0], dict):              # several per-member tensors, stacked key by key
+        stacked_extra = {k: torch.stack([e[k] for e in extras]) for k in extras[0]}
+    else:
+        stacked_extra = torch.stack(extras)
 
     def member_loss(p, idx, extra, *noise):
         with noise_stream(_Listed(noise)):
@@ -223,7 +230,8 @@ def fit_batched(models: list[nn.Module], loss_fn: Callable, rows: list[torch.Ten
         for b in range(0, n, cfg.batch_size):
             idx = torch.stack([p[b:b + cfg.batch_size] for p in perms])
             bs = idx.shape[1]
-            noise = [torch.stack([d.draw((bs, *shp), idx.device) for d in drops]) for shp in shapes]
+            noise = [torch.stack([d.draw((bs, *shp[1:]) if shp[0] is None else shp, idx.device) for d in drops])
+                     for shp in shapes]
             losses = step(params, idx, stacked_extra, *noise)
             opt.zero_grad(set_to_none=True)
             losses.sum().backward()

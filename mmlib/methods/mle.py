@@ -47,14 +47,15 @@ correlation features) and :class:`AEImpute` (AE1, and AE2 with self-training).
 """
 from __future__ import annotations
 
+import copy
 import math
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..models import MLP, make_encoder
-from ..train import TrainConfig, fit, get_device, seed_everything
+from ..models import MLP, make_encoder, noise_stream
+from ..train import DropoutStream, TrainConfig, fit, fit_batched, get_device, seed_everything
 from . import Method
 from .baselines import full_presence, two_roles, two_rows
 
@@ -194,31 +195,101 @@ class MLE(_TwoModality):
             raise ValueError(f"{self.name}: no training sample has {self.y!r}; Eq. 4/5 need some")
         rows = self.complete if self.incomplete == "discard" else self.train_idx
 
-        def loss_fn(model, idx):                                    # Eq. 2, averaged over the batch
-            comp = self.has_y[idx]
-            fx = model.f(self.X[idx])
-            z = self.labels[idx]
-            nll = 0.0 * fx.sum()                                    # (stays in the graph if no term applies)
-            if comp.any():                                          # D_XYZ: -log Q_{Z|XY} (Eq. 4)
-                s = model.pair_scores(fx[comp], model.g(self.Y[idx[comp]]))
-                nll = nll - log_q_z_given_xy(s, self.log_rz).gather(1, z[comp, None]).sum()
-            miss = ~comp
-            if miss.any() and self.incomplete == "zero":            # ZP: g(y) := 0
-                s = model.pair_scores(fx[miss], fx.new_zeros(int(miss.sum()), self.k))
-                nll = nll - log_q_z_given_xy(s, self.log_rz).gather(1, z[miss, None]).sum()
-            elif miss.any() and self.incomplete == "marginalize":   # D_XZ: -log Q_{Z|X} (Eq. 5)
-                support = idx[comp] if self.y_support == "batch" else self.complete
-                if len(support):
-                    gY = model.g(self.Y[support])
-                    if self.y_support == "all_detached":                # y' as constants: Eq. 5 trains f and h only
-                        gY = gY.detach()
-                    log_ry = torch.full((len(support),), -math.log(len(support)), device=fx.device)
-                    lq = log_q_z_given_x(model.cross_scores(fx[miss], gY), self.log_rz, log_ry)
-                    nll = nll - lq.gather(1, z[miss, None]).sum()
-            return nll / len(idx)
-
-        self.model, self.history = fit(self.model, loss_fn, rows, self._val_accuracy, self.cfg, seed=seed, desc=self.name)
+        loss_fn = self.loss
+        if self.batchable():    # the same loss without data-dependent shapes, as fit_seeds trains it
+            loss_fn = lambda model, idx: self.masked_loss(model, idx, self.has_y, self.complete)  # noqa: E731
+        with noise_stream(DropoutStream(seed)):            # the seed's own dropout masks (as fit_seeds)
+            self.model, self.history = fit(self.model, loss_fn, rows, self._val_accuracy, self.cfg, seed=seed,
+                                           desc=self.name)
         return self
+
+    def loss(self, model, idx):
+        """Eq. 2 on the batch ``idx``: -log Q_{Z|XY} (Eq. 4) on its complete rows, -log Q_{Z|X}
+        (Eq. 5) or zero padding on the others, averaged over the batch."""
+        comp = self.has_y[idx]
+        fx = model.f(self.X[idx])
+        z = self.labels[idx]
+        nll = 0.0 * fx.sum()                                    # (stays in the graph if no term applies)
+        if comp.any():                                          # D_XYZ: -log Q_{Z|XY} (Eq. 4)
+            s = model.pair_scores(fx[comp], model.g(self.Y[idx[comp]]))
+            nll = nll - log_q_z_given_xy(s, self.log_rz).gather(1, z[comp, None]).sum()
+        miss = ~comp
+        if miss.any() and self.incomplete == "zero":            # ZP: g(y) := 0
+            s = model.pair_scores(fx[miss], fx.new_zeros(int(miss.sum()), self.k))
+            nll = nll - log_q_z_given_xy(s, self.log_rz).gather(1, z[miss, None]).sum()
+        elif miss.any() and self.incomplete == "marginalize":   # D_XZ: -log Q_{Z|X} (Eq. 5)
+            support = idx[comp] if self.y_support == "batch" else self.complete
+            if len(support):
+                gY = model.g(self.Y[support])
+                if self.y_support == "all_detached":                # y' as constants: Eq. 5 trains f and h only
+                    gY = gY.detach()
+                log_ry = torch.full((len(support),), -math.log(len(support)), device=fx.device)
+                lq = log_q_z_given_x(model.cross_scores(fx[miss], gY), self.log_rz, log_ry)
+                nll = nll - lq.gather(1, z[miss, None]).sum()
+        return nll / len(idx)
+
+    # ---------------------------------------------------------------------- seeds as a batch (plumbing)
+    def masked_loss(self, model, idx, has_y, complete):
+        """:meth:`loss` without data-dependent shapes, so that seeds can be
+        ``vmap``-ed: every row of the batch goes through both terms, each weighted by
+        whether the row has y (a missing y is zeroed before g, so it never enters the
+        network). The same value and gradients as :meth:`loss` (a test checks it); only for
+        encoders without BatchNorm, whose statistics would see the zeroed rows."""
+        comp = has_y[idx]
+        w_c = comp.to(self.X.dtype)
+        fx, z = model.f(self.X[idx]), self.labels[idx][:, None]
+        yb = self.Y[idx] * w_c.reshape(-1, *([1] * (self.Y.dim() - 1)))
+        gy = model.g(yb)
+        nll = -(log_q_z_given_xy(model.pair_scores(fx, gy), self.log_rz).gather(1, z).squeeze(1) * w_c).sum()
+        if self.incomplete == "zero":
+            s = model.pair_scores(fx, torch.zeros_like(gy))
+            nll = nll - (log_q_z_given_xy(s, self.log_rz).gather(1, z).squeeze(1) * (1 - w_c)).sum()
+        elif self.incomplete == "marginalize":
+            if self.y_support == "batch":                  # the batch's complete rows; -1e4 ~ weight 0
+                n_c = comp.sum()
+                log_ry = torch.where(comp, -torch.log(n_c.clamp(min=1).to(fx.dtype)), torch.full_like(w_c, -1e4))
+                w_m = (1 - w_c) * (n_c > 0).to(fx.dtype)
+            else:
+                gy = model.g(self.Y[complete])
+                if self.y_support == "all_detached":
+                    gy = gy.detach()
+                log_ry = torch.full((complete.shape[0],), -math.log(complete.shape[0]), device=fx.device)
+                w_m = 1 - w_c
+            lq = log_q_z_given_x(model.cross_scores(fx, gy), self.log_rz, log_ry)
+            nll = nll - (lq.gather(1, z).squeeze(1) * w_m).sum()
+        return nll / idx.shape[0]
+
+    def batchable(self) -> bool:
+        return self.backbone == "mlp"
+
+    def fit_seeds(self, data, presences: list, seeds: list[int], *, cfg=None, device=None) -> list["MLE"]:
+        """One fitted copy per seed, trained together (:func:`mmlib.train.fit_batched`)."""
+        members = []
+        for presence, seed in zip(presences, seeds):
+            m = copy.deepcopy(self)
+            m._setup(data, presence, seed, cfg, device)
+            m.model = MLENet(tuple(m.X.shape[1:]), tuple(m.Y.shape[1:]), m.n_classes, m.phi, m.k,
+                             m.backbone).to(m.device)
+            if len(m.complete) == 0 and m.incomplete != "zero":
+                raise ValueError(f"{m.name}: no training sample has {m.y!r}; Eq. 4/5 need some")
+            members.append(m)
+        if len({len(m.complete) for m in members}) != 1:
+            raise ValueError("fit_seeds needs the same number of complete samples at every seed")
+        first = members[0]
+        val = first.val
+
+        def val_logits(model):
+            return torch.cat([log_q_z_given_xy(model.pair_scores(model.f(first.X[v]), model.g(first.Y[v])), first.log_rz)
+                              for v in val.split(512)])
+
+        rows = [m.complete if m.incomplete == "discard" else m.train_idx for m in members]
+        models, histories = fit_batched(
+            [m.model for m in members], lambda model, idx, e: first.masked_loss(model, idx, e["has_y"], e["complete"]),
+            rows, [{"has_y": m.has_y, "complete": m.complete} for m in members], val_logits,
+            lambda out: (out.argmax(1) == first.labels[val]).float().mean(), first.cfg, list(seeds), desc=self.name)
+        for m, model, hist in zip(members, models, histories):
+            m.model, m.history = model, hist
+        return members
 
     @torch.no_grad()
     def _support(self, model):
