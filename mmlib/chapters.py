@@ -136,7 +136,7 @@ CHAPTERS = {c.name: c for c in [
                   "full": [{"missing_modality": ["image", "audio"], "missing_rate": [0.5, 0.8, 0.9, 0.95]},
                            {"dataset": ["affect"], "missing_modality": ["visual", "acoustic"],
                             "missing_rate": [0.8, 0.9, 0.95]}]},
-            page_params={"missing_modality": "image", "missing_rate": 0.95}, legacy=True),
+            page_params={"missing_modality": "image", "missing_rate": 0.95}),
     Chapter("avdigits_datasheet", "avdigits", "Data", "notebooks/avdigits_datasheet.ipynb",
             "book/datasheets/avdigits.ipynb", seeded=False),
     Chapter("affect_datasheet", "affect", "Data", "notebooks/affect_datasheet.ipynb",

@@ -187,7 +187,8 @@ def run_grid(data: MultimodalDataset, methods: list, settings: dict[str, dict], 
 
     Returns ``(frame, fitted)``; the frame has one row per (method, setting, seed, test
     pattern): ``method`` (its record name), ``setting``, ``seed``, ``test``, the metrics,
-    ``epochs_run``, ``best_epoch``, ``max_epochs``, ``fit_seconds`` and ``reused``.
+    ``epochs_run``, ``best_epoch``, ``max_epochs``, ``fit_seconds``, ``reused`` and ``path``
+    (the record's file in the store, e.g. to read its per-epoch ``history``).
     """
     import pandas as pd
     rows, fitted = [], {}
@@ -213,7 +214,8 @@ def run_grid(data: MultimodalDataset, methods: list, settings: dict[str, dict], 
                     rows.append({"method": rec["identity"]["method"], "setting": label, "seed": seed, "test": test,
                                  **ms, "epochs_run": sel["epochs_run"], "best_epoch": sel.get("best_epoch"),
                                  "max_epochs": rec["identity"]["train_config"]["epochs"],
-                                 "fit_seconds": rec["timings"]["fit_seconds"], "reused": m is None})
+                                 "fit_seconds": rec["timings"]["fit_seconds"], "reused": m is None,
+                                 "path": str(record_path(store, rec["identity"])) if store is not None else None})
                 if log:
                     how = "record read" if m is None else f"fitted in {rec['timings']['fit_seconds']:.1f} s"
                     log(f"{rec['identity']['method']} {label} seed {seed}: {how}")

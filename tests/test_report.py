@@ -145,3 +145,10 @@ def test_summary_and_labels():
     assert s.loc["lb", "n"] == 5 and s.loc["lb", "accuracy_mean"] == pytest.approx(0.402)
     assert s.loc["smil", "accuracy_ci"] == pytest.approx(2.776445 * 0.0158114 / math.sqrt(5), rel=1e-4)
     assert report.label("lower_bound") == "Lower-Bound" and report.label("nope") == "nope"
+
+
+def test_compare_series():
+    v = report.compare_series(pd.Series({0: 6.0, 1: 5.0, 2: 7.0}), pd.Series({0: 5.0, 1: 5.5, 2: 6.0}),
+                              claim="drops less", direction="<")
+    assert v.n == 3 and v.effect == pytest.approx(0.5) and v.verdict == "inconclusive"
+    assert report.compare_series(pd.Series({0: 1.0}), pd.Series({0: 2.0})).verdict == "not testable"
