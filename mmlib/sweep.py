@@ -64,13 +64,23 @@ def execute(src: Path, out: Path, params: dict, threads: int | None = None) -> f
     return time.perf_counter() - t0
 
 
+def describe_failure(e: Exception) -> str:
+    """One line a reader can act on: for a failed cell, its execution count and the
+    exception's name and message (papermill's own message starts with an empty line and a
+    coloured traceback); otherwise the exception's type and first line."""
+    if hasattr(e, "ename") and hasattr(e, "evalue"):
+        return f"cell [{getattr(e, 'exec_count', '?')}] raised {e.ename}: {str(e.evalue).strip().splitlines()[0] if str(e.evalue).strip() else ''}"
+    lines = [ln for ln in str(e).splitlines() if ln.strip()]
+    return f"{type(e).__name__}: {lines[0] if lines else ''}"
+
+
 def _run_point(args) -> dict:
     src, out, marker, params, threads = args
     try:
         seconds = execute(Path(src), Path(out), params, threads)
         status, error = "ok", None
     except Exception as e:                                   # keep going; report at the end
-        seconds, status, error = None, "failed", f"{type(e).__name__}: {str(e)[:2000]}"
+        seconds, status, error = None, "failed", describe_failure(e)
     info = {"params": params, "status": status, "seconds": seconds, "notebook": str(out),
             "error": error}
     if status == "ok":
@@ -174,15 +184,9 @@ def sweep_book(names: list[str] | None = None, prof: str = "default", jobs: int 
     log(f"[{', '.join(names)}] done in {time.perf_counter() - t0:.0f} s")
     failed = [i for i in infos if i["status"] == "failed"]
     if failed:
-        msg = "; ".join(f"[{i['chapter']}] {i['params']} -> {i['notebook']}: "
-                        f"{_last_line(i['error'])}" for i in failed)
+        msg = "; ".join(f"[{i['chapter']}] {i['params']} -> {i['notebook']}: {i['error']}" for i in failed)
         raise RuntimeError(f"{len(failed)} run(s) failed (executed notebooks kept as reports): {msg}")
     return infos
-
-
-def _last_line(error: str | None) -> str:
-    lines = [ln for ln in (error or "").splitlines() if ln.strip()]
-    return lines[-1] if lines else ""
 
 
 def run_chapter(name: str, prof: str = "default", jobs: int = 1, device: str = "auto",

@@ -57,3 +57,11 @@ def test_points_carry_seeds_as_the_chapter_takes_them():
     assert chapter("01_smil").points("quick")[0] == {"eta": 0.2, "figures": False, "seeds": [0]}
     assert chapter("01_smil").page_point("default")["seeds"] == sweep.profile("default")["seeds"]
     assert chapter("avdigits_datasheet").points("default") == []
+
+
+def test_failure_message_names_the_cell_and_the_exception():
+    class CellError(Exception):                       # the attributes papermill's error carries
+        exec_count, ename, evalue = 7, "ValueError", "missing_rate must be in [0, 1], got 1.5\nmore"
+    assert sweep.describe_failure(CellError("\n\x1b[31m---\ntraceback")) == \
+        "cell [7] raised ValueError: missing_rate must be in [0, 1], got 1.5"
+    assert sweep.describe_failure(RuntimeError("\nkernel died\n")) == "RuntimeError: kernel died"
