@@ -34,22 +34,12 @@ PROFILES = {
     "full": {"train": TrainConfig(epochs=300, patience=20), "seeds": list(range(10)), "backbone": "cnn"},
 }
 
-# The budgets of chapters not yet moved to this harness (Chapter.legacy): 3 seeds, a fixed
-# short budget. They go when chapters 01 and 02 and the datasheets move over.
-LEGACY_PROFILES = {
-    "quick": {"train": TrainConfig(epochs=2, patience=None, batch_size=128), "seeds": [0]},
-    "default": {"train": TrainConfig(epochs=12, patience=4), "seeds": [0, 1, 2]},
-    "full": {"train": TrainConfig(epochs=60, patience=10), "seeds": [0, 1, 2, 3, 4]},
-}
-
-
-def profile(name: str, legacy: bool = False) -> dict:
-    """A profile's training budget (``"train"``), seeds (``"seeds"``) and, on this
-    harness, encoders (``"backbone"``)."""
-    table = LEGACY_PROFILES if legacy else PROFILES
-    if name not in table:
-        raise ValueError(f"unknown profile {name!r}; use one of {sorted(table)}")
-    return table[name]
+def profile(name: str) -> dict:
+    """A profile's training budget (``"train"``), seeds (``"seeds"``) and encoders
+    (``"backbone"``)."""
+    if name not in PROFILES:
+        raise ValueError(f"unknown profile {name!r}; use one of {sorted(PROFILES)}")
+    return PROFILES[name]
 
 
 @dataclass
@@ -70,10 +60,9 @@ class Chapter:
     page_params: dict = field(default_factory=dict)
     seeded: bool = True
     per_seed: bool = False
-    legacy: bool = False
 
     def seeds(self, prof: str) -> list[int]:
-        return list(profile(prof, self.legacy)["seeds"])
+        return list(profile(prof)["seeds"])
 
     def points(self, prof: str) -> list[dict]:
         """The grid's parameter sets for a profile, seeds included as the chapter takes them."""
@@ -119,13 +108,13 @@ CHAPTERS = {c.name: c for c in [
                   "default": {"missing_rate": [0.5, 0.8, 0.9, 0.95]},
                   "full": {"missing_rate": [0.2, 0.5, 0.8, 0.9, 0.95]}},
             page_params={"missing_rate": 0.8}),
-    # the page (eta = 10%, with figures) reuses the grid's records and refits only the figures' models
+    # the page (eta = 10%, with figures) reads the grid's records and refits only the figures' models
     Chapter("01_smil", "SMIL: Bayesian meta-learning for severely missing modalities", "The papers",
             "notebooks/01_smil.ipynb", "book/chapters/01_smil.ipynb",
-            grid={"quick": {"eta": [0.2, 1.0], "figures": [False]},
-                  "default": {"eta": [0.05, 0.1, 0.2, 0.5, 1.0], "figures": [False]},
-                  "full": {"eta": [0.05, 0.1, 0.15, 0.2, 0.5, 1.0], "figures": [False]}},
-            page_params={"eta": 0.1}, legacy=True),
+            grid={"quick": {"eta": [0.2, 1.0]},
+                  "default": {"eta": [0.05, 0.1, 0.2, 0.5, 1.0]},
+                  "full": {"eta": [0.05, 0.1, 0.15, 0.2, 0.5, 1.0]}},
+            page_params={"eta": 0.1}),
     Chapter("02_mle", "MLE: maximum likelihood with a generalized softmax", "The papers",
             "notebooks/02_mle.ipynb", "book/chapters/02_mle.ipynb",
             grid={"quick": [{"missing_modality": ["image", "audio"], "missing_rate": [0.5, 0.95]},

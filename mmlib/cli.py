@@ -91,7 +91,7 @@ def main(argv=None) -> int:
             return 0
         ch = sweep.chapter(a.chapter)
         params = {"profile": a.profile, "device": a.device,
-                  "results_dir": f"book/records/{ch.name}" if ch.legacy else "book/records", **dict(a.param)}
+                  "results_dir": "book/records", **dict(a.param)}
         if a.data_root:
             params["data_root"] = a.data_root
         out = Path(a.output) if a.output else sweep.BOOK / "runs" / ch.name / f"{sweep.key(params)}.ipynb"

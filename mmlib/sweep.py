@@ -18,13 +18,7 @@ import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from pathlib import Path
 
-from .chapters import CHAPTERS, PROFILES, Chapter, chapter  # noqa: F401  (re-exported)
-from .chapters import profile as _profile
-
-
-def profile(name: str) -> dict:
-    """The budget of the chapters not yet on the v2 harness (their notebooks import this)."""
-    return _profile(name, legacy=True)
+from .chapters import CHAPTERS, PROFILES, Chapter, chapter, profile  # noqa: F401  (re-exported)
 from .results import key, write_json_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -111,15 +105,14 @@ def sweep_book(names: list[str] | None = None, prof: str = "default", jobs: int 
     as long), so the workers finish together. Failed runs are reported at the end (their
     executed notebooks are kept); everything else still runs. Returns one info per task.
     """
-    _profile(prof)
+    profile(prof)
     book = Path(book_dir)
     names = list(names or CHAPTERS)
     chapters = [chapter(n) for n in names]
     times = _timings(book)
     todo, infos, grid_left = [], [], {}
     for ch in chapters:
-        # the shared record store (chapters not yet on the v2 harness keep a folder of their own)
-        records = book.resolve() / "records" / (ch.name if ch.legacy else "")
+        records = book.resolve() / "records"                        # the record store every chapter shares
         records = records.relative_to(ROOT) if records.is_relative_to(ROOT) else records  # no machine paths in pages
         common = {"profile": prof, "device": device, "results_dir": str(records),
                   **({"data_root": data_root} if data_root else {}), **(extra or {})}
