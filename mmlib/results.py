@@ -133,7 +133,8 @@ def load_records(directory: str | Path, pattern: str = "*.json") -> pd.DataFrame
             continue
         r = read_record(p)
         ident = r["identity"]
-        base = {"dataset": ident["dataset"], "method": ident["method"], "seed": ident["seed"],
+        base = {"dataset": ident["dataset"], "data_fingerprint": ident.get("data_fingerprint"),
+                "method": ident["method"], "seed": ident["seed"],
                 "profile": ident.get("profile"), **{f"missing.{k}": v for k, v in
                                                     _flat(r.get("missing", ident.get("missing", {}))).items()},
                 **{f"config.{k}": v for k, v in _flat(ident.get("method_config") or {}).items()},
