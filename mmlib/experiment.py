@@ -150,10 +150,10 @@ def fit_seeds_batched(data: MultimodalDataset, method: str, method_kwargs: dict,
         if not record_path(records_dir, identity).is_file():
             todo.append((seed, presence, identity))
     groups = {}
-    for seed, presence, identity in todo:      # members of one batch need the same number of rows
+    for seed, presence, identity in todo:      # members of one batch need the same row counts
         used = proto.used_presence(data, presence)
-        n_rows = int(used.any(1).sum()) if used.shape[1] else len(used)
-        groups.setdefault(n_rows, []).append((seed, presence, identity))
+        key = (int(used.any(1).sum()) if used.shape[1] else len(used), tuple(used.sum(0).tolist()))
+        groups.setdefault(key, []).append((seed, presence, identity))
     device = get_device(device)
     fitted = 0
     for group in groups.values():

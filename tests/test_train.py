@@ -158,3 +158,17 @@ def test_run_grid_batches_seeds_and_writes_the_same_records(avdigits, tmp_path):
     assert a == pytest.approx(b, abs=2e-3)
     again, _ = run_grid(small, methods, settings, [0, 1], cfg, "cpu", store=tmp_path / "a")
     assert again["reused"].all()
+
+
+def test_seeds_with_different_counts_are_not_batched_together(avdigits, tmp_path):
+    """A random drop gives each seed its own count of samples per modality: such seeds are
+    fitted one by one (a batch needs equal counts, e.g. MLE's complete sets), and every seed
+    still gets its record."""
+    from mmlib.experiment import run_grid
+    small = avdigits.with_train_subset(200)
+    cfg = TrainConfig(epochs=1, batch_size=64, patience=None)
+    df, _ = run_grid(small, [("zp_concat", {"backbone": "mlp"})], {"drop": {"kind": "random_drop", "p": 0.5}},
+                     [0, 1, 2], cfg, "cpu", store=tmp_path)
+    assert sorted(df["seed"].unique()) == [0, 1, 2]
+    recs = [results.read_record(p) for p in tmp_path.glob("*.json")]
+    assert len(recs) == 3 and all(r["timings"]["batched_seeds"] == 1 for r in recs)
