@@ -49,7 +49,7 @@ class Chapter:
     ``grid[profile]`` is a dict of lists (their product) or a list of such dicts (their
     products joined): the settings the sweep runs before the page. ``page_params`` are the
     page run's settings. ``seeded`` chapters get the profile's ``seeds`` (a list) in every
-    run; ``per_seed`` chapters (older notebooks that take one ``seed``) get one run per seed.
+    run, and loop over them in one kernel.
     """
     name: str
     title: str
@@ -59,7 +59,6 @@ class Chapter:
     grid: dict = field(default_factory=dict)
     page_params: dict = field(default_factory=dict)
     seeded: bool = True
-    per_seed: bool = False
 
     def seeds(self, prof: str) -> list[int]:
         return list(profile(prof)["seeds"])
@@ -76,17 +75,12 @@ class Chapter:
             names = list(grid)
             for values in itertools.product(*(grid[n] for n in names)):
                 p = dict(zip(names, values))
-                if self.per_seed:
-                    pts += [{**p, "seed": s} for s in seeds]
-                else:
-                    pts.append({**p, **({"seeds": list(seeds)} if self.seeded else {})})
+                pts.append({**p, **({"seeds": list(seeds)} if self.seeded else {})})
         return pts
 
     def page_point(self, prof: str) -> dict:
         p = dict(self.page_params)
-        if self.per_seed:
-            p.setdefault("seed", self.seeds(prof)[0])
-        elif self.seeded:
+        if self.seeded:
             p["seeds"] = self.seeds(prof)
         return p
 

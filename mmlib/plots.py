@@ -52,10 +52,10 @@ def confusion(y_true, y_pred, class_names, ax=None, title: str = "", normalize: 
 
 
 def curves(df: pd.DataFrame, x: str, metric: str, hue: str, ax=None, title: str = "",
-           scale: float = 100.0, ylabel: str | None = None, err: str = "std"):
-    """Mean +- error of ``metric`` against ``x``, one line per ``hue`` value, from an
-    aggregated frame with ``<metric>_mean`` and ``<metric>_<err>`` columns (``err="ci"``:
-    the 95 % interval's half-width of :func:`mmlib.report.summary`)."""
+           scale: float = 100.0, ylabel: str | None = None, err: str = "ci"):
+    """Mean +- error of ``metric`` against ``x``, one line per ``hue`` value, from a frame
+    with ``<metric>_mean`` and ``<metric>_<err>`` columns (default: the 95 % interval's
+    half-width of :func:`mmlib.report.summary`)."""
     ax = ax or plt.gca()
     for name, g in df.sort_values(x).groupby(hue, sort=False):
         ax.errorbar(g[x], g[f"{metric}_mean"] * scale, yerr=g[f"{metric}_{err}"].fillna(0) * scale,

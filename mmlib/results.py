@@ -1,14 +1,17 @@
 """Run records and the tables made from them.
 
-A *record* is one JSON file per (dataset, method, missing pattern, seed, config) run:
-config, the presence matrix it trained with, metrics per test pattern, timings and the
-library versions. Records are written atomically (temp file + rename), so an interrupted
-run never leaves half a file, and a sweep can skip runs whose record exists.
+A *record* is one JSON file per fit (its identity: data, method and config, the part of
+the presence matrix it uses, seed, budget; see :func:`mmlib.experiment.run_identity`):
+the spec and presence matrix it trained with, metrics per test pattern, the per-epoch
+history, timings, versions and provenance. Records are written atomically (temp file +
+rename), so an interrupted run never leaves half a file, and a run whose record exists is
+read instead of refitted.
 
-Tables: :func:`load_records` flattens records into a pandas frame (one row per record x
-test pattern); :func:`aggregate` gives mean +- std over seeds; :func:`paper_table` reads a
-paper's own numbers (from ``mmlib/paper_tables``) and :func:`beside_paper` sets them next
-to ours, in columns that say which is which.
+:func:`load_records` flattens records into a pandas frame (one row per record x test
+pattern); :func:`paper_table` reads a paper's own numbers (from ``mmlib/paper_tables``),
+:func:`parse_setting` reads their ``setting`` column, and :func:`beside_paper` sets them
+next to ours, in columns that say which is which. Means, intervals and verdicts over seeds
+are :mod:`mmlib.report`'s.
 """
 from __future__ import annotations
 
@@ -155,22 +158,6 @@ def _flat(d: dict, prefix: str = "") -> dict:
         else:
             out[f"{prefix}{k}"] = v
     return out
-
-
-def aggregate(df: pd.DataFrame, by: list[str], metrics: list[str]) -> pd.DataFrame:
-    """Mean, std (ddof=1; 0 for a single seed) and number of seeds of each metric."""
-    if df.empty:
-        raise ValueError("no records to aggregate (has the sweep run?)")
-    g = df.groupby(by, dropna=False)[metrics]
-    out = g.mean().add_suffix("_mean").join(g.std(ddof=1).fillna(0.0).add_suffix("_std"))
-    out["n_seeds"] = df.groupby(by, dropna=False)["seed"].nunique()
-    return out.reset_index()
-
-
-def mean_std(df: pd.DataFrame, metric: str, scale: float = 1.0, digits: int = 1) -> pd.Series:
-    """``"91.2 ± 0.4"`` strings from the ``<metric>_mean`` / ``<metric>_std`` columns."""
-    return (df[f"{metric}_mean"] * scale).map(f"{{:.{digits}f}}".format) + " ± " + \
-        (df[f"{metric}_std"] * scale).map(f"{{:.{digits}f}}".format)
 
 
 def paper_table(name: str) -> pd.DataFrame:
