@@ -292,6 +292,11 @@ def verdict_table(verdicts: list[Verdict], digits: int = 1) -> pd.DataFrame:
 
 
 # ----------------------------------------------------------------------------- verdict records
+def verdicts_path(records_dir: str | Path, chapter: str) -> Path:
+    """Where a chapter's verdicts go: ``verdicts/<chapter>.json`` beside the record store."""
+    return Path(records_dir).parent / "verdicts" / f"{chapter}.json"
+
+
 def write_verdicts(path: str | Path, chapter: str, verdicts: list[Verdict], **context) -> Path:
     """One JSON file per chapter: ``{"chapter", "context", "verdicts": [...]}``."""
     for v in verdicts:

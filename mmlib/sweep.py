@@ -90,6 +90,16 @@ def _timings(book: Path) -> dict:
         return {}
 
 
+def rerun_text(chapter_name: str, records_dir: str | Path, prof: str) -> str:
+    """A sentence for a page's "Re-run this page" box: how many runs of the chapter the last
+    sweep recorded next to ``records_dir`` and their worker seconds ("" if none)."""
+    t = {k: v for k, v in _timings(Path(records_dir).parent).items() if k.startswith(f"{chapter_name}/")}
+    if not t:
+        return ""
+    return (f"In the last sweep on this machine its {len(t)} runs (grid and page) took {sum(t.values()):.0f} s "
+            f"of worker time ({prof} profile).")
+
+
 def _task_key(name: str, params: dict) -> str:
     return f"{name}/{key({k: v for k, v in params.items() if k not in ('device', 'results_dir', 'data_root')})}"
 

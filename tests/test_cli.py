@@ -64,3 +64,11 @@ def test_failure_message_names_the_cell_and_the_exception():
     assert sweep.describe_failure(CellError("\n\x1b[31m---\ntraceback")) == \
         "cell [7] raised ValueError: missing_rate must be in [0, 1], got 1.5"
     assert sweep.describe_failure(RuntimeError("\nkernel died\n")) == "RuntimeError: kernel died"
+
+
+def test_rerun_text_reads_the_last_sweeps_timings(tmp_path):
+    from mmlib.results import write_json_atomic
+    assert sweep.rerun_text("02_mle", tmp_path / "records", "default") == ""
+    write_json_atomic(tmp_path / "runs" / "timings.json", {"02_mle/a": 10.0, "02_mle/b": 5.4, "01_smil/c": 99.0})
+    assert sweep.rerun_text("02_mle", tmp_path / "records", "default").startswith("In the last sweep on this machine "
+                                                                              "its 2 runs (grid and page) took 15 s")

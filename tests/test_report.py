@@ -129,7 +129,8 @@ def test_fmt_and_table():
 def test_verdict_records_round_trip(tmp_path):
     df = _records()
     vs = [report.compare(df, {"method": "smil"}, {"method": "ae"}, "accuracy", claim="c1", setting="eta=10%")]
-    path = report.write_verdicts(tmp_path / "v.json", "01_smil", vs, profile="quick")
+    path = report.write_verdicts(report.verdicts_path(tmp_path / "records", "01_smil"), "01_smil", vs, profile="quick")
+    assert path == tmp_path / "verdicts" / "01_smil.json"
     back = report.read_verdicts(path)
     assert back[0].claim == "c1" and back[0].verdict == "reproduced" and back[0].n == 5
     tab = report.verdict_table(back)
