@@ -14,10 +14,16 @@ and arousal a in [-1, 1], and
   words of the VADER lexicon whose human valence ratings match v (with noise and
   occasional negation), embedded by all-MiniLM-L6-v2 (384-d, pooled);
 - acoustic (real speech synthesis, simulated emotion): the sentence spoken by espeak-ng
-  with speed, pitch and volume driven by a (and a little by v), random voices, noise;
+  with speed, pitch and volume driven by a and v (happy speech faster and higher, sad
+  speech slower, lower and quieter, angry speech louder), random voices, noise;
   50 frames x 14 features (13 MFCCs with log energy as c0, zero-crossing rate);
-- visual (simulated): 17 facial action-unit intensities over 30 frames, a few of them
-  driven weakly by v and a, most pure noise. No face data can be had offline.
+- visual (simulated): 17 facial action-unit intensities over 30 frames, eight of them
+  driven by v and a through each person's expressiveness and resting face, the other
+  nine pure noise. No face data can be had offline.
+
+Build 2 (this version) strengthened the valence in the prosody and the visual drive, so
+that every modality carries emotion above the majority-class floor (linear probes:
+lexical > acoustic > visual); build 1 left acoustic and visual at the floor.
 
 Labels: the sentiment score (v rounded to MOSI's 1/3 steps, regression) and a 4-class
 emotion (neutral, happy, sad, angry) from v and a. Voices are split by speaker: no voice
@@ -126,9 +132,12 @@ def acoustic_features(x: np.ndarray, snr_db: float, rng) -> np.ndarray:
 
 
 def visual_features(v: np.ndarray, a: np.ndarray, rng) -> np.ndarray:
-    """17 action units x 30 frames: AU12 (smile) ~ v+, AU4 (brow lowerer) ~ v- and a+,
-    AU1/AU15 (sadness) ~ v- and a-, AU5/AU26 (eyes, jaw) ~ a; the other 11 are noise.
-    Weak signal (0.25 per unit of the driver) under unit temporal noise."""
+    """17 action units x 30 frames. Drivers: AU12 (lip corner puller) and AU6 (cheek raiser)
+    ~ v+; AU4 (brow lowerer) and AU23 (lip tightener) ~ v- and a+ (anger); AU1 (inner brow
+    raiser) and AU15 (lip corner depressor) ~ v- and a- (sadness); AU5 (upper lid raiser)
+    and AU26 (jaw drop) ~ a; the other nine are noise. Each person has an expressiveness
+    gain (log-normal, sd 0.4) and a resting face (per-AU offset, sd 0.5); the expression
+    rises and falls over the clip under unit temporal noise. Drive: 1.5 per unit."""
     n = len(v)
     drive = np.zeros((n, N_AU))
     pos, neg = np.clip(v, 0, None) / 3, np.clip(-v, 0, None) / 3
@@ -138,10 +147,14 @@ def visual_features(v: np.ndarray, a: np.ndarray, rng) -> np.ndarray:
     drive[:, 3] = neg * (1 - a) / 2 * 1.4       # AU15
     drive[:, 4] = (a + 1) / 2                   # AU5
     drive[:, 5] = (a + 1) / 2                   # AU26
+    drive[:, 6] = pos * 0.8                     # AU6
+    drive[:, 7] = neg * (a + 1) / 2             # AU23
+    gain = np.exp(rng.normal(0, 0.4, (n, 1, 1)))           # how expressive this person is
+    rest = rng.normal(0, 0.5, (n, 1, N_AU))                # this person's resting face
     t = np.linspace(0, np.pi, AU_FRAMES)
     envelope = 0.3 + 0.7 * np.sin(t)            # expressions rise and fall over the clip
     noise = rng.normal(0, 1, (n, AU_FRAMES, N_AU)).cumsum(1) / np.sqrt(np.arange(1, AU_FRAMES + 1))[None, :, None]
-    return (0.25 * 3 * drive[:, None, :] * envelope[None, :, None] + noise).astype(np.float32)
+    return (1.5 * gain * drive[:, None, :] * envelope[None, :, None] + rest + noise).astype(np.float32)
 
 
 def main() -> None:
@@ -172,9 +185,9 @@ def main() -> None:
 
     texts = [sentence(v[i], rng, words, vals) for i in range(N)]
     voices = [f"{rng.choice(ACCENTS)}+{rng.choice(pools[split[i]])}" for i in range(N)]
-    speed = np.clip(160 + 50 * a + 10 * v + rng.normal(0, 12, N), 90, 280).astype(int)
-    pitch = np.clip(50 + 22 * a + 6 * v + rng.normal(0, 8, N), 0, 99).astype(int)
-    amp = np.clip(100 + 45 * a + rng.normal(0, 10, N), 30, 200).astype(int)
+    speed = np.clip(160 + 40 * a + 20 * v + rng.normal(0, 12, N), 90, 280).astype(int)
+    pitch = np.clip(50 + 18 * a + 12 * v + rng.normal(0, 8, N), 0, 99).astype(int)
+    amp = np.clip(100 + 40 * a + 10 * v + rng.normal(0, 10, N), 30, 200).astype(int)
     snr = rng.uniform(0, 15, N)
     noise_seeds = rng.integers(0, 2**31, N)
 
@@ -188,7 +201,7 @@ def main() -> None:
     lexical = model.encode(texts, batch_size=128, convert_to_numpy=True, normalize_embeddings=True)
     visual = visual_features(v, a, rng)
 
-    info = {"seed": SEED, "n": N, "emotions": EMOTIONS, "templates": TEMPLATES, "accents": ACCENTS,
+    info = {"build": 2, "seed": SEED, "n": N, "emotions": EMOTIONS, "templates": TEMPLATES, "accents": ACCENTS,
             "voices_per_split": [len(p) for p in pools], "lexicon_words": int(len(words)),
             "espeak_ng": subprocess.run(["espeak-ng", "--version"], capture_output=True,
                                         text=True).stdout.split("Data at")[0].strip(),
