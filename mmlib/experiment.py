@@ -171,6 +171,18 @@ def fit_seeds_batched(data: MultimodalDataset, method: str, method_kwargs: dict,
     return fitted
 
 
+# options that set the plumbing (encoders, which modality plays which role), not the variant
+PLUMBING = ("backbone", "sequence", "feat_dim", "hidden", "k", "x1", "x2")
+
+
+def variant_label(kwargs: dict) -> str:
+    """A grid entry's options as a short label, e.g. ``{"phi": "add", "support": "batch"}``
+    -> ``"phi=add, support=batch"`` (plumbing options such as the backbone left out)."""
+    def fmt(v):
+        return "+".join(map(str, v)) if isinstance(v, (list, tuple)) else str(v)
+    return ", ".join(f"{k}={fmt(v)}" for k, v in kwargs.items() if k not in PLUMBING)
+
+
 def run_grid(data: MultimodalDataset, methods: list, settings: dict[str, dict], seeds: list[int],
              cfg: TrainConfig, device=None, store=None, profile: str | None = None, keep=(),
              patterns=None, log=None, batch: bool = True) -> tuple["pd.DataFrame", dict]:
@@ -186,7 +198,9 @@ def run_grid(data: MultimodalDataset, methods: list, settings: dict[str, dict], 
     (:func:`fit_seeds_batched`; the same records up to rounding).
 
     Returns ``(frame, fitted)``; the frame has one row per (method, setting, seed, test
-    pattern): ``method`` (its record name), ``setting``, ``seed``, ``test``, the metrics,
+    pattern): ``method`` (its registry key), ``variant`` (the entry's options, see
+    :func:`variant_label`), ``config.<option>`` for every hyperparameter of the method
+    (lists joined by "+"), ``setting``, ``seed``, ``test``, the metrics,
     ``epochs_run``, ``best_epoch``, ``max_epochs``, ``fit_seconds``, ``reused`` and ``path``
     (the record's file in the store, e.g. to read its per-epoch ``history``).
     """
@@ -210,8 +224,11 @@ def run_grid(data: MultimodalDataset, methods: list, settings: dict[str, dict], 
                 if want:
                     fitted[(key, label)] = m
                 sel = rec["selection"]
+                conf = {f"config.{k}": "+".join(map(str, v)) if isinstance(v, list) else v
+                        for k, v in rec["identity"]["method_config"].items()}
                 for test, ms in rec["metrics"].items():
-                    rows.append({"method": rec["identity"]["method"], "setting": label, "seed": seed, "test": test,
+                    rows.append({"method": rec["identity"]["method"], "variant": variant_label(kwargs),
+                                 "setting": label, "seed": seed, "test": test, **conf,
                                  **ms, "epochs_run": sel["epochs_run"], "best_epoch": sel.get("best_epoch"),
                                  "max_epochs": rec["identity"]["train_config"]["epochs"],
                                  "fit_seconds": rec["timings"]["fit_seconds"], "reused": m is None,
@@ -222,12 +239,17 @@ def run_grid(data: MultimodalDataset, methods: list, settings: dict[str, dict], 
     return pd.DataFrame(rows), fitted
 
 
-def plateau(frame) -> "pd.DataFrame":
-    """Per method: how many runs stopped on a validation plateau (early stopping fired
-    before the epoch ceiling), the median best epoch and the ceiling."""
-    runs = frame.drop_duplicates(["method", "setting", "seed"])
-    runs = runs.assign(stopped=runs["epochs_run"] < runs["max_epochs"])
-    g = runs.groupby("method")
+def plateau(frame, label=None) -> "pd.DataFrame":
+    """Per method and variant: how many runs stopped on a validation plateau (early
+    stopping fired before the epoch ceiling), the median best epoch and the ceiling.
+    ``label(method, variant)`` names the rows (default: :func:`mmlib.report.label`)."""
+    from .report import label as default_label
+    label = label or default_label
+    keys = ["method", "variant"] if "variant" in frame else ["method"]
+    runs = frame.drop_duplicates(keys + ["setting", "seed"])
+    runs = runs.assign(stopped=runs["epochs_run"] < runs["max_epochs"],
+                       run=[label(*k) for k in zip(*(runs[c] for c in keys))])
+    g = runs.groupby("run", sort=False)
     return g.agg(runs=("stopped", "size"), on_plateau=("stopped", "sum"),
                  median_best_epoch=("best_epoch", "median"), median_epochs_run=("epochs_run", "median"),
                  max_epochs=("max_epochs", "max"))

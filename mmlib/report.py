@@ -313,15 +313,20 @@ def read_verdicts(path: str | Path) -> list[Verdict]:
 
 
 # ----------------------------------------------------------------------------- names
-# One display name per method record name, used by every table and legend of the book.
+# One display name per method (its registry key), or per "key[variant]" where a variant has
+# its own name, used by every table and legend of the book.
 LABELS = {
     "lower_bound": "Lower-Bound", "upper_bound": "Upper-Bound", "zp_concat": "Zero padding (concat)",
-    "zp_sum": "Zero padding (sum)", "late_fusion": "Late fusion", "unimodal_image": "image only",
-    "unimodal_audio": "audio only", "ae_impute": "AE imputation", "gan_impute": "GAN imputation",
+    "zp_sum": "Zero padding (sum)", "late_fusion": "Late fusion", "unimodal[use=image]": "image only",
+    "unimodal[use=audio]": "audio only", "ae_impute": "AE imputation", "gan_impute": "GAN imputation",
     "mvae": "MVAE", "smil": "SMIL",
 }
 
 
-def label(name: str) -> str:
-    """The display name of a method record name (the name itself when it has none)."""
-    return LABELS.get(name, name)
+def label(method: str, variant: str = "") -> str:
+    """The display name of a method and variant (see ``experiment.variant_label``): its
+    own name if it has one, else the method's name with the variant in brackets."""
+    if variant and f"{method}[{variant}]" in LABELS:
+        return LABELS[f"{method}[{variant}]"]
+    base = LABELS.get(method, method)
+    return f"{base} ({variant})" if variant else base

@@ -73,10 +73,35 @@ def batches(idx: torch.Tensor, batch_size: int, generator: torch.Generator | Non
     return idx.split(batch_size)
 
 
+class Checkpoint:
+    """Model selection on the validation split: keeps the state of the best epoch so far and
+    says when ``patience`` epochs have passed without a better score (a plateau).
+
+    ``update(epoch, score, snapshot)`` returns True when training should stop;
+    ``snapshot()`` is called only on a new best (e.g. a copy of the state dict)."""
+
+    def __init__(self, patience: int | None):
+        self.patience = patience
+        self.best, self.epoch, self.state = -math.inf, -1, None
+
+    def update(self, epoch: int, score: float, snapshot: Callable[[], dict]) -> bool:
+        if score > self.best:
+            self.best, self.epoch, self.state = score, epoch, snapshot()
+        return self.patience is not None and epoch - self.epoch >= self.patience
+
+    def restore(self, model: nn.Module, strict: bool = True) -> nn.Module:
+        """Load the best state into ``model`` (in eval mode)."""
+        if self.state is not None:
+            model.load_state_dict(self.state, strict=strict)
+        return model.eval()
+
+
 def fit(model: torch.nn.Module, loss_fn: Callable[[torch.nn.Module, torch.Tensor], torch.Tensor],
         train_idx: torch.Tensor, val_score: Callable[[torch.nn.Module], float], cfg: TrainConfig,
         seed: int = 0, params=None, desc: str = "train", epoch_start=None) -> tuple[torch.nn.Module, list[dict]]:
-    """Train ``model`` with Adam on batches of ``train_idx``.
+    """Train ``model`` with Adam on batches of ``train_idx`` (the single-loss case; a method
+    with its own algorithm writes its loop from :func:`batches`, :func:`adam` and
+    :class:`Checkpoint`, as SMIL's Algorithm 1 does).
 
     ``loss_fn(model, idx)`` returns the mean loss of the samples ``idx`` (indices into the
     dataset's tensors, on the device); ``val_score(model)`` returns a validation score,
@@ -87,7 +112,7 @@ def fit(model: torch.nn.Module, loss_fn: Callable[[torch.nn.Module, torch.Tensor
     """
     gen = torch.Generator().manual_seed(seed)
     opt = adam(model.parameters() if params is None else params, cfg)
-    best, best_state, best_epoch, history = -float("inf"), None, -1, []
+    keeper, history = Checkpoint(cfg.patience), []
     bar = tqdm(range(cfg.epochs), desc=desc, disable=not cfg.progress, leave=False)
     for epoch in bar:
         t0 = time.perf_counter()
@@ -107,16 +132,10 @@ def fit(model: torch.nn.Module, loss_fn: Callable[[torch.nn.Module, torch.Tensor
             score = float(val_score(model))
         history.append({"epoch": epoch, "train_loss": total / max(count, 1), "val_score": score,
                         "seconds": time.perf_counter() - t0})
-        if score > best:
-            best, best_epoch = score, epoch
-            best_state = copy.deepcopy(model.state_dict())
         bar.set_postfix(loss=f"{total / max(count, 1):.3f}", val=f"{score:.3f}")
-        if cfg.patience is not None and epoch - best_epoch >= cfg.patience:
+        if keeper.update(epoch, score, lambda: copy.deepcopy(model.state_dict())):
             break
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    model.eval()
-    return model, history
+    return keeper.restore(model), history
 
 
 # ----------------------------------------------------------------------------- dropout streams
@@ -219,8 +238,7 @@ def fit_batched(models: list[nn.Module], loss_fn: Callable, rows: list[torch.Ten
 
     step = vmap(member_loss)
     val = vmap(member_val)
-    best = [-math.inf] * S
-    best_epoch, best_state = [-1] * S, [None] * S
+    keepers = [Checkpoint(cfg.patience) for _ in range(S)]
     stopped, histories = [False] * S, [[] for _ in range(S)]
     n = len(rows[0])
     for epoch in range(cfg.epochs):
@@ -246,15 +264,9 @@ def fit_batched(models: list[nn.Module], loss_fn: Callable, rows: list[torch.Ten
             score = float(val_score(logits[s]))
             histories[s].append({"epoch": epoch, "train_loss": float(totals[s]) / n, "val_score": score,
                                  "seconds": seconds, "batched": S})
-            if score > best[s]:
-                best[s], best_epoch[s] = score, epoch
-                best_state[s] = {k: v[s].detach().clone() for k, v in params.items()}
-            if cfg.patience is not None and epoch - best_epoch[s] >= cfg.patience:
-                stopped[s] = True
+            stopped[s] = keepers[s].update(epoch, score, lambda: {k: v[s].detach().clone() for k, v in params.items()})
         if all(stopped):
             break
-    for s, m in enumerate(models):
-        if best_state[s] is not None:
-            m.load_state_dict(best_state[s], strict=False)
-        m.eval()
+    for keeper, m in zip(keepers, models):
+        keeper.restore(m, strict=False)
     return models, histories

@@ -92,7 +92,7 @@ def test_baselines_run_and_refuse_what_the_paper_refuses(small):
     cfg = TrainConfig(epochs=1, patience=None)
     for name in ["mle_lb", "mle_zp", "hgr", "ae1", "ae2"]:
         m = make_method(name, phi="add", backbone="mlp").fit(small, P, seed=0, cfg=cfg, device="cpu")
-        assert m.x == "audio" and m.y == "image"                    # inferred from the presence matrix
+        assert m.x1 == "audio" and m.x2 == "image"                    # inferred from the presence matrix
         out = m.predict(small, "test", masks.pattern(1000, small.modality_names, ["audio"]))
         assert out.shape == (1000, 10) and torch.isfinite(out).all()
     with pytest.raises(ValueError, match="outer product"):
@@ -100,7 +100,7 @@ def test_baselines_run_and_refuse_what_the_paper_refuses(small):
     with pytest.raises(ValueError, match="unknown phi"):
         make_method("mle", phi="product")
     m = make_method("mle", backbone="mlp").fit(small, P, seed=0, cfg=cfg, device="cpu")
-    with pytest.raises(ValueError, match="x='audio' present"):
+    with pytest.raises(ValueError, match="x1='audio' present"):
         m.predict(small, "test", masks.pattern(1000, small.modality_names, ["image"]))
     P2 = masks.independent(300, small.modality_names, {"image": 0.3, "audio": 0.3}, seed=0)
     with pytest.raises(ValueError, match="no modality is present in every training sample"):
@@ -108,18 +108,18 @@ def test_baselines_run_and_refuse_what_the_paper_refuses(small):
 
 
 @pytest.mark.parametrize("name,kw", [("mle", {"phi": "add"}), ("mle", {"phi": "outer"}),
-                                     ("mle", {"phi": "add", "y_support": "batch"}),
-                                     ("mle", {"phi": "add", "y_support": "all_detached"}),
+                                     ("mle", {"phi": "add", "support": "batch"}),
+                                     ("mle", {"phi": "add", "support": "all_detached"}),
                                      ("mle_zp", {"phi": "concat"}), ("mle_lb", {"phi": "add"})])
 def test_masked_loss_equals_the_readable_loss(small, name, kw):
     """The batched (vmap-able) loss is Eq. 2 as `loss` writes it: same value, same gradients."""
     P = masks.keep_fraction(300, small.modality_names, {"audio": 0.2}, seed=0)
     m = make_method(name, backbone="mlp", **kw).fit(small, P, seed=0, cfg=TrainConfig(epochs=1), device="cpu")
     m.model.eval()                                        # no dropout: both see the same network
-    for idx in [m.train_idx[:64], m.complete[:5], m.train_idx[~m.has_y[m.train_idx]][:7]]:
+    for idx in [m.train_idx[:64], m.complete[:5], m.train_idx[~m.has_x2[m.train_idx]][:7]]:
         a = m.loss(m.model, idx)
         ga = torch.autograd.grad(a, list(m.model.parameters()), allow_unused=True)
-        b = m.masked_loss(m.model, idx, m.has_y, m.complete)
+        b = m.masked_loss(m.model, idx, m.has_x2, m.complete)
         gb = torch.autograd.grad(b, list(m.model.parameters()), allow_unused=True)
         assert torch.allclose(a, b, atol=1e-5)
         for x, y in zip(ga, gb):
@@ -130,7 +130,7 @@ def test_mle_seeds_as_a_batch_equal_their_own_fits(small):
     cfg = TrainConfig(epochs=3, patience=1)
     seeds = [0, 1, 2]
     Ps = [masks.keep_fraction(300, small.modality_names, {"audio": 0.2}, seed=s) for s in seeds]
-    for kw in [{"phi": "outer"}, {"phi": "add", "y_support": "batch"}]:
+    for kw in [{"phi": "outer"}, {"phi": "add", "support": "batch"}]:
         seq = [make_method("mle", backbone="mlp", **kw).fit(small, P, seed=s, cfg=cfg, device="cpu")
                for P, s in zip(Ps, seeds)]
         bat = make_method("mle", backbone="mlp", **kw).fit_seeds(small, Ps, seeds, cfg=cfg, device="cpu")

@@ -140,7 +140,7 @@ def test_generative_baselines_impute_and_classify(avdigits):
         assert "image" in res and "image+audio" in res
         assert res["image+audio"]["accuracy"] > 0.25, name
         if name != "mvae":
-            assert m.targets == ["audio"] and m.cond == ["image"]
+            assert m.targets == ["audio"] and m.sources == ["image"]
             assert m.val_mse["audio"] < 1.5                   # standardized MFCCs: variance about 1
 
 

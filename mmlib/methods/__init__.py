@@ -13,16 +13,28 @@ being predicted (default: every modality present). One harness can run any metho
 """
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 
 from ..data import MultimodalDataset
 
 
 class Method:
-    """Base class: subclasses implement ``fit``, ``predict`` and ``embed``."""
+    """Base class: subclasses implement ``fit``, ``predict`` and ``embed``.
+
+    A method is a dataclass whose fields are its hyperparameters (``name``, the registry
+    key, aside): :meth:`config` reads them, so a record's method identity is
+    ``(name, config())`` and nothing else. State made by ``fit`` (networks, history) is set
+    as plain attributes. Methods declare what they read: ``used`` (modalities the fit
+    reads) and ``required`` (modalities every predicted row must have), set by ``fit``.
+    """
 
     name = "method"
     history: list[dict]
+
+    def __post_init__(self):
+        self.history = []
 
     def fit(self, data: MultimodalDataset, presence: torch.Tensor, *, seed: int = 0, cfg=None,
             device=None) -> "Method":
@@ -35,7 +47,8 @@ class Method:
         raise NotImplementedError
 
     def config(self) -> dict:
-        return {}
+        """The hyperparameters: every dataclass field but ``name``."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "name"}
 
     def used_presence(self, data: MultimodalDataset, presence: torch.Tensor) -> torch.Tensor:
         """The part of the training presence matrix this method's fit depends on (default:

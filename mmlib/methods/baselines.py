@@ -16,86 +16,18 @@ with the task's loss, selected on the validation split with every (used) modalit
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from ..data import MultimodalDataset
 from ..models import MultimodalNet, noise_stream
 from ..train import DropoutStream, TrainConfig, fit, fit_batched, get_device, seed_everything
-from . import Method, decide
+from . import Method
+from .common import EVAL_CHUNK, full_presence, task_loss, validation_score
 
 
-# evaluation batch: 256 samples keep a small network's activations in cache (faster on a CPU
-# than 1000 at once, the same numbers)
-EVAL_CHUNK = 256
-
-
-def task_loss(task: str, out: torch.Tensor, y: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
-    """Cross-entropy, binary cross-entropy (multilabel) or L1 (regression, as the MOSI
-    papers). ``reduction="none"`` gives one loss per sample."""
-    if task == "multiclass":
-        loss = F.cross_entropy(out, y, reduction="none")
-    elif task == "multilabel":
-        loss = F.binary_cross_entropy_with_logits(out, y.float(), reduction="none").mean(1)
-    else:
-        loss = F.l1_loss(out.squeeze(-1), y.float(), reduction="none")
-    return loss.mean() if reduction == "mean" else loss
-
-
-def validation_score(task: str, out: torch.Tensor, y: torch.Tensor) -> float:
-    """Higher is better: accuracy, micro-F1 (multilabel) or minus MAE (regression)."""
-    pred = decide(task, out)
-    if task == "multiclass":
-        return float((pred == y).float().mean())
-    if task == "multilabel":
-        tp = (pred * y).sum()
-        return float(2 * tp / (pred.sum() + y.sum()).clamp(min=1))
-    return -float((pred - y).abs().mean())
-
-
-def full_presence(data: MultimodalDataset, split: str, presence=None) -> torch.Tensor:
-    """The presence matrix of a split's rows: as given, or all modalities present."""
-    n = len(data.splits[split])
-    if presence is None:
-        return torch.ones(n, len(data.modalities), dtype=torch.bool)
-    presence = torch.as_tensor(presence, dtype=torch.bool)
-    if presence.shape != (n, len(data.modalities)):
-        raise ValueError(f"presence for split {split!r} must have shape {(n, len(data.modalities))} "
-                         f"(rows x modalities {data.modality_names}), got {tuple(presence.shape)}")
-    return presence
-
-
-def two_roles(data: MultimodalDataset, presence: torch.Tensor, x: str | None, y: str | None, who: str):
-    """For two-modality methods (MLE, SMIL): the always-present modality x and the
-    incomplete one y -- as given, or inferred from the training presence matrix.
-    Returns (x, y, column of x, column of y)."""
-    names = data.modality_names
-    if x is None or y is None:
-        if len(names) != 2:
-            raise ValueError(f"{who}: name x and y for a dataset with modalities {names}")
-        always = [m for j, m in enumerate(names) if bool(presence[:, j].all())]
-        if not always:
-            raise ValueError(f"{who}: no modality is present in every training sample; "
-                             "it needs one always-present modality x")
-        x = always[0]
-        y = [m for m in names if m != x][0]
-    ix, iy = names.index(data.check_modality(x)), names.index(data.check_modality(y))
-    if not bool(presence[:, ix].all()):
-        raise ValueError(f"{who}: modality x={x!r} must be present in every training sample")
-    return x, y, ix, iy
-
-
-def two_rows(data: MultimodalDataset, split: str, presence, ix: int, iy: int, who: str, device):
-    """The rows of ``split`` (on ``device``) and whether each has y, for a two-modality
-    method that needs x (column ``ix``) in every row it predicts."""
-    idx = data.splits[split].to(device)
-    p = full_presence(data, split, presence)
-    if not bool(p[:, ix].all()):
-        raise ValueError(f"{who} predicts with x={data.modality_names[ix]!r} present; some rows of {split!r} lack it")
-    return idx, p[:, iy].to(device)
-
-
+@dataclass(eq=False)
 class FusionBaseline(Method):
     """A :class:`MultimodalNet` over ``use`` modalities (None: all) trained on the training
     rows that have at least one of them, missing inputs zeroed.
@@ -103,18 +35,14 @@ class FusionBaseline(Method):
     ``ignore_missing=True`` trains as if nothing were missing (the upper bound).
     ``use="always_present"`` picks the modalities present in every training sample.
     """
-
-    def __init__(self, name: str, fusion: str = "concat", use=None, ignore_missing: bool = False,
-                 feat_dim: int = 64, hidden: int = 64, backbone: str = "cnn", sequence: str = "pooled"):
-        self.name, self.fusion, self.use = name, fusion, use
-        self.ignore_missing, self.feat_dim, self.hidden = ignore_missing, feat_dim, hidden
-        self.backbone, self.sequence = backbone, sequence
-        self.history: list[dict] = []
-
-    def config(self) -> dict:
-        return {"fusion": self.fusion, "use": self.use, "ignore_missing": self.ignore_missing,
-                "feat_dim": self.feat_dim, "hidden": self.hidden, "backbone": self.backbone,
-                "sequence": self.sequence}
+    name: str = "zp_concat"
+    fusion: str = "concat"
+    use: list | str | None = None
+    ignore_missing: bool = False
+    feat_dim: int = 64
+    hidden: int = 64
+    backbone: str = "cnn"
+    sequence: str = "pooled"
 
     def used_presence(self, data: MultimodalDataset, presence: torch.Tensor) -> torch.Tensor:
         """The part of the training presence matrix the fit depends on: the columns of the
@@ -240,5 +168,5 @@ BASELINES = {
     "zp_sum": lambda **kw: FusionBaseline("zp_sum", fusion="sum", **kw),
     "late_fusion": lambda **kw: FusionBaseline("late_fusion", fusion="late", **kw),
     # a network on chosen modalities only, e.g. make_method("unimodal", use=["audio"])
-    "unimodal": lambda use, **kw: FusionBaseline("unimodal_" + "+".join(use), use=list(use), **kw),
+    "unimodal": lambda use, **kw: FusionBaseline("unimodal", use=list(use), **kw),
 }

@@ -21,6 +21,7 @@
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -30,7 +31,8 @@ from ..data import MultimodalDataset
 from ..models import MLP, encode, make_encoder
 from ..train import TrainConfig, fit, get_device, seed_everything
 from . import Method
-from .baselines import FusionBaseline, full_presence, task_loss, validation_score
+from .baselines import FusionBaseline
+from .common import full_presence, task_loss, validation_score
 
 
 def _flat(data: MultimodalDataset, names: list[str], device) -> torch.Tensor:
@@ -38,23 +40,25 @@ def _flat(data: MultimodalDataset, names: list[str], device) -> torch.Tensor:
 
 
 # --------------------------------------------------------------------------- imputation
+@dataclass(eq=False)
 class Impute(Method):
-    """Generate the missing modalities from the always-present ones, then train the fusion
-    network on completed data. ``generator="ae"`` or ``"gan"``."""
+    """Generate the missing modalities from the always-present ones (or ``cond``), then
+    train the fusion network (``backbone``, ``feat_dim``, ``hidden``, ``sequence``: as
+    :class:`FusionBaseline`) on completed data. ``generator="ae"`` or ``"gan"``."""
+    name: str = "ae_impute"
+    generator: str = "ae"
+    cond: list | None = None
+    rec_weight: float = 10.0
+    noise_dim: int = 16
+    feat_dim: int = 64
+    hidden: int = 64
+    backbone: str = "cnn"
+    sequence: str = "pooled"
 
-    def __init__(self, generator: str = "ae", cond: list[str] | None = None, rec_weight: float = 10.0,
-                 noise_dim: int = 16, **fusion_kw):
-        if generator not in ("ae", "gan"):
-            raise ValueError(f"unknown generator {generator!r}; use 'ae' or 'gan'")
-        self.generator, self.cond_arg, self.rec_weight, self.noise_dim = generator, cond, rec_weight, noise_dim
-        self.fusion_kw = fusion_kw
-        self.name = f"{generator}_impute"
-        self.history: list[dict] = []
-
-    def config(self) -> dict:
-        return {"generator": self.generator, "cond": self.cond_arg, "rec_weight": self.rec_weight,
-                "noise_dim": self.noise_dim,
-                **self.fusion_kw}
+    def __post_init__(self):
+        super().__post_init__()
+        if self.generator not in ("ae", "gan"):
+            raise ValueError(f"unknown generator {self.generator!r}; use 'ae' or 'gan'")
 
     def fit(self, data, presence, *, seed=0, cfg=None, device=None):
         cfg = cfg or TrainConfig()
@@ -63,16 +67,16 @@ class Impute(Method):
         presence = full_presence(data, "train", presence)
         names = data.modality_names
         always = [m for j, m in enumerate(names) if bool(presence[:, j].all())]
-        self.cond = always if self.cond_arg is None else [data.check_modality(m) for m in self.cond_arg]
-        if not self.cond:
+        self.sources = always if self.cond is None else [data.check_modality(m) for m in self.cond]
+        if not self.sources:
             raise ValueError(f"{self.name}: no modality is present in every training sample to generate from")
-        if not set(self.cond) <= set(always):
-            raise ValueError(f"{self.name}: generates from {self.cond}, which must be present in every training sample")
+        if not set(self.sources) <= set(always):
+            raise ValueError(f"{self.name}: generates from {self.sources}, which must be present in every training sample")
         self.targets = [m for j, m in enumerate(names)      # the others (with a few examples), e.g. audio
-                        if m not in self.cond and bool(presence[:, j].any())]
-        self.required, self.used = list(self.cond), list(self.cond) + self.targets
+                        if m not in self.sources and bool(presence[:, j].any())]
+        self.required, self.used = list(self.sources), list(self.sources) + self.targets
         train = data.splits["train"].to(dev)
-        C = _flat(data, self.cond, dev)
+        C = _flat(data, self.sources, dev)
         self.gens, self.val_mse, completed = {}, {}, {m: x.clone() for m, x in data.modalities.items()}
         for m in self.targets:
             j = names.index(m)
@@ -84,7 +88,8 @@ class Impute(Method):
                 completed[m][miss.cpu()] = self._generate(m, C[miss]).reshape(-1, *data.modalities[m].shape[1:]).cpu()
         done = MultimodalDataset(data.name, completed, data.y, data.task, data.class_names, data.splits, data.info,
                                  data.lengths)
-        self.clf = FusionBaseline(self.name, fusion="concat", use=self.used, ignore_missing=True, **self.fusion_kw)
+        self.clf = FusionBaseline(self.name, fusion="concat", use=self.used, ignore_missing=True, feat_dim=self.feat_dim,
+                                  hidden=self.hidden, backbone=self.backbone, sequence=self.sequence)
         self.clf.fit(done, None, seed=seed, cfg=cfg, device=dev)
         self.history = self.clf.history
         return self
@@ -150,7 +155,7 @@ class Impute(Method):
                 raise ValueError(f"{self.name} generates from {self.required}; some rows of {split!r} lack {m!r}")
         idx = data.splits[split]
         mods = {m: x.clone() for m, x in data.modalities.items()}
-        C = _flat(data, self.cond, self.device)
+        C = _flat(data, self.sources, self.device)
         for m in self.targets:
             miss = idx[~p[:, names.index(m)]]
             if len(miss):
@@ -193,6 +198,7 @@ class MVAENet(nn.Module):
         return num / prec, -prec.log()
 
 
+@dataclass(eq=False)
 class MVAE(Method):
     """MVAE trained on the training samples (with their missing modalities), frozen, then a
     linear classifier on the posterior mean. The VAE may train up to ``epochs_factor`` times
@@ -201,19 +207,18 @@ class MVAE(Method):
     the KL weight annealed from 0 to beta over its first ``anneal_epochs`` epochs, then early
     stopping on the validation ELBO with the budget's patience."""
 
-    name = "mvae"
+    name: str = "mvae"
+    z_dim: int = 64
+    backbone: str = "mlp"
+    beta: float = 1.0
+    anneal: bool = True
+    epochs_factor: int = 3
+    anneal_epochs: int = 20
 
-    def __init__(self, z_dim: int = 64, backbone: str = "mlp", beta: float = 1.0, anneal: bool = True,
-                 epochs_factor: int = 3, anneal_epochs: int = 20):
-        if epochs_factor < 1:
-            raise ValueError(f"epochs_factor must be at least 1, got {epochs_factor}")
-        self.z_dim, self.backbone, self.beta, self.anneal = z_dim, backbone, beta, anneal
-        self.epochs_factor, self.anneal_epochs = epochs_factor, anneal_epochs
-        self.history: list[dict] = []
-
-    def config(self) -> dict:
-        return {"z_dim": self.z_dim, "backbone": self.backbone, "beta": self.beta, "anneal": self.anneal,
-                "epochs_factor": self.epochs_factor, "anneal_epochs": self.anneal_epochs}
+    def __post_init__(self):
+        super().__post_init__()
+        if self.epochs_factor < 1:
+            raise ValueError(f"epochs_factor must be at least 1, got {self.epochs_factor}")
 
     def fit(self, data, presence, *, seed=0, cfg=None, device=None):
         cfg = cfg or TrainConfig()
@@ -301,7 +306,7 @@ class MVAE(Method):
 
 
 METHODS = {
-    "ae_impute": lambda **kw: Impute("ae", **kw),
-    "gan_impute": lambda **kw: Impute("gan", **kw),
+    "ae_impute": lambda **kw: Impute("ae_impute", "ae", **kw),
+    "gan_impute": lambda **kw: Impute("gan_impute", "gan", **kw),
     "mvae": lambda **kw: MVAE(**kw),
 }

@@ -4,7 +4,9 @@ Fei Ma, Xiangxiang Xu, Shao-Lun Huang, Lin Zhang (2021), arXiv:2108.10513. No of
 code exists; this file implements the paper's text, top to bottom.
 
 Setting (Sec. 2.1). Two modalities: ``x`` is always observed, ``y`` is missing in part of
-the training set; ``z`` is the class. The training set splits into the modality-complete
+the training set; ``z`` is the class. The equations below keep the paper's letters; in the
+code's options the two modalities are ``x1`` (the paper's x) and ``x2`` (the paper's y),
+since ``y`` is the label everywhere else in the book. The training set splits into the modality-complete
 set D_XYZ (n_c samples) and the modality-missing set D_XZ (n_m samples).
 
 The model (Sec. 2.2, Fig. 2-3). Feature networks f(x), g(y) (k-dimensional), a label
@@ -26,7 +28,7 @@ where s(x, y, z) = phi(f(x), g(y))^T h(z) and y' runs over the y of the complete
 
 trained end to end. We average it over each batch.
 
-The sum over y' (Eq. 5). ``y_support="all"`` (default) recomputes g on *every* complete
+The sum over y' (Eq. 5). ``support="all"`` (default) recomputes g on *every* complete
 training sample at every step (with gradients), which is Eq. 5 exactly; ``"batch"``
 uses only the complete samples of the current batch (cheaper, noisier; a batch with none
 contributes no Eq. 5 term); ``"all_detached"`` uses every complete sample but treats
@@ -49,6 +51,7 @@ from __future__ import annotations
 
 import copy
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -57,7 +60,7 @@ from torch import nn
 from ..models import MLP, make_encoder, noise_stream
 from ..train import DropoutStream, TrainConfig, fit, fit_batched, get_device, seed_everything
 from . import Method
-from .baselines import full_presence, two_roles, two_rows
+from .common import full_presence, two_roles, two_rows
 
 PHIS = ("add", "concat", "outer")
 
@@ -118,29 +121,30 @@ def log_q_z_given_x(s3: torch.Tensor, log_rz: torch.Tensor, log_ry: torch.Tensor
     return num - num.logsumexp(1, keepdim=True)
 
 
+@dataclass(eq=False)
 class _TwoModality(Method):
-    """Shared set-up: which modality is x (always present) and which is y."""
-
-    def __init__(self, x: str | None = None, y: str | None = None):
-        self.x, self.y = x, y
-        self.history: list[dict] = []
+    """Shared set-up: which modality is x1 (always present: the paper's x) and which is x2
+    (incomplete: the paper's y). In this file ``X`` holds x1 and ``X2`` holds x2; the
+    label (the paper's z) is ``labels``."""
+    x1: str | None = None
+    x2: str | None = None
 
     def _setup(self, data, presence, seed, cfg, device):
         self.cfg = cfg or TrainConfig()
         self.device = get_device(device)
         seed_everything(seed)
         presence = full_presence(data, "train", presence)
-        self.x, self.y, ix, iy = two_roles(data, presence, self.x, self.y, self.name)
-        self.ix, self.iy, self.required = ix, iy, [self.x]
+        self.x1, self.x2, ix, iy = two_roles(data, presence, self.x1, self.x2, self.name)
+        self.ix, self.iy, self.required = ix, iy, [self.x1]
         dev = self.device
         train = data.splits["train"].to(dev)
-        self.X = data.modalities[self.x].to(dev)
-        self.Y = data.modalities[self.y].to(dev)
+        self.X = data.modalities[self.x1].to(dev)
+        self.X2 = data.modalities[self.x2].to(dev)
         self.labels = data.y.to(dev)
-        self.has_y = torch.zeros(len(data), dtype=torch.bool, device=dev)
-        self.has_y[train] = presence[:, iy].to(dev)
+        self.has_x2 = torch.zeros(len(data), dtype=torch.bool, device=dev)
+        self.has_x2[train] = presence[:, iy].to(dev)
         self.train_idx = train
-        self.complete = train[self.has_y[train]]
+        self.complete = train[self.has_x2[train]]
         self.n_classes = data.n_classes
         counts = torch.bincount(self.labels[train], minlength=data.n_classes).float()
         self.log_rz = torch.log(counts / counts.sum()).clamp(min=-30)     # R_Z: all training labels
@@ -154,50 +158,49 @@ class _TwoModality(Method):
 
     def predict(self, data, split, presence=None):
         """log Q(z | ...) per row of ``split``; ``_scores`` is each subclass's rule."""
-        idx, has_y = self._rows(data, split, presence)
-        return self._scores(self.model, idx, has_y).cpu()
+        idx, has_x2 = self._rows(data, split, presence)
+        return self._scores(self.model, idx, has_x2).cpu()
 
     def _rows(self, data, split, presence):
         return two_rows(data, split, presence, self.ix, self.iy, self.name, self.device)
 
 
+@dataclass(eq=False)
 class MLE(_TwoModality):
     """The paper's method (``incomplete="marginalize"``) and its two same-structure
-    baselines, lower bound (``"discard"``) and zero padding (``"zero"``)."""
+    baselines, lower bound (``"discard"``) and zero padding (``"zero"``). ``support``: the
+    y' of Eq. 5 (see the module's docstring)."""
+    name: str = "mle"
+    phi: str = "add"
+    incomplete: str = "marginalize"
+    support: str = "all"
+    k: int = 32
+    backbone: str = "cnn"
 
-    def __init__(self, phi: str = "add", incomplete: str = "marginalize", y_support: str = "all",
-                 k: int = 32, backbone: str = "cnn", x: str | None = None, y: str | None = None):
-        super().__init__(x, y)
-        if phi not in PHIS:
-            raise ValueError(f"unknown phi {phi!r}; use one of {PHIS}")
-        if incomplete not in ("marginalize", "zero", "discard"):
-            raise ValueError(f"unknown incomplete={incomplete!r}; use marginalize, zero or discard")
-        if incomplete == "zero" and phi == "outer":
+    def __post_init__(self):
+        super().__post_init__()
+        if self.phi not in PHIS:
+            raise ValueError(f"unknown phi {self.phi!r}; use one of {PHIS}")
+        if self.incomplete not in ("marginalize", "zero", "discard"):
+            raise ValueError(f"unknown incomplete={self.incomplete!r}; use marginalize, zero or discard")
+        if self.incomplete == "zero" and self.phi == "outer":
             raise ValueError("zero padding with the outer product: vec(f g^T) = 0 when g = 0, so the "
                              "modality-missing samples would carry no information (the paper leaves it out)")
-        if y_support not in ("all", "batch", "all_detached"):
-            raise ValueError(f"unknown y_support={y_support!r}; use 'all', 'batch' or 'all_detached'")
-        self.phi, self.incomplete, self.y_support, self.k, self.backbone = phi, incomplete, y_support, k, backbone
-        self.name = {"marginalize": "mle", "zero": "mle_zp", "discard": "mle_lb"}[incomplete] + "_" + phi
-        if incomplete == "marginalize" and y_support != "all":
-            self.name += "_" + y_support                            # e.g. mle_add_batch
-
-    def config(self) -> dict:
-        return {"phi": self.phi, "incomplete": self.incomplete, "y_support": self.y_support, "k": self.k,
-                "backbone": self.backbone, "x": self.x, "y": self.y}
+        if self.support not in ("all", "batch", "all_detached"):
+            raise ValueError(f"unknown support={self.support!r}; use 'all', 'batch' or 'all_detached'")
 
     def fit(self, data, presence, *, seed=0, cfg=None, device=None):
         data = self._setup(data, presence, seed, cfg, device)
-        self.model = MLENet(tuple(self.X.shape[1:]), tuple(self.Y.shape[1:]), self.n_classes,
+        self.model = MLENet(tuple(self.X.shape[1:]), tuple(self.X2.shape[1:]), self.n_classes,
                             self.phi, self.k, self.backbone).to(self.device)
         n_c = len(self.complete)
         if n_c == 0 and self.incomplete != "zero":
-            raise ValueError(f"{self.name}: no training sample has {self.y!r}; Eq. 4/5 need some")
+            raise ValueError(f"{self.name}: no training sample has {self.x2!r}; Eq. 4/5 need some")
         rows = self.complete if self.incomplete == "discard" else self.train_idx
 
         loss_fn = self.loss
         if self.batchable():    # the same loss without data-dependent shapes, as fit_seeds trains it
-            loss_fn = lambda model, idx: self.masked_loss(model, idx, self.has_y, self.complete)  # noqa: E731
+            loss_fn = lambda model, idx: self.masked_loss(model, idx, self.has_x2, self.complete)  # noqa: E731
         with noise_stream(DropoutStream(seed)):            # the seed's own dropout masks (as fit_seeds)
             self.model, self.history = fit(self.model, loss_fn, rows, self._val_accuracy, self.cfg, seed=seed,
                                            desc=self.name)
@@ -206,22 +209,22 @@ class MLE(_TwoModality):
     def loss(self, model, idx):
         """Eq. 2 on the batch ``idx``: -log Q_{Z|XY} (Eq. 4) on its complete rows, -log Q_{Z|X}
         (Eq. 5) or zero padding on the others, averaged over the batch."""
-        comp = self.has_y[idx]
+        comp = self.has_x2[idx]
         fx = model.f(self.X[idx])
         z = self.labels[idx]
         nll = 0.0 * fx.sum()                                    # (stays in the graph if no term applies)
         if comp.any():                                          # D_XYZ: -log Q_{Z|XY} (Eq. 4)
-            s = model.pair_scores(fx[comp], model.g(self.Y[idx[comp]]))
+            s = model.pair_scores(fx[comp], model.g(self.X2[idx[comp]]))
             nll = nll - log_q_z_given_xy(s, self.log_rz).gather(1, z[comp, None]).sum()
         miss = ~comp
         if miss.any() and self.incomplete == "zero":            # ZP: g(y) := 0
             s = model.pair_scores(fx[miss], fx.new_zeros(int(miss.sum()), self.k))
             nll = nll - log_q_z_given_xy(s, self.log_rz).gather(1, z[miss, None]).sum()
         elif miss.any() and self.incomplete == "marginalize":   # D_XZ: -log Q_{Z|X} (Eq. 5)
-            support = idx[comp] if self.y_support == "batch" else self.complete
+            support = idx[comp] if self.support == "batch" else self.complete
             if len(support):
-                gY = model.g(self.Y[support])
-                if self.y_support == "all_detached":                # y' as constants: Eq. 5 trains f and h only
+                gY = model.g(self.X2[support])
+                if self.support == "all_detached":                # y' as constants: Eq. 5 trains f and h only
                     gY = gY.detach()
                 log_ry = torch.full((len(support),), -math.log(len(support)), device=fx.device)
                 lq = log_q_z_given_x(model.cross_scores(fx[miss], gY), self.log_rz, log_ry)
@@ -229,29 +232,29 @@ class MLE(_TwoModality):
         return nll / len(idx)
 
     # ---------------------------------------------------------------------- seeds as a batch (plumbing)
-    def masked_loss(self, model, idx, has_y, complete):
+    def masked_loss(self, model, idx, has_x2, complete):
         """:meth:`loss` without data-dependent shapes, so that seeds can be
         ``vmap``-ed: every row of the batch goes through both terms, each weighted by
         whether the row has y (a missing y is zeroed before g, so it never enters the
         network). The same value and gradients as :meth:`loss` (a test checks it); only for
         encoders without BatchNorm, whose statistics would see the zeroed rows."""
-        comp = has_y[idx]
+        comp = has_x2[idx]
         w_c = comp.to(self.X.dtype)
         fx, z = model.f(self.X[idx]), self.labels[idx][:, None]
-        yb = self.Y[idx] * w_c.reshape(-1, *([1] * (self.Y.dim() - 1)))
+        yb = self.X2[idx] * w_c.reshape(-1, *([1] * (self.X2.dim() - 1)))
         gy = model.g(yb)
         nll = -(log_q_z_given_xy(model.pair_scores(fx, gy), self.log_rz).gather(1, z).squeeze(1) * w_c).sum()
         if self.incomplete == "zero":
             s = model.pair_scores(fx, torch.zeros_like(gy))
             nll = nll - (log_q_z_given_xy(s, self.log_rz).gather(1, z).squeeze(1) * (1 - w_c)).sum()
         elif self.incomplete == "marginalize":
-            if self.y_support == "batch":                  # the batch's complete rows; -1e4 ~ weight 0
+            if self.support == "batch":                  # the batch's complete rows; -1e4 ~ weight 0
                 n_c = comp.sum()
                 log_ry = torch.where(comp, -torch.log(n_c.clamp(min=1).to(fx.dtype)), torch.full_like(w_c, -1e4))
                 w_m = (1 - w_c) * (n_c > 0).to(fx.dtype)
             else:
-                gy = model.g(self.Y[complete])
-                if self.y_support == "all_detached":
+                gy = model.g(self.X2[complete])
+                if self.support == "all_detached":
                     gy = gy.detach()
                 log_ry = torch.full((complete.shape[0],), -math.log(complete.shape[0]), device=fx.device)
                 w_m = 1 - w_c
@@ -268,10 +271,10 @@ class MLE(_TwoModality):
         for presence, seed in zip(presences, seeds):
             m = copy.deepcopy(self)
             m._setup(data, presence, seed, cfg, device)
-            m.model = MLENet(tuple(m.X.shape[1:]), tuple(m.Y.shape[1:]), m.n_classes, m.phi, m.k,
+            m.model = MLENet(tuple(m.X.shape[1:]), tuple(m.X2.shape[1:]), m.n_classes, m.phi, m.k,
                              m.backbone).to(m.device)
             if len(m.complete) == 0 and m.incomplete != "zero":
-                raise ValueError(f"{m.name}: no training sample has {m.y!r}; Eq. 4/5 need some")
+                raise ValueError(f"{m.name}: no training sample has {m.x2!r}; Eq. 4/5 need some")
             members.append(m)
         if len({len(m.complete) for m in members}) != 1:
             raise ValueError("fit_seeds needs the same number of complete samples at every seed")
@@ -279,13 +282,13 @@ class MLE(_TwoModality):
         val = first.val
 
         def val_logits(model):
-            return torch.cat([log_q_z_given_xy(model.pair_scores(model.f(first.X[v]), model.g(first.Y[v])), first.log_rz)
+            return torch.cat([log_q_z_given_xy(model.pair_scores(model.f(first.X[v]), model.g(first.X2[v])), first.log_rz)
                               for v in val.split(512)])
 
         rows = [m.complete if m.incomplete == "discard" else m.train_idx for m in members]
         models, histories = fit_batched(
-            [m.model for m in members], lambda model, idx, e: first.masked_loss(model, idx, e["has_y"], e["complete"]),
-            rows, [{"has_y": m.has_y, "complete": m.complete} for m in members], val_logits,
+            [m.model for m in members], lambda model, idx, e: first.masked_loss(model, idx, e["has_x2"], e["complete"]),
+            rows, [{"has_x2": m.has_x2, "complete": m.complete} for m in members], val_logits,
             lambda out: (out.argmax(1) == first.labels[val]).float().mean(), first.cfg, list(seeds), desc=self.name)
         for m, model, hist in zip(members, models, histories):
             m.model, m.history = model, hist
@@ -294,21 +297,21 @@ class MLE(_TwoModality):
     @torch.no_grad()
     def _support(self, model):
         """g over every complete training sample and log R_Y: the y' of Eq. 5."""
-        gY = torch.cat([model.g(self.Y[c]) for c in self.complete.split(1024)])
+        gY = torch.cat([model.g(self.X2[c]) for c in self.complete.split(1024)])
         return gY, torch.full((len(gY),), -math.log(max(len(gY), 1)), device=gY.device)
 
     @torch.no_grad()
-    def _scores(self, model, idx, has_y):
+    def _scores(self, model, idx, has_x2):
         """log Q(z | ...) for rows idx: Eq. 4 where y is present, Eq. 5 (or g = 0 for ZP) where not."""
         model.eval()
         out = torch.empty(len(idx), self.n_classes, device=self.device)
         support = None
         for s0 in range(0, len(idx), 512):
-            b, hy = idx[s0:s0 + 512], has_y[s0:s0 + 512]
+            b, hy = idx[s0:s0 + 512], has_x2[s0:s0 + 512]
             fx = model.f(self.X[b])
             o = torch.empty(len(b), self.n_classes, device=self.device)
             if hy.any():
-                o[hy] = log_q_z_given_xy(model.pair_scores(fx[hy], model.g(self.Y[b[hy]])), self.log_rz)
+                o[hy] = log_q_z_given_xy(model.pair_scores(fx[hy], model.g(self.X2[b[hy]])), self.log_rz)
             if (~hy).any():
                 if self.incomplete == "zero":
                     g0 = fx.new_zeros(int((~hy).sum()), self.k)
@@ -324,12 +327,12 @@ class MLE(_TwoModality):
     def embed(self, data, split, presence=None):
         """phi(f(x), g(y)); for a missing y, g is replaced by the mean g of the complete set
         (zero for zero padding)."""
-        idx, has_y = self._rows(data, split, presence)
+        idx, has_x2 = self._rows(data, split, presence)
         m = self.model.eval()
         fx = torch.cat([m.f(self.X[c]) for c in idx.split(1024)])
-        gy = torch.cat([m.g(self.Y[c]) for c in idx.split(1024)])
+        gy = torch.cat([m.g(self.X2[c]) for c in idx.split(1024)])
         fill = torch.zeros(self.k, device=self.device) if self.incomplete == "zero" else self._support(m)[0].mean(0)
-        gy[~has_y] = fill
+        gy[~has_x2] = fill
         return m.fuse(fx, gy).cpu()
 
 
@@ -342,22 +345,20 @@ def soft_hgr_loss(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     return -((u * v).sum(1).mean() - 0.5 * ((u.T @ u / n) * (v.T @ v / n)).sum())
 
 
+@dataclass(eq=False)
 class HGR(_TwoModality):
     """HGR maximal correlation baseline (Sec. 3.3): soft-HGR between phi(f(x), g(y)) and
     h(z) on D_XYZ, and between f(x) and a second label feature h2(z) on D_XZ. Prediction
     P(z | .) ∝ R_Z(z) (1 + u^T h(z)) with centred features (clipped at a small positive)."""
 
-    def __init__(self, phi: str = "add", k: int = 32, backbone: str = "cnn", x=None, y=None):
-        super().__init__(x, y)
-        self.phi, self.k, self.backbone = phi, k, backbone
-        self.name = f"hgr_{phi}"
-
-    def config(self) -> dict:
-        return {"phi": self.phi, "k": self.k, "backbone": self.backbone, "x": self.x, "y": self.y}
+    name: str = "hgr"
+    phi: str = "add"
+    k: int = 32
+    backbone: str = "cnn"
 
     def fit(self, data, presence, *, seed=0, cfg=None, device=None):
         data = self._setup(data, presence, seed, cfg, device)
-        net = MLENet(tuple(self.X.shape[1:]), tuple(self.Y.shape[1:]), self.n_classes, self.phi, self.k, self.backbone)
+        net = MLENet(tuple(self.X.shape[1:]), tuple(self.X2.shape[1:]), self.n_classes, self.phi, self.k, self.backbone)
         net.h2 = nn.Linear(self.n_classes, self.k, bias=False)
         self.model = net.to(self.device)
         if len(self.complete) < 2:
@@ -365,13 +366,13 @@ class HGR(_TwoModality):
         gen = torch.Generator().manual_seed(seed)
 
         def loss_fn(model, idx):
-            comp = idx[self.has_y[idx]]
+            comp = idx[self.has_x2[idx]]
             if len(comp) < 16:                                      # covariances need a few samples
                 extra = torch.randint(len(self.complete), (32,), generator=gen).to(self.device)
                 comp = torch.cat([comp, self.complete[extra]])
             onehot = F.one_hot(self.labels[comp], self.n_classes).float()
-            loss = soft_hgr_loss(model.fuse(model.f(self.X[comp]), model.g(self.Y[comp])), model.h(onehot))
-            miss = idx[~self.has_y[idx]]
+            loss = soft_hgr_loss(model.fuse(model.f(self.X[comp]), model.g(self.X2[comp])), model.h(onehot))
+            miss = idx[~self.has_x2[idx]]
             if len(miss) > 1:
                 onehot = F.one_hot(self.labels[miss], self.n_classes).float()
                 loss = loss + soft_hgr_loss(model.f(self.X[miss]), model.h2(onehot))
@@ -382,23 +383,23 @@ class HGR(_TwoModality):
         return self
 
     @torch.no_grad()
-    def _scores(self, model, idx, has_y):
+    def _scores(self, model, idx, has_x2):
         model.eval()
         eye = torch.eye(self.n_classes, device=self.device)
         rz = self.log_rz.exp()
         fx_tr = torch.cat([model.f(self.X[c]) for c in self.train_idx.split(1024)])
-        u_c = torch.cat([model.fuse(model.f(self.X[c]), model.g(self.Y[c])) for c in self.complete.split(1024)])
+        u_c = torch.cat([model.fuse(model.f(self.X[c]), model.g(self.X2[c])) for c in self.complete.split(1024)])
         H, H2 = model.h(eye), model.h2(eye)                         # (C, d), (C, k)
         Hc, H2c = H - rz @ H, H2 - rz @ H2                           # centred under R_Z
         fx = torch.cat([model.f(self.X[c]) for c in idx.split(1024)])
         out = torch.empty(len(idx), self.n_classes, device=self.device)
-        if has_y.any():
-            gy = torch.cat([model.g(self.Y[c]) for c in idx[has_y].split(1024)])
-            u = model.fuse(fx[has_y], gy) - u_c.mean(0)
-            out[has_y] = self.log_rz + torch.log((1 + u @ Hc.T).clamp(min=1e-6))
-        if (~has_y).any():
-            u = fx[~has_y] - fx_tr.mean(0)
-            out[~has_y] = self.log_rz + torch.log((1 + u @ H2c.T).clamp(min=1e-6))
+        if has_x2.any():
+            gy = torch.cat([model.g(self.X2[c]) for c in idx[has_x2].split(1024)])
+            u = model.fuse(fx[has_x2], gy) - u_c.mean(0)
+            out[has_x2] = self.log_rz + torch.log((1 + u @ Hc.T).clamp(min=1e-6))
+        if (~has_x2).any():
+            u = fx[~has_x2] - fx_tr.mean(0)
+            out[~has_x2] = self.log_rz + torch.log((1 + u @ H2c.T).clamp(min=1e-6))
         return out
 
     @torch.no_grad()
@@ -408,6 +409,7 @@ class HGR(_TwoModality):
 
 
 # --------------------------------------------------------------------------- AE1 / AE2
+@dataclass(eq=False)
 class AEImpute(_TwoModality):
     """Autoencoder imputation (Sec. 3.3). An MLP x -> y is trained on D_XYZ; its output
     imputes the missing y; the same f, g, h, phi network is then trained with Eq. 4 on
@@ -416,24 +418,20 @@ class AEImpute(_TwoModality):
     plus D_XZ with its previous imputation as the target (self-training). A test sample
     missing y is imputed the same way."""
 
-    def __init__(self, phi: str = "add", self_training: bool = False, k: int = 32, backbone: str = "cnn",
-                 x=None, y=None):
-        super().__init__(x, y)
-        self.phi, self.self_training, self.k, self.backbone = phi, self_training, k, backbone
-        self.name = f"{'ae2' if self_training else 'ae1'}_{phi}"
-
-    def config(self) -> dict:
-        return {"phi": self.phi, "self_training": self.self_training, "k": self.k,
-                "backbone": self.backbone, "x": self.x, "y": self.y}
+    name: str = "ae1"
+    phi: str = "add"
+    self_training: bool = False
+    k: int = 32
+    backbone: str = "cnn"
 
     def fit(self, data, presence, *, seed=0, cfg=None, device=None):
         data = self._setup(data, presence, seed, cfg, device)
-        dx, dy = self.X[0].numel(), self.Y[0].numel()
+        dx, dy = self.X[0].numel(), self.X2[0].numel()
         self.ae = MLP(dx, [256, 64, 256], dy).to(self.device)      # x -> bottleneck -> y
         opt = torch.optim.Adam(self.ae.parameters(), lr=self.cfg.lr)
         gen = torch.Generator().manual_seed(seed + 1)
-        self.Yimp = self.Y.clone()
-        missing = self.train_idx[~self.has_y[self.train_idx]]
+        self.X2imp = self.X2.clone()
+        missing = self.train_idx[~self.has_x2[self.train_idx]]
 
         def ae_epoch(pairs_x, pairs_y):
             self.ae.train()
@@ -447,27 +445,27 @@ class AEImpute(_TwoModality):
         def impute():
             self.ae.eval()
             for c in missing.split(1024):
-                self.Yimp[c] = self.ae(self.X[c]).reshape(-1, *self.Y.shape[1:])
+                self.X2imp[c] = self.ae(self.X[c]).reshape(-1, *self.X2.shape[1:])
 
         if not self.self_training:                                  # AE1: autoencoder first
             for _ in range(self.cfg.epochs):
-                ae_epoch(self.complete, self.Y[self.complete])
+                ae_epoch(self.complete, self.X2[self.complete])
             impute()
             epoch_start = None
         else:                                                       # AE2: one AE epoch per epoch
             def epoch_start(epoch):
                 if epoch == 0:
-                    ae_epoch(self.complete, self.Y[self.complete])
+                    ae_epoch(self.complete, self.X2[self.complete])
                 else:
                     rows = torch.cat([self.complete, missing])
-                    ae_epoch(rows, self.Yimp[rows])                 # previous imputation as target
+                    ae_epoch(rows, self.X2imp[rows])                 # previous imputation as target
                 impute()
 
-        self.model = MLENet(tuple(self.X.shape[1:]), tuple(self.Y.shape[1:]), self.n_classes,
+        self.model = MLENet(tuple(self.X.shape[1:]), tuple(self.X2.shape[1:]), self.n_classes,
                             self.phi, self.k, self.backbone).to(self.device)
 
         def loss_fn(model, idx):                                    # Eq. 4 on imputed data
-            s = model.pair_scores(model.f(self.X[idx]), model.g(self.Yimp[idx]))
+            s = model.pair_scores(model.f(self.X[idx]), model.g(self.X2imp[idx]))
             return -log_q_z_given_xy(s, self.log_rz).gather(1, self.labels[idx, None]).mean()
 
         self.model, self.history = fit(self.model, loss_fn, self.train_idx, self._val_accuracy, self.cfg, seed=seed,
@@ -475,12 +473,12 @@ class AEImpute(_TwoModality):
         return self
 
     @torch.no_grad()
-    def _scores(self, model, idx, has_y):
+    def _scores(self, model, idx, has_x2):
         model.eval()
         self.ae.eval()
-        y = self.Y[idx].clone()
-        if (~has_y).any():
-            y[~has_y] = self.ae(self.X[idx[~has_y]]).reshape(-1, *self.Y.shape[1:])
+        y = self.X2[idx].clone()
+        if (~has_x2).any():
+            y[~has_x2] = self.ae(self.X[idx[~has_x2]]).reshape(-1, *self.X2.shape[1:])
         return torch.cat([log_q_z_given_xy(model.pair_scores(model.f(self.X[b]), model.g(y[s:s + 1024])),
                                            self.log_rz)
                           for s, b in zip(range(0, len(idx), 1024), idx.split(1024))])
@@ -492,10 +490,10 @@ class AEImpute(_TwoModality):
 
 
 METHODS = {
-    "mle": lambda **kw: MLE(incomplete="marginalize", **kw),
-    "mle_lb": lambda **kw: MLE(incomplete="discard", **kw),
-    "mle_zp": lambda **kw: MLE(incomplete="zero", **kw),
-    "hgr": lambda **kw: HGR(**kw),
-    "ae1": lambda **kw: AEImpute(self_training=False, **kw),
-    "ae2": lambda **kw: AEImpute(self_training=True, **kw),
+    "mle": lambda **kw: MLE("mle", incomplete="marginalize", **kw),
+    "mle_lb": lambda **kw: MLE("mle_lb", incomplete="discard", **kw),
+    "mle_zp": lambda **kw: MLE("mle_zp", incomplete="zero", **kw),
+    "hgr": lambda **kw: HGR("hgr", **kw),
+    "ae1": lambda **kw: AEImpute("ae1", self_training=False, **kw),
+    "ae2": lambda **kw: AEImpute("ae2", self_training=True, **kw),
 }

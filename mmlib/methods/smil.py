@@ -65,6 +65,8 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import time
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -72,9 +74,9 @@ from torch import nn
 from torch.func import functional_call, grad
 
 from ..models import encode, make_encoder
-from ..train import TrainConfig, fit, get_device, seed_everything
+from ..train import Checkpoint, TrainConfig, adam, batches, fit, get_device, seed_everything
 from . import Method
-from .baselines import full_presence, task_loss, two_roles, two_rows, validation_score
+from .common import full_presence, task_loss, two_roles, two_rows, validation_score
 
 
 _WARM: dict = {}        # warm starts shared by the SMIL variants run in one process (see SMIL.fit)
@@ -90,25 +92,25 @@ class MainNet(nn.Module):
     ``aux`` (the reconstruction and regularization networks) is passed in, not owned, so
     that theta = this module's parameters and psi = ``aux``'s."""
 
-    def __init__(self, x_shape, d_x: int, d_y: int, hidden: int, n_classes: int, backbone: str = "cnn",
+    def __init__(self, x_shape, d_x1: int, d_x2: int, hidden: int, n_classes: int, backbone: str = "cnn",
                  dropout: float = 0.5):
         super().__init__()
-        self.enc = make_encoder(x_shape, d_x, backbone)
-        self.fc1 = nn.Linear(d_x + d_y, hidden)
+        self.enc = make_encoder(x_shape, d_x1, backbone)
+        self.fc1 = nn.Linear(d_x1 + d_x2, hidden)
         self.drop = nn.Dropout(dropout)
         self.fc2 = nn.Linear(hidden, n_classes)
 
-    def forward(self, x, y_feat, has_y, aux, sample: bool, x_len=None):
-        """Logits, (h0, h1) and the KL of this batch's z. Rows with ``has_y`` False use the
+    def forward(self, x, x2_feat, has_x2, aux, sample: bool, x_len=None):
+        """Logits, (h0, h1) and the KL of this batch's z. Rows with ``has_x2`` False use the
         reconstruction of x2 from the x1 feature (Eq. 2). ``x_len``: lengths of padded x1
         sequences, if any."""
         hx = encode(self.enc, x, x_len)
         kl = hx.new_zeros(())
-        if not bool(has_y.all()):
-            y_hat, kl_w = aux.reconstruct(hx, sample)
-            y_feat = torch.where(has_y[:, None], y_feat, y_hat)
-            kl = kl + (kl_w * (~has_y)).sum() / len(x)
-        h0 = torch.cat([hx, y_feat], 1)
+        if not bool(has_x2.all()):
+            x2_hat, kl_w = aux.reconstruct(hx, sample)
+            x2_feat = torch.where(has_x2[:, None], x2_feat, x2_hat)
+            kl = kl + (kl_w * (~has_x2)).sum() / len(x)
+        h0 = torch.cat([hx, x2_feat], 1)
         h0r, kl0 = aux.regularize(0, h0, h0, sample)                       # Eq. 3 on h0
         h1 = torch.relu(self.fc1(h0r))
         h1, kl1 = aux.regularize(1, h0r, h1, sample)                       # Eq. 3 on h1, from h0
@@ -127,22 +129,22 @@ class Aux(nn.Module):
     """psi = (phi_c, phi_r): the reconstruction network (Eq. 1-2) and the regularization
     network (Eq. 3), in the paper's or the code's form."""
 
-    def __init__(self, priors: torch.Tensor, d_x: int, d_y: int, hidden: int, variant: str = "paper",
+    def __init__(self, priors: torch.Tensor, d_x1: int, d_x2: int, hidden: int, variant: str = "paper",
                  kmeans: bool = True, regularize: bool = True, noise: str = "learned", kl_units: str = "mean"):
         super().__init__()
         self.variant, self.kmeans, self.reg_on, self.noise = variant, kmeans, regularize, noise
         self.kl_units = kl_units
-        self.register_buffer("priors", priors)                              # M: (K, d_y)
+        self.register_buffer("priors", priors)                              # M: (K, d_x2)
         K = len(priors)
         if kmeans:
-            self.w_mu = nn.Linear(d_x, K)                                   # weights of the priors
-            self.w_logvar = nn.Linear(d_x, K)                               # (paper: the sigma of omega)
+            self.w_mu = nn.Linear(d_x1, K)                                   # weights of the priors
+            self.w_logvar = nn.Linear(d_x1, K)                               # (paper: the sigma of omega)
             nn.init.zeros_(self.w_mu.weight)
             nn.init.constant_(self.w_mu.bias, 1.0 if variant == "paper" else 0.0)
             nn.init.constant_(self.w_logvar.bias, -4.0)
         else:                                                               # "w/o K-means": direct generation
-            self.direct = nn.Linear(d_x, d_y)
-        d0 = d_x + d_y
+            self.direct = nn.Linear(d_x1, d_x2)
+        d0 = d_x1 + d_x2
         self.r_mu = nn.ModuleList([nn.Linear(d0, d0), nn.Linear(d0, hidden)])
         self.r_logvar = nn.ModuleList([nn.Linear(d0, d0), nn.Linear(d0, hidden)])
         for lin in self.r_logvar:
@@ -191,44 +193,44 @@ class SMILModel(nn.Module):
     def theta(self) -> dict:
         return dict(self.main.named_parameters())
 
-    def forward(self, x, y_feat, has_y, params=None, sample=False, x_len=None):
+    def forward(self, x, x2_feat, has_x2, params=None, sample=False, x_len=None):
         params = self.theta() if params is None else params
-        return functional_call(self.main, params, (x, y_feat, has_y, self.aux, sample, x_len))
+        return functional_call(self.main, params, (x, x2_feat, has_x2, self.aux, sample, x_len))
 
 
 # ------------------------------------------------------------------------------ the method
+@dataclass(eq=False)
 class SMIL(Method):
-    """SMIL on a two-modality dataset: ``x`` always present, ``y`` severely missing."""
+    """SMIL on a two-modality dataset: ``x1`` always present, ``x2`` severely missing.
+    The fields are the hyperparameters (see the module docstring for each option)."""
+    name: str = "smil"
+    variant: str = "paper"          # "paper" or "code" (the released code's losses)
+    kmeans: bool = True             # Eq. 2's modality priors (False: "w/o K-means")
+    regularize: bool = True         # Eq. 3 (False: "w/o regularizer")
+    noise: str = "learned"          # "learned", "fixed" (N(0, I)) or "none" (deterministic)
+    first_order: bool = False       # first-order MAML in Eq. 7
+    inner_lr: float = 1e-3          # alpha of Eq. 4
+    outer_dm: bool = True           # D^m's likelihood term in the meta-update (Eq. 5-6)
+    mc_samples: int = 1             # L of Eq. 7
+    kl_weight: float = 0.1
+    kl_units: str = "mean"          # "mean" over units, or "sum" (Eq. 7 as printed)
+    n_priors: int = 10              # K of the K-means priors
+    feat_dim: int = 64
+    hidden: int = 64
+    backbone: str = "cnn"
+    x1: str | None = None           # the always-present modality (None: inferred)
+    x2: str | None = None           # the severely missing one
 
-    def __init__(self, variant: str = "paper", kmeans: bool = True, regularize: bool = True,
-                 noise: str = "learned", first_order: bool = False, inner_lr: float = 1e-3,
-                 outer_dm: bool = True, mc_samples: int = 1, kl_weight: float = 0.1, kl_units: str = "mean",
-                 n_priors: int = 10,
-                 feat_dim: int = 64, hidden: int = 64, backbone: str = "cnn", x: str | None = None, y: str | None = None,
-                 name: str | None = None):
-        if variant not in ("paper", "code"):
-            raise ValueError(f"unknown SMIL variant {variant!r}; use 'paper' or 'code'")
-        if noise not in ("learned", "fixed", "none"):
-            raise ValueError(f"unknown noise={noise!r}; use 'learned', 'fixed' or 'none'")
-        if mc_samples < 1 or n_priors < 1:
+    def __post_init__(self):
+        super().__post_init__()
+        if self.variant not in ("paper", "code"):
+            raise ValueError(f"unknown SMIL variant {self.variant!r}; use 'paper' or 'code'")
+        if self.noise not in ("learned", "fixed", "none"):
+            raise ValueError(f"unknown noise={self.noise!r}; use 'learned', 'fixed' or 'none'")
+        if self.mc_samples < 1 or self.n_priors < 1:
             raise ValueError("mc_samples and n_priors must be at least 1")
-        self.variant, self.kmeans, self.regularize, self.noise = variant, kmeans, regularize, noise
-        self.first_order, self.inner_lr, self.outer_dm = first_order, inner_lr, outer_dm
-        if kl_units not in ("mean", "sum"):
-            raise ValueError(f"unknown kl_units={kl_units!r}; use 'mean' or 'sum'")
-        self.mc_samples, self.kl_weight, self.kl_units = mc_samples, kl_weight, kl_units
-        self.n_priors, self.feat_dim, self.hidden, self.backbone = n_priors, feat_dim, hidden, backbone
-        self.x, self.y = x, y
-        self.name = name or ("smil" if variant == "paper" else "smil_code")
-        self.history: list[dict] = []
-
-    def config(self) -> dict:
-        return {"variant": self.variant, "kmeans": self.kmeans, "regularize": self.regularize, "noise": self.noise,
-                "first_order": self.first_order, "inner_lr": self.inner_lr, "outer_dm": self.outer_dm,
-                "mc_samples": self.mc_samples, "kl_weight": self.kl_weight, "kl_units": self.kl_units,
-                "n_priors": self.n_priors,
-                "feat_dim": self.feat_dim,
-                "hidden": self.hidden, "backbone": self.backbone, "x": self.x, "y": self.y}
+        if self.kl_units not in ("mean", "sum"):
+            raise ValueError(f"unknown kl_units={self.kl_units!r}; use 'mean' or 'sum'")
 
     # -- set-up: warm starts and priors -----------------------------------------------------
     def _on(self, rows):
@@ -259,35 +261,35 @@ class SMIL(Method):
         self.device = dev = get_device(device)
         seed_everything(seed)
         presence = full_presence(data, "train", presence)
-        self.x, self.y, self.ix, self.iy = two_roles(data, presence, self.x, self.y, self.name)
-        self.required, self.used = [self.x], [self.x, self.y]
+        self.x1, self.x2, self.i1, self.i2 = two_roles(data, presence, self.x1, self.x2, self.name)
+        self.required, self.used = [self.x1], [self.x1, self.x2]
         if data.task == "regression":
             raise ValueError(f"{self.name}: SMIL is a classification method; {data.name} is a regression task "
                              "(load it with task='binary' or '7class')")
         self.task, self.n_classes = data.task, data.n_classes
         train = data.splits["train"].to(dev)
-        self.X = data.modalities[self.x].to(dev)
-        Y = data.modalities[self.y].to(dev)
-        self.XL, self.YL = (data.lengths[m].to(dev) if m in data.lengths else None for m in (self.x, self.y))
+        self.X = data.modalities[self.x1].to(dev)
+        X2 = data.modalities[self.x2].to(dev)
+        self.X1L, self.X2L = (data.lengths[m].to(dev) if m in data.lengths else None for m in (self.x1, self.x2))
         self.labels = data.y.to(dev)
         self.val = data.splits["val"].to(dev)
-        has_y = presence[:, self.iy].to(dev)
-        complete, missing = train[has_y], train[~has_y]
+        has_x2 = presence[:, self.i2].to(dev)
+        complete, missing = train[has_x2], train[~has_x2]
         self.n_train = len(train)
         if len(complete) < 2:
-            raise ValueError(f"{self.name}: needs at least 2 training samples with {self.y!r}, has {len(complete)}")
+            raise ValueError(f"{self.name}: needs at least 2 training samples with {self.x2!r}, has {len(complete)}")
         if len(missing) == 0:                      # eta = 100%: the inner loop sees D^f with x2 hidden
             missing = complete
 
         # 1-2. warm starts and priors; the same for every variant and ablation at one setting,
         #      so they are computed once per process and shared (the meta-learning reseeds)
         key = (data.fingerprint(), _presence_key(presence), seed, str(cfg), self.feat_dim, self.hidden, self.backbone,
-               self.n_priors, self.x, self.y, str(dev))
+               self.n_priors, self.x1, self.x2, str(dev))
         if key not in _WARM:
             while len(_WARM) >= 4:
                 _WARM.pop(next(iter(_WARM)))
-            _WARM[key] = self._warm_starts(Y, train, complete, cfg, seed)
-        self.Yfeat, main_state, priors = _WARM[key]
+            _WARM[key] = self._warm_starts(X2, train, complete, cfg, seed)
+        self.X2feat, main_state, priors = _WARM[key]
         main = MainNet(tuple(self.X.shape[1:]), self.feat_dim, self.feat_dim, self.hidden, self.n_classes,
                        self.backbone).to(dev)
         main.load_state_dict(main_state)
@@ -296,46 +298,56 @@ class SMIL(Method):
                   self.regularize, self.noise, self.kl_units)
         self.model = SMILModel(main, aux).to(dev)
 
-        # 3. Bayesian meta-learning (Algorithm 1): batches of D^m drive the loop, D^f batches cycle
-        gen = torch.Generator().manual_seed(seed + 2)
-        complete_batches = []
-
-        def next_complete():
-            if not complete_batches:
-                perm = complete[torch.randperm(len(complete), generator=gen).to(dev)]
-                complete_batches.extend(perm.split(cfg.batch_size))
-            return complete_batches.pop()
-
-        def loss_fn(model, idx_m):
-            return self.meta_loss(model, idx_m, next_complete())
-
-        self.model, self.history = fit(self.model, loss_fn, missing, self._val_score, cfg, seed=seed,
-                                       params=list(self.model.main.parameters()) + list(self.model.aux.parameters()),
-                                       desc=self.name)
+        # 3. Bayesian meta-learning: Algorithm 1 ------------------------------------------
+        opt = adam(self.model.parameters(), cfg)           # theta (main) and psi (aux) together
+        keeper = Checkpoint(cfg.patience)                  # best validation epoch, plateau stop
+        order_m = torch.Generator().manual_seed(seed)      # the order of D^m's batches
+        order_f = torch.Generator().manual_seed(seed + 2)  # the order of D^f's batches
+        batches_f: list = []
+        self.history = []
+        for epoch in range(cfg.epochs):                    # an epoch: one pass over D^m
+            t0 = time.perf_counter()
+            self.model.train()
+            total = 0.0
+            for idx_m in batches(missing, cfg.batch_size, order_m):       # sample a batch of D^m
+                if not batches_f:                                          # ... and one of D^f
+                    batches_f = list(batches(complete, cfg.batch_size, order_f))
+                idx_f = batches_f.pop()
+                loss = self.meta_loss(self.model, idx_m, idx_f)           # Eq. 4 inside, Eq. 7 out
+                opt.zero_grad(set_to_none=True)
+                loss.backward()                                           # through theta' (2nd order)
+                opt.step()                                                # meta-update of theta, psi
+                total += float(loss.detach()) * len(idx_m)
+            val = self._val_scores(self.model)                            # plumbing from here on
+            self.history.append({"epoch": epoch, "train_loss": total / len(missing), **val,
+                                 "seconds": time.perf_counter() - t0})
+            if keeper.update(epoch, val["val_score"], lambda: copy.deepcopy(self.model.state_dict())):
+                break
+        keeper.restore(self.model)
         return self
 
-    def _warm_starts(self, Y, train, complete, cfg, seed):
+    def _warm_starts(self, X2, train, complete, cfg, seed):
         """The authors' pipeline before meta-learning: the x2 encoder trained on D^f and frozen
         (its features of every sample are kept); the x1 encoder trained on every training x1;
         the modality priors M = K-means centres of D^f's x2 features (Eq. 2); the fusion
         layers trained on D^f. Returns (x2 features, main network state, priors)."""
         from sklearn.cluster import KMeans
         dev = self.device
-        enc_y = self._pretrain_encoder(tuple(Y.shape[1:]), complete, Y, self.YL, cfg, seed, "smil:x2-encoder").eval()
+        enc_x2 = self._pretrain_encoder(tuple(X2.shape[1:]), complete, X2, self.X2L, cfg, seed, "smil:x2-encoder").eval()
         with torch.no_grad():
-            Yfeat = torch.cat([encode(enc_y, Y[c], None if self.YL is None else self.YL[c])
-                               for c in torch.arange(len(Y), device=dev).split(1024)])
-        self.Yfeat = Yfeat
-        enc_x = self._pretrain_encoder(tuple(self.X.shape[1:]), train, self.X, self.XL, cfg, seed + 1,
+            X2feat = torch.cat([encode(enc_x2, X2[c], None if self.X2L is None else self.X2L[c])
+                               for c in torch.arange(len(X2), device=dev).split(1024)])
+        self.X2feat = X2feat
+        enc_x1 = self._pretrain_encoder(tuple(self.X.shape[1:]), train, self.X, self.X1L, cfg, seed + 1,
                                        "smil:x1-encoder")
         K = min(self.n_priors, len(complete))
-        km = KMeans(K, n_init=10, random_state=seed).fit(Yfeat[complete].cpu().numpy())
+        km = KMeans(K, n_init=10, random_state=seed).fit(X2feat[complete].cpu().numpy())
         priors = torch.tensor(km.cluster_centers_, dtype=torch.float32, device=dev)
         main = MainNet(tuple(self.X.shape[1:]), self.feat_dim, self.feat_dim, self.hidden, self.n_classes,
                        self.backbone)
-        main.enc.load_state_dict(enc_x.state_dict())
+        main.enc.load_state_dict(enc_x1.state_dict())
         main = self._warm_start_fusion(main, priors, complete, cfg, seed)
-        return Yfeat, copy.deepcopy(main.state_dict()), priors
+        return X2feat, copy.deepcopy(main.state_dict()), priors
 
     def _warm_start_fusion(self, main, priors, complete, cfg, seed):
         """The fusion layers trained on D^f with the real x2 (the authors' ``train_soundmnist``)."""
@@ -345,11 +357,11 @@ class SMIL(Method):
 
         def loss_fn(model, idx):
             has = torch.ones(len(idx), dtype=torch.bool, device=self.device)
-            return self._loss(model(self.X[idx], self.Yfeat[idx], has, plain, False, self._xl(idx))[0],
+            return self._loss(model(self.X[idx], self.X2feat[idx], has, plain, False, self._xl(idx))[0],
                               self.labels[idx])
 
         def val_score(model):
-            out = model(self.X[self.val], self.Yfeat[self.val], val_all, plain, False, self._xl(self.val))[0]
+            out = model(self.X[self.val], self.X2feat[self.val], val_all, plain, False, self._xl(self.val))[0]
             return validation_score(self.task, out, self.labels[self.val])
 
         return fit(main, loss_fn, self._on(complete), val_score, cfg, seed=seed + 3, desc="smil:fusion")[0]
@@ -357,12 +369,12 @@ class SMIL(Method):
     def meta_loss(self, model: SMILModel, idx_m: torch.Tensor, idx_f: torch.Tensor) -> torch.Tensor:
         """One iteration of Algorithm 1: the inner update on D^m (Eq. 4), the outer loss on
         D^f (Eq. 7). Returns the loss whose gradient updates theta and psi."""
-        X, Yf, lbl = self.X, self.Yfeat, self.labels
-        no_y = torch.zeros(len(idx_m), dtype=torch.bool, device=X.device)
+        X, Yf, lbl = self.X, self.X2feat, self.labels
+        no_x2 = torch.zeros(len(idx_m), dtype=torch.bool, device=X.device)
 
         # meta-train (Eq. 4): theta' = theta - alpha grad_theta CE(D^m; theta, psi)
         def inner_loss(params):
-            logits, _, kl = model(X[idx_m], Yf[idx_m], no_y, params, sample=True, x_len=self._xl(idx_m))
+            logits, _, kl = model(X[idx_m], Yf[idx_m], no_x2, params, sample=True, x_len=self._xl(idx_m))
             ce = self._loss(logits, lbl[idx_m])
             return ce, (ce, kl)
 
@@ -392,35 +404,35 @@ class SMIL(Method):
 
     # -- evaluation ------------------------------------------------------------------------
     @torch.no_grad()
-    def _forward(self, model, idx, has_y):
+    def _forward(self, model, idx, has_x2):
         model.eval()
         outs, embs = [], []
         for s in range(0, len(idx), 1024):
             b = idx[s:s + 1024]
-            logits, (_, h1), _ = model(self.X[b], self.Yfeat[b], has_y[s:s + 1024], x_len=self._xl(b))
+            logits, (_, h1), _ = model(self.X[b], self.X2feat[b], has_x2[s:s + 1024], x_len=self._xl(b))
             outs.append(logits)
             embs.append(h1)
         return torch.cat(outs), torch.cat(embs)
 
     def _xl(self, idx):
         """Lengths of the x1 sequences of rows ``idx`` (None for fixed-size inputs)."""
-        return None if self.XL is None else self.XL[idx]
+        return None if self.X1L is None else self.X1L[idx]
 
     def _loss(self, logits, y):
         """-log p(y | ...): cross-entropy, or binary cross-entropy per label (MM-IMDb)."""
         return task_loss(self.task, logits, y)
 
-    def _val_score(self, model) -> float:
-        """Mean validation score (accuracy; micro-F1 for multi-label) with x1 only and with
-        x1 + x2 (the two test patterns)."""
-        accs = []
-        for present in (False, True):
+    def _val_scores(self, model) -> dict:
+        """Validation scores (accuracy; micro-F1 for multi-label) with x1 only and with
+        x1 + x2 (the two test patterns); ``val_score``, their mean, selects the epoch."""
+        out = {}
+        for key, present in (("val_x1", False), ("val_x1_x2", True)):
             has = torch.full((len(self.val),), present, dtype=torch.bool, device=self.device)
-            accs.append(validation_score(self.task, self._forward(model, self.val, has)[0], self.labels[self.val]))
-        return sum(accs) / 2
+            out[key] = validation_score(self.task, self._forward(model, self.val, has)[0], self.labels[self.val])
+        return {**out, "val_score": (out["val_x1"] + out["val_x1_x2"]) / 2}
 
     def _rows(self, data, split, presence):
-        return two_rows(data, split, presence, self.ix, self.iy, self.name, self.device)
+        return two_rows(data, split, presence, self.i1, self.i2, self.name, self.device)
 
     def predict(self, data, split, presence=None):
         """Logits; rows missing x2 use its reconstruction (omega and r at their means)."""

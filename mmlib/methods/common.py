@@ -1,0 +1,81 @@
+"""Plumbing every method shares, written once: the task's loss and validation score, the
+training presence matrix, the two roles of a two-modality method (``x1`` always present,
+``x2`` incomplete), and chunked evaluation. No method's algorithm lives here.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ..data import MultimodalDataset
+from . import decide
+
+
+# evaluation batch: 256 samples keep a small network's activations in cache (faster on a CPU
+# than 1000 at once, the same numbers)
+EVAL_CHUNK = 256
+
+
+def task_loss(task: str, out: torch.Tensor, y: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """Cross-entropy, binary cross-entropy (multilabel) or L1 (regression, as the MOSI
+    papers). ``reduction="none"`` gives one loss per sample."""
+    if task == "multiclass":
+        loss = F.cross_entropy(out, y, reduction="none")
+    elif task == "multilabel":
+        loss = F.binary_cross_entropy_with_logits(out, y.float(), reduction="none").mean(1)
+    else:
+        loss = F.l1_loss(out.squeeze(-1), y.float(), reduction="none")
+    return loss.mean() if reduction == "mean" else loss
+
+
+def validation_score(task: str, out: torch.Tensor, y: torch.Tensor) -> float:
+    """Higher is better: accuracy, micro-F1 (multilabel) or minus MAE (regression)."""
+    pred = decide(task, out)
+    if task == "multiclass":
+        return float((pred == y).float().mean())
+    if task == "multilabel":
+        tp = (pred * y).sum()
+        return float(2 * tp / (pred.sum() + y.sum()).clamp(min=1))
+    return -float((pred - y).abs().mean())
+
+
+def full_presence(data: MultimodalDataset, split: str, presence=None) -> torch.Tensor:
+    """The presence matrix of a split's rows: as given, or all modalities present."""
+    n = len(data.splits[split])
+    if presence is None:
+        return torch.ones(n, len(data.modalities), dtype=torch.bool)
+    presence = torch.as_tensor(presence, dtype=torch.bool)
+    if presence.shape != (n, len(data.modalities)):
+        raise ValueError(f"presence for split {split!r} must have shape {(n, len(data.modalities))} "
+                         f"(rows x modalities {data.modality_names}), got {tuple(presence.shape)}")
+    return presence
+
+
+def two_roles(data: MultimodalDataset, presence: torch.Tensor, x1: str | None, x2: str | None, who: str):
+    """For two-modality methods (MLE, SMIL): the always-present modality x1 and the
+    incomplete one x2 -- as given, or inferred from the training presence matrix.
+    Returns (x1, x2, column of x1, column of x2)."""
+    names = data.modality_names
+    if x1 is None or x2 is None:
+        if len(names) != 2:
+            raise ValueError(f"{who}: name x1 and x2 for a dataset with modalities {names}")
+        always = [m for j, m in enumerate(names) if bool(presence[:, j].all())]
+        if not always:
+            raise ValueError(f"{who}: no modality is present in every training sample; "
+                             "it needs one always-present modality x1")
+        x1 = always[0]
+        x2 = [m for m in names if m != x1][0]
+    i1, i2 = names.index(data.check_modality(x1)), names.index(data.check_modality(x2))
+    if not bool(presence[:, i1].all()):
+        raise ValueError(f"{who}: modality x1={x1!r} must be present in every training sample")
+    return x1, x2, i1, i2
+
+
+def two_rows(data: MultimodalDataset, split: str, presence, i1: int, i2: int, who: str, device):
+    """The rows of ``split`` (on ``device``) and whether each has x2 (column ``i2``), for a
+    two-modality method that needs x1 (column ``i1``) in every row it predicts."""
+    idx = data.splits[split].to(device)
+    p = full_presence(data, split, presence)
+    if not bool(p[:, i1].all()):
+        raise ValueError(f"{who} predicts with x1={data.modality_names[i1]!r} present; some rows of {split!r} lack it")
+    return idx, p[:, i2].to(device)
