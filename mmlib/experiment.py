@@ -240,8 +240,11 @@ def run_grid(data: MultimodalDataset, methods: list, settings: dict[str, dict], 
 
 
 def plateau(frame, label=None) -> "pd.DataFrame":
-    """Per method and variant: how many runs stopped on a validation plateau (early
-    stopping fired before the epoch ceiling), the median best epoch and the ceiling.
+    """Per method and variant: how many runs (setting x seed) it has and how many distinct
+    fits they needed (``fits``: a run whose identity another run shares, e.g. the lower
+    bound at every missing rate, reads that fit's record), how many runs stopped on a
+    validation plateau (early stopping fired before the epoch ceiling), the median best
+    epoch and the ceiling.
     ``label(method, variant)`` names the rows (default: :func:`mmlib.report.label`)."""
     from .report import label as default_label
     label = label or default_label
@@ -250,6 +253,8 @@ def plateau(frame, label=None) -> "pd.DataFrame":
     runs = runs.assign(stopped=runs["epochs_run"] < runs["max_epochs"],
                        run=[label(*k) for k in zip(*(runs[c] for c in keys))])
     g = runs.groupby("run", sort=False)
+    fits = g["path"].nunique() if runs["path"].notna().all() else g["stopped"].size()
     return g.agg(runs=("stopped", "size"), on_plateau=("stopped", "sum"),
                  median_best_epoch=("best_epoch", "median"), median_epochs_run=("epochs_run", "median"),
-                 max_epochs=("max_epochs", "max"))
+                 max_epochs=("max_epochs", "max")).assign(fits=fits)[
+        ["runs", "fits", "on_plateau", "median_best_epoch", "median_epochs_run", "max_epochs"]]

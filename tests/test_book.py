@@ -62,8 +62,8 @@ def test_records_of_two_missing_rates(built):
     full = load_dataset("avdigits").fingerprint()          # chapter 0 trains on all of avdigits (SMIL on 1,000)
     df = df[(df["data_fingerprint"] == full) & df["method"].isin(
         ["lower_bound", "upper_bound", "zp_concat", "zp_sum", "late_fusion"])]
-    keep = df.groupby("path")["missing.keep.audio"].first()
-    assert sorted(keep.dropna().unique()) == [0.1, 0.2, 0.5]               # grid 0.5, 0.9 + the page at 0.8
+    rate = df.groupby("path")["missing.rates.audio"].first()
+    assert sorted(rate.dropna().unique()) == [0.5, 0.8, 0.9]               # grid 0.5, 0.9 + the page at 0.8
     per = df.groupby("method")["path"].nunique()
     from mmlib.chapters import profile
     seeds = len(profile("quick")["seeds"])
@@ -84,10 +84,10 @@ def test_smil_chapter_records(built):
     df = results.load_records(site / "book/records", "[!.]*.json")
     smil = df[df["method"].str.startswith("smil")]
     # the grid (0.2, 1.0) and the page (0.1); variants and ablations at 0.1 and 0.2
-    assert set(smil[smil["method"] == "smil"]["missing.keep.audio"]) == {0.1, 0.2, 1.0}
+    assert set(smil[smil["method"] == "smil"]["missing.rates.audio"]) == {0.9, 0.8, 0.0}
     ablations = {"smil_no_kmeans", "smil_no_reg", "smil_fixed_gaussian", "smil_deterministic",
                  "smil_code", "smil_alg1", "smil_first_order", "smil_kl_eq7"}
-    assert ablations <= set(smil[smil["missing.keep.audio"] == 0.2]["method"])
+    assert ablations <= set(smil[smil["missing.rates.audio"] == 0.8]["method"])
     assert {"ae_impute", "gan_impute", "mvae", "unimodal"} <= set(df["method"])
     assert set(df[df["method"] == "unimodal"]["config.use"].map(tuple)) == {("image",)}
     assert set(smil[smil["method"] == "smil"]["test"]) == {"image", "image+audio"}
@@ -103,7 +103,7 @@ def test_mle_chapter_records(built):
     df = df[df["method"].isin(["mle", "mle_lb", "mle_zp", "hgr", "ae1", "ae2"])]
     # Table 1 at 95% for both modalities: every method and phi the paper has, and the book's variant;
     # a record's method is its registry key, the variant is in its config
-    keep95 = df[(df["dataset"] == "avdigits") & ((df["missing.keep.image"] == 0.05) | (df["missing.keep.audio"] == 0.05))]
+    keep95 = df[(df["dataset"] == "avdigits") & ((df["missing.rates.image"] == 0.95) | (df["missing.rates.audio"] == 0.95))]
     runs = set(zip(keep95["method"], keep95["config.phi"], keep95["config.support"].fillna("-")))
     assert {("mle_lb", "add", "all"), ("hgr", "outer", "-"), ("mle_zp", "concat", "all"), ("mle", "outer", "all"),
             ("mle", "add", "all_detached"), ("mle", "add", "batch")} <= runs

@@ -54,7 +54,7 @@ def test_points_carry_seeds_as_the_chapter_takes_them():
     assert chapter("00_missing_modalities").page_point("default")["seeds"] == profile("default")["seeds"]
     assert len(profile("default")["seeds"]) >= 5
     assert chapter("00_missing_modalities").grid_values("default", "missing_rate") == [0.5, 0.8, 0.9, 0.95]
-    assert chapter("01_smil").points("quick")[0] == {"eta": 0.2, "seeds": profile("quick")["seeds"]}
+    assert chapter("01_smil").points("quick")[0] == {"missing_rate": 0.8, "seeds": profile("quick")["seeds"]}
     assert chapter("avdigits_datasheet").points("default") == []
 
 

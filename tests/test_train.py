@@ -123,6 +123,22 @@ def test_store_keeps_one_fit_per_identity(avdigits, tmp_path):
     assert set(df["missing.keep.audio"]) == {0.5, 0.1} and df["best_epoch"].notna().all()
 
 
+def test_run_grid_names_runs_by_registry_key_and_counts_shared_fits(avdigits, tmp_path):
+    """A run's method is its registry key, its variant the entry's options; plateau() counts
+    runs and the distinct fits behind them (the lower bound: one per seed for two rates)."""
+    from mmlib.experiment import plateau, run_grid
+    small = avdigits.with_train_subset(200)
+    cfg = TrainConfig(epochs=2, batch_size=256, patience=1)
+    settings = {f"{r}": {"kind": "independent", "rates": {"audio": r}} for r in (0.5, 0.9)}
+    df, _ = run_grid(small, ["lower_bound", ("unimodal", {"use": ["audio"], "backbone": "mlp"})], settings, [0, 1],
+                     cfg, "cpu", store=tmp_path, batch=False)
+    assert set(zip(df["method"], df["variant"])) == {("lower_bound", ""), ("unimodal", "use=audio")}
+    assert set(df[df["method"] == "unimodal"]["config.use"]) == {"audio"}
+    pl = plateau(df)
+    assert pl.loc["Lower-Bound", "runs"] == 4 and pl.loc["Lower-Bound", "fits"] == 2
+    assert pl.loc["audio only", "runs"] == 4 and pl.loc["audio only", "fits"] == 4   # it uses the audio mask
+
+
 def test_batched_seeds_equal_sequential_fits(avdigits):
     """Seeds trained as one batch (vmap over stacked weights) give each seed what its own
     fit gives: the same validation curve, the same early stop, predictions equal to rounding."""
