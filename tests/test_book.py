@@ -89,7 +89,7 @@ def test_smil_chapter_records(built):
                  "smil_code", "smil_alg1", "smil_first_order", "smil_kl_eq7"}
     assert ablations <= set(smil[smil["missing.rates.audio"] == 0.8]["method"])
     assert {"ae_impute", "gan_impute", "mvae", "unimodal"} <= set(df["method"])
-    assert set(df[df["method"] == "unimodal"]["config.use"].map(tuple)) == {("image",)}
+    assert ("image",) in set(df[df["method"] == "unimodal"]["config.use"].map(tuple))       # the lower bound
     assert set(smil[smil["method"] == "smil"]["test"]) == {"image", "image+audio"}
     assert (smil[smil["method"] == "smil"]["accuracy"] > 0.15).all()      # quick profile, chance is 0.1
     v = report.read_verdicts(site / "book/verdicts/01_smil.json")

@@ -72,3 +72,18 @@ def test_rerun_text_reads_the_last_sweeps_timings(tmp_path):
     write_json_atomic(tmp_path / "runs" / "timings.json", {"02_mle/a": 10.0, "02_mle/b": 5.4, "01_smil/c": 99.0})
     assert sweep.rerun_text("02_mle", tmp_path / "records", "default").startswith("In the last sweep on this machine "
                                                                               "its 2 runs (grid and page) took 15 s")
+
+
+def test_registry_parameters_are_notebook_parameters():
+    """Every parameter the registry passes (grid, page, seeds) is one the notebook's
+    parameters cell declares, as papermill parses it (a name it cannot parse would be
+    injected as an unknown parameter and silently ignored)."""
+    from papermill.inspection import inspect_notebook
+    from mmlib.chapters import CHAPTERS, PROFILES
+    for c in CHAPTERS.values():
+        declared = set(inspect_notebook(c.notebook))
+        passed = {"profile", "device", "results_dir", "page"}     # (data_root only when a user gives one)
+        for prof in PROFILES:
+            for point in c.points(prof) + [c.page_point(prof)]:
+                passed |= set(point)
+        assert passed <= declared, (c.name, sorted(passed - declared))

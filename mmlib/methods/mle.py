@@ -51,7 +51,7 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -126,8 +126,8 @@ class _TwoModality(Method):
     """Shared set-up: which modality is x1 (always present: the paper's x) and which is x2
     (incomplete: the paper's y). In this file ``X`` holds x1 and ``X2`` holds x2; the
     label (the paper's z) is ``labels``."""
-    x1: str | None = None
-    x2: str | None = None
+    x1: str | None = field(default=None, kw_only=True)     # keyword-only: after each subclass's fields
+    x2: str | None = field(default=None, kw_only=True)
 
     def _setup(self, data, presence, seed, cfg, device):
         self.cfg = cfg or TrainConfig()
