@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import inspect
 import time
 
 import numpy as np
@@ -56,49 +57,75 @@ def count_parameters(method) -> int:
     return total
 
 
+# the validation split's mask at seed s is drawn from its own stream, seed s + VAL_SEED_OFFSET
+VAL_SEED_OFFSET = 10_000
+
+
+def validation_presence(data: MultimodalDataset, val_missing: dict | None, seed: int) -> torch.Tensor | None:
+    """The validation split's presence matrix for a spec (None: every modality present),
+    drawn like the training split's but from its own seeded stream."""
+    if val_missing is None:
+        return None
+    return masks.from_spec(val_missing, len(data.splits["val"]), data.modality_names, seed + VAL_SEED_OFFSET)
+
+
 def run_identity(data: MultimodalDataset, method: Method, presence: torch.Tensor, seed: int,
-                 cfg: TrainConfig, profile: str | None) -> dict:
+                 cfg: TrainConfig, profile: str | None, val_missing: dict | None = None) -> dict:
     """What makes two runs the same fit: the data (fingerprint), the method and its config,
     the part of the training presence matrix the method uses (a hash of it: the lower bound
     gives the same fit at every audio missing rate), the seed, the training budget and the
     profile. The missing-pattern spec is stored in the record, not in its identity."""
     used = method.used_presence(data, presence).bool().cpu().numpy()
     digest = hashlib.sha1(np.packbits(used, axis=None).tobytes() + str(used.shape).encode()).hexdigest()[:16]
-    return {"dataset": data.name, "data_fingerprint": data.fingerprint(), "method": method.name,
-            "method_config": method.config(), "presence": {"shape": list(used.shape), "sha1": digest},
-            "seed": int(seed), "train_config": cfg.to_dict() | {"progress": None}, "profile": profile}
+    ident = {"dataset": data.name, "data_fingerprint": data.fingerprint(), "method": method.name,
+             "method_config": method.config(), "presence": {"shape": list(used.shape), "sha1": digest},
+             "seed": int(seed), "train_config": cfg.to_dict() | {"progress": None}, "profile": profile}
+    if val_missing is not None:                  # selection on a masked validation split changes the fit
+        ident["val_missing"] = val_missing
+    return ident
 
 
 def evaluate(method: Method, data: MultimodalDataset, split: str = "test",
-             patterns: list[tuple[str, ...]] | None = None) -> dict[str, dict[str, float]]:
+             patterns: list[tuple[str, ...]] | None = None, pooled: dict | None = None) -> dict[str, dict[str, float]]:
     """Metrics on ``split`` for each test pattern (default: every non-empty subset of the
-    modalities the method uses), keyed like ``"image+audio"``."""
+    modalities the method uses), keyed like ``"image+audio"``. If a dict ``pooled`` is
+    given, it receives the metrics over every pattern's predictions together (the split
+    replicated once per pattern, as RedCore's and MMIN's code score it)."""
     names = data.modality_names
     used = getattr(method, "used", names)
     required = set(getattr(method, "required", []))     # e.g. MLE's always-observed x
     if patterns is None:
         patterns = [p for p in masks.test_patterns(names) if set(p) & set(used) and required <= set(p)]
     y = data.y[data.splits[split]]
-    out = {}
+    out, preds = {}, []
     for pat in patterns:
         P = masks.pattern(len(data.splits[split]), names, pat)
         pred = decide(data.task, method.predict(data, split, P))
         out["+".join(pat)] = metrics.report(data.task, y, pred)
+        preds.append(pred)
+    if pooled is not None and preds:
+        pooled.update(metrics.report(data.task, y.repeat(len(preds), *([1] * (y.dim() - 1))), torch.cat(preds)))
     return out
 
 
 def run(data: MultimodalDataset, method: str | Method, missing: dict, seed: int,
         cfg: TrainConfig | None = None, device=None, records_dir=None, reuse: bool = True,
         profile: str | None = None, tags: dict | None = None, method_kwargs: dict | None = None,
-        patterns=None) -> tuple[dict, Method | None]:
+        patterns=None, val_missing: dict | None = None) -> tuple[dict, Method | None]:
     """Fit and evaluate; return ``(record, fitted method)``. When the record exists in
-    ``records_dir`` and ``reuse`` is True it is loaded instead, and the method is None."""
+    ``records_dir`` and ``reuse`` is True it is loaded instead, and the method is None.
+    ``val_missing``: a spec for the validation split's mask (:func:`validation_presence`;
+    None: model selection sees every modality)."""
     cfg = cfg or TrainConfig()
     method_kwargs = method_kwargs or {}
     m = make_method(method, **method_kwargs) if isinstance(method, str) else method
     names = data.modality_names
     presence = masks.from_spec(missing, len(data.splits["train"]), names, seed)
-    identity = run_identity(data, m, presence, seed, cfg, profile)
+    val_presence = validation_presence(data, val_missing, seed)
+    if val_presence is not None and "val_presence" not in inspect.signature(m.fit).parameters:
+        raise ValueError(f"{m.name} cannot select on a masked validation split (its fit() takes no val_presence); "
+                         "run it with val_missing=None")
+    identity = run_identity(data, m, presence, seed, cfg, profile, val_missing)
     if records_dir is not None and reuse:
         path = record_path(records_dir, identity)
         if path.is_file():
@@ -106,7 +133,8 @@ def run(data: MultimodalDataset, method: str | Method, missing: dict, seed: int,
     device = get_device(device)
     started = utc_now()
     t0 = time.perf_counter()
-    m.fit(data, presence, seed=seed, cfg=cfg, device=device)
+    m.fit(data, presence, seed=seed, cfg=cfg, device=device,
+          **({"val_presence": val_presence} if val_presence is not None else {}))
     record = make_record(data, m, identity, missing, presence, time.perf_counter() - t0, device, started,
                          tags, patterns)
     if records_dir is not None:
@@ -118,13 +146,15 @@ def make_record(data: MultimodalDataset, m: Method, identity: dict, missing: dic
                 fit_seconds: float, device, started: str, tags=None, patterns=None, batched: int = 1) -> dict:
     """Evaluate a fitted method on the test split and describe the run as a record."""
     t0 = time.perf_counter()
-    scores = evaluate(m, data, "test", patterns)
+    pooled: dict = {}
+    scores = evaluate(m, data, "test", patterns, pooled=pooled)
     eval_s = time.perf_counter() - t0
     hist = getattr(m, "history", [])
+    extra = {"trace": m.trace} if getattr(m, "trace", None) else {}     # e.g. RedCore's RA and eta per update
     return {
         "identity": identity, "tags": tags or {}, "missing": missing,
         "presence": pack_presence(presence), "presence_summary": masks.describe(presence, data.modality_names),
-        "metrics": scores,
+        "metrics": scores, "pooled_metrics": pooled, **extra,
         "selection": {"split": "val", "best_val": max((h["val_score"] for h in hist), default=None),
                       "best_epoch": (max(range(len(hist)), key=lambda i: hist[i]["val_score"]) if hist else None),
                       "epochs_run": len(hist)},
@@ -185,7 +215,8 @@ def variant_label(kwargs: dict) -> str:
 
 def run_grid(data: MultimodalDataset, methods: list, settings: dict[str, dict], seeds: list[int],
              cfg: TrainConfig, device=None, store=None, profile: str | None = None, keep=(),
-             patterns=None, log=None, batch: bool = True) -> tuple["pd.DataFrame", dict]:
+             patterns=None, log=None, batch: bool = True, validation: str = "full",
+             pooled: bool = False) -> tuple["pd.DataFrame", dict]:
     """Every method under every setting at every seed, through :func:`run` (a run whose
     record is in ``store`` is read, not refitted). Runs at one seed share their masks, so
     the frame is ready for paired comparisons (:mod:`mmlib.report`).
@@ -195,7 +226,11 @@ def run_grid(data: MultimodalDataset, methods: list, settings: dict[str, dict], 
     ``keep``: ``(method, setting)`` pairs whose fitted model (first seed) is returned in
     the dict (refitted if its record existed: figures need the model). With ``batch`` the
     seeds of a method that allows it (``batchable()``) are fitted as one batch first
-    (:func:`fit_seeds_batched`; the same records up to rounding).
+    (:func:`fit_seeds_batched`; the same records up to rounding). ``validation``: "full"
+    (model selection on the validation split with every modality) or "masked" (the
+    validation split masked like the training split, by the setting's spec and the seed).
+    ``pooled``: add a row per run with ``test="pooled"``, the metrics over every test
+    pattern's predictions together (see :func:`evaluate`).
 
     Returns ``(frame, fitted)``; the frame has one row per (method, setting, seed, test
     pattern): ``method`` (its registry key), ``variant`` (the entry's options, see
@@ -205,9 +240,11 @@ def run_grid(data: MultimodalDataset, methods: list, settings: dict[str, dict], 
     (the record's file in the store, e.g. to read its per-epoch ``history``).
     """
     import pandas as pd
+    if validation not in ("full", "masked"):
+        raise ValueError(f"validation must be 'full' or 'masked', got {validation!r}")
     rows, fitted = [], {}
     keep = set(keep)
-    if batch and len(seeds) > 1:                 # seeds as a batch dimension where the method allows it
+    if batch and len(seeds) > 1 and validation == "full":   # seeds as a batch dimension where the method allows it
         for entry in methods:
             key, kwargs = (entry, {}) if isinstance(entry, str) else entry
             for label, spec in settings.items():
@@ -220,13 +257,17 @@ def run_grid(data: MultimodalDataset, methods: list, settings: dict[str, dict], 
             for label, spec in settings.items():
                 want = seed == seeds[0] and ((key, label) in keep)
                 rec, m = run(data, key, spec, seed, cfg, device, records_dir=store, reuse=not want,
-                             profile=profile, method_kwargs=kwargs, patterns=patterns)
+                             profile=profile, method_kwargs=kwargs, patterns=patterns,
+                             val_missing=spec if validation == "masked" else None)
                 if want:
                     fitted[(key, label)] = m
                 sel = rec["selection"]
                 conf = {f"config.{k}": "+".join(map(str, v)) if isinstance(v, list) else v
                         for k, v in rec["identity"]["method_config"].items()}
-                for test, ms in rec["metrics"].items():
+                tests = dict(rec["metrics"])
+                if pooled:
+                    tests["pooled"] = rec.get("pooled_metrics") or {}
+                for test, ms in tests.items():
                     rows.append({"method": rec["identity"]["method"], "variant": variant_label(kwargs),
                                  "setting": label, "seed": seed, "test": test, **conf,
                                  **ms, "epochs_run": sel["epochs_run"], "best_epoch": sel.get("best_epoch"),

@@ -23,8 +23,9 @@ EMOTIONS = ["neutral", "happy", "sad", "angry"]
 @register("affect")
 def load_affect(root: str | Path | None = None, task: str = "regression", standardize: bool = True) -> MultimodalDataset:
     """Modalities ``acoustic`` (50 frames x 14), ``visual`` (30 frames x 17 action units) and
-    ``lexical`` (a 384-d sentence embedding); sequences are standardized per feature with
-    the training split's statistics."""
+    ``lexical`` (a 384-d sentence embedding); every feature is standardized with the
+    training split's statistics (the sentence embeddings are unit vectors, so their
+    coordinates have a standard deviation of about 0.05 before this)."""
     if task not in ("regression", "emotion"):
         raise ValueError(f"affect: task must be 'regression' or 'emotion', got {task!r}")
     folder = Path(root) if root is not None else DATA_DIR / "affect"
@@ -49,8 +50,9 @@ def load_affect(root: str | Path | None = None, task: str = "regression", standa
     splits = {s: torch.nonzero(split == k).flatten() for k, s in enumerate(("train", "val", "test"))}
     if standardize:
         tr = splits["train"]
-        for m in ("acoustic", "visual"):
+        for m in ("acoustic", "visual", "lexical"):          # per feature (and over frames)
             x = mods[m]
-            mu, sd = x[tr].mean((0, 1)), x[tr].std((0, 1)) + 1e-6
+            dims = (0, 1) if x.dim() == 3 else (0,)
+            mu, sd = x[tr].mean(dims), x[tr].std(dims) + 1e-6
             mods[m] = (x - mu) / sd
     return MultimodalDataset("affect", mods, y, kind, names, splits, info)

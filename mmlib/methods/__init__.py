@@ -38,6 +38,8 @@ class Method:
 
     def fit(self, data: MultimodalDataset, presence: torch.Tensor, *, seed: int = 0, cfg=None,
             device=None) -> "Method":
+        """Train on the training split with ``presence`` (n_train x M). Methods that can select
+        on a masked validation split also take ``val_presence`` (n_val x M; None: all present)."""
         raise NotImplementedError
 
     def predict(self, data: MultimodalDataset, split: str, presence: torch.Tensor | None = None) -> torch.Tensor:
@@ -67,8 +69,9 @@ def decide(task: str, scores: torch.Tensor) -> torch.Tensor:
 
 
 def _registry() -> dict:
-    from . import baselines, generative, mle, smil
-    return {**baselines.BASELINES, **generative.METHODS, **mle.METHODS, **smil.METHODS}
+    from . import baselines, generative, mle, mmin, redcore, smil
+    return {**baselines.BASELINES, **generative.METHODS, **mle.METHODS, **smil.METHODS, **redcore.METHODS,
+            **mmin.METHODS}
 
 
 def available() -> list[str]:

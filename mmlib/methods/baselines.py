@@ -64,7 +64,7 @@ class FusionBaseline(Method):
             return cols
         return [names.index(data.check_modality(m)) for m in self.use]
 
-    def _setup(self, data, presence, seed, device):
+    def _setup(self, data, presence, seed, device, val_presence=None):
         """Seed, choose the columns, build the network; return the (len(data), columns)
         presence of the training rows, the rows with something usable, and the pieces of
         the loop: the loss of a batch and the validation outputs."""
@@ -90,7 +90,7 @@ class FusionBaseline(Method):
         P[train] = presence[:, self.cols].to(self.device)
         rows = train[P[train].any(1)]                                    # drop rows with nothing usable
         val = data.splits["val"].to(self.device)
-        val_P = torch.ones(len(val), len(self.cols), dtype=torch.bool, device=self.device)
+        val_P = full_presence(data, "val", val_presence)[:, self.cols].to(self.device)
         late, task, ncols = self.fusion == "late", self.task, len(self.cols)
 
         def loss_fn(model, idx, P):
@@ -103,16 +103,16 @@ class FusionBaseline(Method):
             return task_loss(task, model(xs, p, ls), y[idx])
 
         def val_logits(model):
-            return torch.cat([model({m: X[m][v] for m in self.used}, val_P[: len(v)], {m: ln[v] for m, ln in L.items()})
-                              for v in val.split(EVAL_CHUNK)])
+            return torch.cat([model({m: X[m][v] for m in self.used}, p, {m: ln[v] for m, ln in L.items()})
+                              for v, p in zip(val.split(EVAL_CHUNK), val_P.split(EVAL_CHUNK))])
 
         def val_score(out):
             return validation_score(task, out, y[val])
         return P, rows, loss_fn, val_logits, val_score
 
-    def fit(self, data, presence, *, seed=0, cfg=None, device=None):
+    def fit(self, data, presence, *, seed=0, cfg=None, device=None, val_presence=None):
         cfg = cfg or TrainConfig()
-        P, rows, loss_fn, val_logits, val_score = self._setup(data, presence, seed, device)
+        P, rows, loss_fn, val_logits, val_score = self._setup(data, presence, seed, device, val_presence)
         with noise_stream(DropoutStream(seed)):           # the seed's own dropout masks (as fit_seeds)
             self.model, self.history = fit(self.model, lambda model, idx: loss_fn(model, idx, P), rows,
                                            lambda model: val_score(val_logits(model)), cfg, seed=seed, desc=self.name)
@@ -123,15 +123,19 @@ class FusionBaseline(Method):
         buffers (the CNNs' BatchNorm does)."""
         return self.backbone == "mlp"
 
-    def fit_seeds(self, data, presences: list, seeds: list[int], *, cfg=None, device=None) -> list["FusionBaseline"]:
+    def fit_seeds(self, data, presences: list, seeds: list[int], *, cfg=None, device=None,
+                  val_presences: list | None = None) -> list["FusionBaseline"]:
         """One fitted copy of this method per seed, trained together (see
         :func:`mmlib.train.fit_batched`); each equals ``fit`` at its seed up to rounding."""
         cfg = cfg or TrainConfig()
         members, parts = [], []
-        for presence, seed in zip(presences, seeds):
+        val_presences = val_presences or [None] * len(seeds)
+        for presence, seed, vp in zip(presences, seeds, val_presences):
             m = copy.deepcopy(self)
-            parts.append(m._setup(data, presence, seed, device))
+            parts.append(m._setup(data, presence, seed, device, vp))
             members.append(m)
+        if any(vp is not None for vp in val_presences):    # each member validates on its own mask
+            raise ValueError("fit_seeds: a masked validation split differs per seed; fit the seeds one by one")
         models, histories = fit_batched([m.model for m in members], parts[0][2], [p[1] for p in parts],
                                         [p[0] for p in parts], parts[0][3], parts[0][4], cfg, list(seeds),
                                         desc=self.name)

@@ -1,0 +1,178 @@
+"""MMIN and CRA, the baselines of RedCore's comparison, in a light form for a CPU.
+
+- ``mmin_lite`` -- the missing modality imagination network (Zhao, Li and Jin, ACL 2021,
+  github.com/AIM3-RUC/MMIN). Per-modality encoders read the inputs with the missing ones
+  zero-filled; their embeddings are concatenated, E. A cascaded residual autoencoder
+  *imagines* the complete embedding from E (forward), a second one maps the imagination
+  back to E (backward, the cycle); the classifier reads the forward autoencoder's latent
+  codes. Loss: CE + 4.0 MSE(imagined, teacher) + 2.0 MSE(back, E), where the teacher is a
+  network of the same encoders trained first on the *complete* training data and frozen
+  (MMIN's ``utt_fusion``), and its embedding of the complete sample is the target.
+- ``cra`` -- cascaded residual autoencoder imputation (Tran et al., CVPR 2017, as MMIN
+  runs it): the forward autoencoder alone reconstructs the complete embedding (its target:
+  the same encoders' embedding of the complete sample, held constant), and the classifier
+  reads the reconstruction. No teacher, no cycle.
+
+Both are *perfect data training* (PDT) as RedCore describes its baselines: a training
+sample's missing modalities are hidden from the inputs but their features still supply
+the targets. (MMIN's own training draws one of the six partial patterns per sample and
+epoch; here it trains on the chapter's fixed presence matrix, like every method.)
+
+CPU sizes: the book's pooled / MLP encoders (d = 64 per modality) and two residual
+blocks of 64-32; MMIN has LSTM / TextCNN encoders of 128 and five blocks of 256-128-64.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..models import MLP, encode, make_encoder
+from ..train import TrainConfig, fit, get_device, seed_everything
+from . import Method
+from .common import EVAL_CHUNK, full_presence, validation_score
+from .redcore import ResidualAE
+
+
+class Encoders(nn.Module):
+    """One encoder per modality; missing inputs zero-filled; the embeddings concatenated."""
+
+    def __init__(self, shapes: dict, d: int, sequence: str):
+        super().__init__()
+        self.names = list(shapes)
+        self.enc = nn.ModuleDict({m: make_encoder(s, d, "auto", sequence) for m, s in shapes.items()})
+
+    def forward(self, xs, present, lengths):
+        out = []
+        for j, m in enumerate(self.names):
+            keep = present[:, j].to(xs[m].dtype).reshape(-1, *([1] * (xs[m].dim() - 1)))
+            out.append(encode(self.enc[m], xs[m] * keep, lengths.get(m)))
+        return torch.cat(out, 1)
+
+
+class ImagineNet(nn.Module):
+    """Encoders, the forward (imagination) and backward (cycle) autoencoders, a classifier."""
+
+    def __init__(self, shapes: dict, n_classes: int, d: int, hidden: int, sequence: str, n_blocks: int, mmin: bool):
+        super().__init__()
+        D = d * len(shapes)
+        self.encoders = Encoders(shapes, d, sequence)
+        self.forward_ae = ResidualAE(D, (64, 32), n_blocks)
+        self.backward_ae = ResidualAE(D, (64, 32), n_blocks) if mmin else None
+        self.mmin = mmin
+        self.classifier = MLP(32 * n_blocks if mmin else D, [hidden], n_classes, dropout=0.3)
+
+    def forward(self, xs, present, lengths):
+        E = self.encoders(xs, present, lengths)
+        imagined, latents = self.forward_ae(E)
+        logits = self.classifier(torch.cat(latents, 1) if self.mmin else imagined)
+        return logits, E, imagined
+
+
+@dataclass(eq=False)
+class MMINLite(Method):
+    """``imagine=True``: MMIN (teacher + cycle); ``imagine=False``: CRA."""
+    name: str = "mmin_lite"
+    imagine: bool = True
+    teacher_weight: float = 4.0
+    cycle_weight: float = 2.0
+    rec_weight: float = 1.0          # CRA's reconstruction term
+    d: int = 64
+    hidden: int = 64
+    n_blocks: int = 2
+    sequence: str = "pooled"
+
+    def fit(self, data, presence, *, seed=0, cfg=None, device=None, val_presence=None):
+        cfg = cfg or TrainConfig()
+        self.device = dev = get_device(device)
+        seed_everything(seed)
+        if data.task != "multiclass":
+            raise ValueError(f"{self.name}: a classification method; {data.name} has task {data.task!r}")
+        presence = full_presence(data, "train", presence).to(dev)
+        self.names, self.used, self.required = list(data.modality_names), list(data.modality_names), []
+        self.X = {m: x.to(dev) for m, x in data.modalities.items()}
+        self.L = {m: ln.to(dev) for m, ln in data.lengths.items()}
+        y = data.y.to(dev)
+        M, train = len(self.names), data.splits["train"].to(dev)
+        P = torch.zeros(len(data), M, dtype=torch.bool, device=dev)
+        P[train] = presence
+        full = torch.ones_like(P)
+        rows = train[presence.any(1)]
+        val = data.splits["val"].to(dev)
+        self.val_P = full_presence(data, "val", val_presence).to(dev)
+        shapes = {m: tuple(x.shape[1:]) for m, x in data.modalities.items()}
+
+        def batch(idx):
+            return {m: self.X[m][idx] for m in self.names}, {m: ln[idx] for m, ln in self.L.items()}
+
+        teacher = None
+        if self.imagine:              # MMIN's teacher: the same encoders + a classifier on complete data
+            teacher = nn.ModuleDict({"enc": Encoders(shapes, self.d, self.sequence),
+                                     "cls": MLP(self.d * M, [self.hidden], data.n_classes, dropout=0.5)}).to(dev)
+
+            def t_loss(model, idx):
+                xs, ls = batch(idx)
+                return F.cross_entropy(model["cls"](model["enc"](xs, full[idx], ls)), y[idx])
+
+            def t_val(model):
+                xs, ls = batch(val)
+                return validation_score("multiclass", model["cls"](model["enc"](xs, full[val], ls)), y[val])
+            teacher, _ = fit(teacher, t_loss, train, t_val, cfg, seed=seed + 1, desc=f"{self.name}:teacher")
+            teacher.requires_grad_(False)
+
+        seed_everything(seed)
+        self.model = ImagineNet(shapes, data.n_classes, self.d, self.hidden, self.sequence, self.n_blocks,
+                                self.imagine).to(dev)
+
+        def loss_fn(model, idx):
+            xs, ls = batch(idx)
+            logits, E, imagined = model(xs, P[idx], ls)
+            loss = F.cross_entropy(logits, y[idx])
+            if self.imagine:
+                with torch.no_grad():
+                    target = teacher["enc"](xs, full[idx], ls)            # PDT: the complete sample
+                back, _ = model.backward_ae(imagined)
+                loss = loss + self.teacher_weight * F.mse_loss(imagined, target) \
+                    + self.cycle_weight * F.mse_loss(back, E)
+            else:
+                with torch.no_grad():
+                    target = model.encoders(xs, full[idx], ls)            # PDT: the complete sample
+                loss = loss + self.rec_weight * F.mse_loss(imagined, target)
+            return loss
+
+        def val_score(model):
+            return validation_score("multiclass", self._logits(model, val, self.val_P), y[val])
+
+        self.model, self.history = fit(self.model, loss_fn, rows, val_score, cfg, seed=seed, desc=self.name)
+        return self
+
+    @torch.no_grad()
+    def _logits(self, model, idx, present):
+        model.eval()
+        outs = []
+        for s in range(0, len(idx), EVAL_CHUNK):
+            b = idx[s:s + EVAL_CHUNK]
+            outs.append(model({m: self.X[m][b] for m in self.names}, present[s:s + EVAL_CHUNK],
+                              {m: ln[b] for m, ln in self.L.items()})[0])
+        return torch.cat(outs)
+
+    def predict(self, data, split, presence=None):
+        idx = data.splits[split].to(self.device)
+        return self._logits(self.model, idx, full_presence(data, split, presence).to(self.device)).cpu()
+
+    @torch.no_grad()
+    def embed(self, data, split, presence=None):
+        idx = data.splits[split].to(self.device)
+        p = full_presence(data, split, presence).to(self.device)
+        self.model.eval()
+        return torch.cat([self.model({m: self.X[m][b] for m in self.names}, p[s:s + EVAL_CHUNK],
+                                     {m: ln[b] for m, ln in self.L.items()})[2]
+                          for s, b in zip(range(0, len(idx), EVAL_CHUNK), idx.split(EVAL_CHUNK))]).cpu()
+
+
+METHODS = {
+    "mmin_lite": lambda **kw: MMINLite(name="mmin_lite", imagine=True, **kw),
+    "cra": lambda **kw: MMINLite(name="cra", imagine=False, **kw),
+}

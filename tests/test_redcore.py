@@ -1,0 +1,138 @@
+"""RedCore (mmlib/methods/redcore.py) and the MMIN / CRA baselines (mmlib/methods/mmin.py)."""
+import itertools
+import math
+
+import pytest
+import torch
+
+from mmlib import masks
+from mmlib.data import load_dataset
+from mmlib.experiment import evaluate, run, run_grid
+from mmlib.methods import make_method
+from mmlib.methods.redcore import project_gamma1, relative_advantage
+from mmlib.train import TrainConfig
+
+XI1, XI2 = 0.015, 0.15
+
+
+@pytest.fixture(scope="module")
+def affect():
+    d = load_dataset("affect", task="emotion")
+    return d.with_train_subset(300)
+
+
+def brute_force_projection(v, xi1, xi2, steps=200):
+    """The nearest point of {eta >= xi1, ||eta|| = xi2} (M = 3), by a grid on the sphere."""
+    best, best_d = None, math.inf
+    for i, j in itertools.product(range(steps + 1), repeat=2):
+        th, ph = (math.pi / 2) * i / steps, (math.pi / 2) * j / steps
+        eta = torch.tensor([math.sin(th) * math.cos(ph), math.sin(th) * math.sin(ph), math.cos(th)]) * xi2
+        if (eta >= xi1 - 1e-9).all():
+            dist = float((eta - v).norm())
+            if dist < best_d:
+                best, best_d = eta, dist
+    return best, best_d
+
+
+@pytest.mark.parametrize("v", [[0.2, 0.05, -0.1], [0.1, 0.1, 0.1], [-0.3, -0.1, -0.2], [0.01, 0.5, 0.02],
+                               [0.087, 0.087, 0.087]])
+def test_projection_lands_in_gamma1_and_is_the_nearest_point(v):
+    v = torch.tensor(v)
+    eta = project_gamma1(v, XI1, XI2)
+    assert (eta >= XI1 - 1e-6).all() and abs(float(eta.norm()) - XI2) < 1e-5          # in Gamma1
+    _, d_brute = brute_force_projection(v, XI1, XI2)
+    assert float((eta - v).norm()) <= d_brute + 1e-4                                     # no grid point is nearer
+
+
+def test_projection_rejects_an_empty_set():
+    with pytest.raises(ValueError, match="Gamma1 is empty"):
+        project_gamma1(torch.ones(3), 0.1, 0.15)
+
+
+def test_relative_advantage_sums_to_zero_and_favours_the_smaller_loss():
+    ra = relative_advantage(torch.tensor([1.0, 2.0, 6.0]))
+    assert abs(float(ra.sum())) < 1e-6                                      # Eq. 8
+    assert ra[0] > 0 > ra[2]                                                # smallest imputation loss: strong
+
+
+def test_fit_never_reads_a_missing_modality(affect):
+    """IDT: changing the features of the training samples' missing modalities changes
+    nothing in the fitted model."""
+    n = len(affect.splits["train"])
+    P = masks.independent(n, affect.modality_names, {"acoustic": 0.5, "visual": 0.3, "lexical": 0.6}, seed=0)
+    cfg = TrainConfig(epochs=2, batch_size=64, patience=None)
+    a = make_method("redcore").fit(affect, P, seed=0, cfg=cfg, device="cpu")
+    other = affect.with_train_subset(n)                                  # a copy with noise where missing
+    other.modalities = {m: x.clone() for m, x in affect.modalities.items()}
+    tr = affect.splits["train"]
+    for j, m in enumerate(affect.modality_names):
+        miss = tr[~P[:, j]]
+        other.modalities[m][miss] = torch.randn_like(other.modalities[m][miss]) * 5
+    b = make_method("redcore").fit(other, P, seed=0, cfg=cfg, device="cpu")
+    for (k, x), (_, y) in zip(a.model.state_dict().items(), b.model.state_dict().items()):
+        assert torch.equal(x, y), k
+
+
+def test_core_keeps_eta_fixed_and_red_regulates_it(affect):
+    n = len(affect.splits["train"])
+    P = masks.independent(n, affect.modality_names, {"acoustic": 0.8, "visual": 0.2, "lexical": 0.5}, seed=1)
+    cfg = TrainConfig(epochs=3, batch_size=64, patience=None)
+    core = make_method("redcore_core").fit(affect, P, seed=0, cfg=cfg, device="cpu")
+    etas = {tuple(h["eta"]) for h in core.history}
+    assert len(etas) == 1 and max(abs(e - XI2 / math.sqrt(3)) for e in etas.pop()) < 1e-7 and core.trace == []
+    red = make_method("redcore").fit(affect, P, seed=0, cfg=cfg, device="cpu")
+    assert red.trace and any(max(abs(e - XI2 / math.sqrt(3)) for e in h["eta"]) > 1e-3 for h in red.history)
+    for t in red.trace:                                                    # every update is in Gamma1
+        eta = torch.tensor([t[f"eta_{m}"] for m in affect.modality_names])
+        assert (eta >= XI1 - 1e-6).all() and abs(float(eta.norm()) - XI2) < 1e-5
+        assert abs(sum(t[f"ra_{m}"] for m in affect.modality_names)) < 1e-5
+
+
+def test_imputation_loss_counts_only_present_rows(affect):
+    m = make_method("redcore")
+    n = len(affect.splits["train"])
+    P = masks.independent(n, affect.modality_names, {"acoustic": 0.5, "visual": 0.5, "lexical": 0.5}, seed=2)
+    m.fit(affect, P, seed=0, cfg=TrainConfig(epochs=1, patience=None), device="cpu")
+    idx = affect.splits["train"][:32]
+    present = P[:32].clone()
+    present[:, 0] = False                                                  # no row of the batch has acoustic
+    torch.manual_seed(0)
+    _, mse = m.losses(m.model, idx, present)
+    assert float(mse[0]) == 0.0 and float(mse[1:].min()) > 0
+
+
+def test_code_variants_run_and_the_batch_position_mask_moves(affect):
+    n = len(affect.splits["train"])
+    P = masks.independent(n, affect.modality_names, {"acoustic": 0.2, "visual": 0.5, "lexical": 0.8}, seed=0)
+    cfg = TrainConfig(epochs=1, batch_size=64, patience=None)
+    for kw in [{"kl": "as_printed"}, {"kl": "code"}, {"eta_update": "code"}, {"sample_at_eval": True},
+               {"mask_follows": "batch_position"}, {"empty_rows": "keep"}]:
+        m = make_method("redcore", **kw).fit(affect, P, seed=0, cfg=cfg, device="cpu")
+        assert torch.isfinite(m.predict(affect, "test")).all(), kw
+    with pytest.raises(ValueError, match="unknown kl"):
+        make_method("redcore", kl="half")
+
+
+@pytest.mark.parametrize("name", ["mmin_lite", "cra", "redcore"])
+def test_three_modality_methods_predict_every_pattern_and_select_on_a_masked_validation_split(affect, tmp_path, name):
+    spec = {"kind": "independent", "rates": {"acoustic": 0.5, "visual": 0.5, "lexical": 0.2}}
+    cfg = TrainConfig(epochs=2, batch_size=64, patience=None)
+    rec, m = run(affect, name, spec, 0, cfg, "cpu", records_dir=tmp_path, val_missing=spec)
+    assert len(rec["metrics"]) == 7 and rec["identity"]["val_missing"] == spec
+    assert set(rec["pooled_metrics"]) >= {"accuracy", "f1_weighted"}
+    mean7 = sum(v["accuracy"] for v in rec["metrics"].values()) / 7
+    assert abs(rec["pooled_metrics"]["accuracy"] - mean7) < 1e-6          # pooled accuracy = mean over patterns
+    assert m.val_P.float().mean() < 1.0 if hasattr(m, "val_P") else True
+
+
+def test_masked_validation_is_refused_by_a_method_that_cannot_use_it(affect):
+    spec = {"kind": "independent", "rates": {"acoustic": 0.5}}
+    with pytest.raises(ValueError, match="cannot select on a masked validation split"):
+        run(affect, "mvae", spec, 0, TrainConfig(epochs=1), "cpu", val_missing=spec)
+
+
+def test_run_grid_adds_pooled_rows(affect, tmp_path):
+    spec = {"kind": "independent", "rates": {"acoustic": 0.5, "visual": 0.5, "lexical": 0.2}}
+    df, _ = run_grid(affect, ["zp_concat"], {"s": spec}, [0, 1], TrainConfig(epochs=1, patience=None), "cpu",
+                     store=tmp_path, validation="masked", pooled=True)
+    assert set(df["test"]) == {"pooled"} | {"+".join(p) for p in masks.test_patterns(affect.modality_names)}
