@@ -105,7 +105,7 @@ def test_code_variants_run_and_the_batch_position_mask_moves(affect):
     n = len(affect.splits["train"])
     P = masks.independent(n, affect.modality_names, {"acoustic": 0.2, "visual": 0.5, "lexical": 0.8}, seed=0)
     cfg = TrainConfig(epochs=1, batch_size=64, patience=None)
-    for kw in [{"kl": "as_printed"}, {"kl": "code"}, {"eta_update": "code"}, {"sample_at_eval": True},
+    for kw in [{"kl": "as_printed"}, {"kl": "code"}, {"eta_update": "code"}, {"sample_at_eval": True}, {"xenc_input": "code"},
                {"mask_follows": "batch_position"}, {"empty_rows": "keep"}]:
         m = make_method("redcore", **kw).fit(affect, P, seed=0, cfg=cfg, device="cpu")
         assert torch.isfinite(m.predict(affect, "test")).all(), kw

@@ -45,8 +45,14 @@ Options where the code differs (each a measured row in the chapter): ``kl``,
 ``eta_update``, ``sample_at_eval`` (the code samples z at test time), ``mask_follows``
 ("batch_position": the code indexes its mask by batch position while the loader shuffles,
 so a sample's missing modalities change every epoch and it eventually shows every modality
-of every sample; the same as permuting the presence matrix's rows every epoch). Samples
-with no modality at all are dropped from training (``empty_rows="keep"`` as the code).
+of every sample; the same as permuting the presence matrix's rows every epoch),
+``xenc_input`` ("code": g^m reads every other encoder's output, a missing modality's
+computed from its zero-filled input). Samples with no modality at all are dropped from
+training (``empty_rows="keep"`` as the code). ``eta_update="code"`` also takes the code's
+order (this batch's moving average updates eta before this batch's step; the average starts
+at 0). Differences kept in every variant: the code clips each sub-network's gradient norm
+at 1.0 and runs 30 + 30 epochs with Adam 2e-4, where the book trains every method of the
+chapter with the same budget (Adam 1e-3, early stopping on validation).
 
 CPU sizes (``default`` profile): self-encoders are the book's pooled encoders (mean and std
 of the frames, then an MLP) or an MLP for vectors, d = 64, and two residual autoencoder
@@ -164,9 +170,9 @@ class RedCoreNet(nn.Module):
     """Self-encoders, cross-modal encoders and the M + 1 decoders f_c^m."""
 
     def __init__(self, shapes: dict, n_classes: int, d: int = 64, hidden: int = 64, sequence: str = "pooled",
-                 widths=(64, 32), n_blocks: int = 2):
+                 widths=(64, 32), n_blocks: int = 2, zero_missing: bool = True):
         super().__init__()
-        self.names = list(shapes)
+        self.names, self.zero_missing = list(shapes), zero_missing
         M = len(self.names)
         self.senc = nn.ModuleDict({m: SelfEncoder(s, d, sequence) for m, s in shapes.items()})
         self.xenc = nn.ModuleDict({m: CrossEncoder(M - 1, d, widths, n_blocks) for m in shapes})
@@ -182,7 +188,7 @@ class RedCoreNet(nn.Module):
             zbar = mu + torch.randn_like(mu) * (0.5 * logvar).exp() if sample else mu
             out[m] = {"mu": mu, "logvar": logvar, "zbar": zbar}
         for j, m in enumerate(self.names):
-            others = [out[o]["zbar"] * present[:, k:k + 1].to(out[o]["zbar"].dtype)
+            others = [out[o]["zbar"] * (present[:, k:k + 1].to(out[o]["zbar"].dtype) if self.zero_missing else 1.0)
                       for k, o in enumerate(self.names) if o != m]                # A^m: the available others
             zhat = self.xenc[m](torch.cat(others, 1))
             out[m]["zhat"] = zhat
@@ -214,6 +220,8 @@ class RedCore(Method):
     sample_at_eval: bool = False      # the code samples z at test time
     mask_follows: str = "sample"      # "sample" (IDT) or "batch_position" (the code: rows permuted per epoch)
     empty_rows: str = "drop"          # training rows with no modality: "drop" or "keep" (code)
+    xenc_input: str = "available"     # g^m reads the available others' zbar ("code": every other encoder's
+                                      # output, a missing one computed from its zero-filled input)
     d: int = 64
     hidden: int = 64
     n_blocks: int = 2
@@ -222,6 +230,7 @@ class RedCore(Method):
     def __post_init__(self):
         super().__post_init__()
         for opt, allowed in [("kl", ("paper", "as_printed", "code")), ("eta_update", ("projection", "code")),
+                             ("xenc_input", ("available", "code")),
                              ("mask_follows", ("sample", "batch_position")), ("empty_rows", ("drop", "keep"))]:
             if getattr(self, opt) not in allowed:
                 raise ValueError(f"unknown {opt}={getattr(self, opt)!r}; use one of {allowed}")
@@ -272,7 +281,8 @@ class RedCore(Method):
         val = data.splits["val"].to(dev)
         val_P = full_presence(data, "val", val_presence).to(dev)
         self.model = model = RedCoreNet({m: tuple(x.shape[1:]) for m, x in data.modalities.items()}, data.n_classes,
-                                        self.d, self.hidden, self.sequence, n_blocks=self.n_blocks).to(dev)
+                                        self.d, self.hidden, self.sequence, n_blocks=self.n_blocks,
+                                        zero_missing=self.xenc_input == "available").to(dev)
 
         opt = adam(model.parameters(), cfg)
         keeper, order, shuffle = Checkpoint(cfg.patience), torch.Generator().manual_seed(seed), \
@@ -289,28 +299,30 @@ class RedCore(Method):
             model.train()
             total = 0.0
             for idx in batches(rows, cfg.batch_size, order):
-                if self.regulate and step % self.K == 0 and mal is not None:      # Algorithm 1, lines 3-4
-                    ra = relative_advantage(mal)                                    # Eqs. 10, 4, 5
-                    if self.eta_update == "projection":
-                        eta = project_gamma1(eta - self.alpha1 * ra, self.xi1, self.xi2)   # Eq. 9
-                    else:
-                        lr = self.alpha1 * 1.5 ** (step // 500 + 1)
-                        code_w = (code_w - lr * ra).clamp(min=0.1)
-                        code_w = code_w / code_w.norm()
-                        eta = self.xi2 * code_w
-                    self.trace.append({"step": step, "epoch": epoch, **{f"ra_{m}": float(r) for m, r in zip(self.names, ra)},
-                                       **{f"eta_{m}": float(e) for m, e in zip(self.names, eta)},
-                                       **{f"mal_{m}": float(v) for m, v in zip(self.names, mal)}})
+                if self.regulate and self.eta_update == "projection" and step % self.K == 0 and mal is not None:
+                    ra = relative_advantage(mal)                                    # Algorithm 1, line 3: Eqs. 10, 4, 5
+                    eta = project_gamma1(eta - self.alpha1 * ra, self.xi1, self.xi2)   # line 4: Eq. 9
+                    self._log(step, epoch, ra, eta, mal)
                 vib, mse = self.losses(model, idx, Pe[idx])                # lines 5-7: a step on theta
+                with torch.no_grad():                                      # Eq. 10 (the rows that have m)
+                    have, m_now = Pe[idx].any(0).cpu(), mse.detach().cpu()
+                    if mal is None and self.eta_update == "projection":
+                        mal = m_now.clone()                                # starts at the first value
+                    else:                                                  # (the code starts at 0)
+                        mal = torch.zeros_like(m_now) if mal is None else mal
+                        mal = torch.where(have, (1 - self.beta) * mal + self.beta * m_now, mal)
+                if self.regulate and self.eta_update == "code" and step % self.K == 0:
+                    ra = relative_advantage(mal)                           # the code: this batch's average, then
+                    lr = self.alpha1 * 1.5 ** (step // 500 + 1)            # clamp at 0.1 and normalise (not Eq. 9)
+                    code_w = (code_w - lr * ra).clamp(min=0.1)
+                    code_w = code_w / code_w.norm()
+                    eta = self.xi2 * code_w
+                    self._log(step, epoch, ra, eta, mal)
                 loss = vib + (eta.to(dev) * mse).sum()
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
                 step += 1
-                with torch.no_grad():                                      # Eq. 10 (the rows that have m)
-                    have = Pe[idx].any(0).cpu()
-                    m_now = mse.detach().cpu()
-                    mal = m_now.clone() if mal is None else torch.where(have, (1 - self.beta) * mal + self.beta * m_now, mal)
                 total += float(loss.detach()) * len(idx)
             score = self._val_score(val, val_P)                             # plumbing from here on
             self.history.append({"epoch": epoch, "train_loss": total / max(len(rows), 1), "val_score": score,
@@ -319,6 +331,12 @@ class RedCore(Method):
                 break
         keeper.restore(model)
         return self
+
+    def _log(self, step, epoch, ra, eta, mal):
+        """One eta update in ``trace`` (Figure 5 reads it from the record)."""
+        self.trace.append({"step": step, "epoch": epoch, **{f"ra_{m}": float(r) for m, r in zip(self.names, ra)},
+                           **{f"eta_{m}": float(e) for m, e in zip(self.names, eta)},
+                           **{f"mal_{m}": float(v) for m, v in zip(self.names, mal)}})
 
     # -- prediction ----------------------------------------------------------------------------------
     @torch.no_grad()
