@@ -92,11 +92,17 @@ class Chapter:
         a page uses it to gather the records of the whole grid."""
         grids = self.grid.get(prof, {})
         grids = grids if isinstance(grids, list) else [grids]
-        vals = {v for g in grids for v in g.get(name, [])}
-        if name in self.page_params:
-            vals.add(self.page_params[name])
-        return sorted(vals)
+        vals = [v for g in grids for v in g.get(name, [])] + ([self.page_params[name]] if name in self.page_params else [])
+        out = []
+        for v in vals:                       # unique, values may be lists (e.g. one rate per modality)
+            if v not in out:
+                out.append(v)
+        return sorted(out)
 
+
+REDCORE_RATES = [[0.8, 0.5, 0.5], [0.5, 0.8, 0.5], [0.5, 0.5, 0.8], [0.2, 0.5, 0.8], [0.5, 0.2, 0.8], [0.8, 0.5, 0.2],
+                 [0.8, 0.2, 0.5], [0.2, 0.8, 0.5], [0.5, 0.8, 0.2], [0.0, 0.0, 0.0], [0.3, 0.3, 0.3], [0.6, 0.6, 0.6],
+                 [0.9, 0.9, 0.9]]
 
 CHAPTERS = {c.name: c for c in [
     Chapter("00_missing_modalities", "Missing modalities: the problem, the patterns, the baselines",
@@ -124,6 +130,14 @@ CHAPTERS = {c.name: c for c in [
                            {"dataset": ["affect"], "missing_modality": ["visual", "acoustic"],
                             "missing_rate": [0.8, 0.9, 0.95]}]},
             page_params={"missing_modality": "image", "missing_rate": 0.95}),
+    # missing_rates = (acoustic, visual, lexical): Table 1's six triples, the permutations of Table 2 and
+    # Figure 4, and Figure 3's shared rates; the page is Figure 5's setting
+    Chapter("03_redcore", "RedCore: relative advantage aware cross-modal representation learning", "The papers",
+            "notebooks/03_redcore.ipynb", "book/chapters/03_redcore.ipynb",
+            grid={"quick": {"missing_rates": [[0.8, 0.2, 0.5], [0.2, 0.5, 0.8], [0.0, 0.0, 0.0], [0.9, 0.9, 0.9]]},
+                  "default": {"missing_rates": REDCORE_RATES},
+                  "full": {"missing_rates": REDCORE_RATES + [[r, r, r] for r in (0.1, 0.2, 0.4, 0.5, 0.7, 0.8)]}},
+            page_params={"missing_rates": [0.8, 0.2, 0.5]}),
     Chapter("avdigits_datasheet", "avdigits", "Data", "notebooks/avdigits_datasheet.ipynb",
             "book/datasheets/avdigits.ipynb", seeded=False),
     Chapter("affect_datasheet", "affect", "Data", "notebooks/affect_datasheet.ipynb",

@@ -79,7 +79,8 @@ def test_core_keeps_eta_fixed_and_red_regulates_it(affect):
     cfg = TrainConfig(epochs=3, batch_size=64, patience=None)
     core = make_method("redcore_core").fit(affect, P, seed=0, cfg=cfg, device="cpu")
     etas = {tuple(h["eta"]) for h in core.history}
-    assert len(etas) == 1 and max(abs(e - XI2 / math.sqrt(3)) for e in etas.pop()) < 1e-7 and core.trace == []
+    assert len(etas) == 1 and max(abs(e - XI2 / math.sqrt(3)) for e in etas.pop()) < 1e-7
+    assert core.trace and {t["eta_lexical"] for t in core.trace} == {core.history[0]["eta"][2]}   # RA logged, eta kept
     red = make_method("redcore").fit(affect, P, seed=0, cfg=cfg, device="cpu")
     assert red.trace and any(max(abs(e - XI2 / math.sqrt(3)) for e in h["eta"]) > 1e-3 for h in red.history)
     for t in red.trace:                                                    # every update is in Gamma1

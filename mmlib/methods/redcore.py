@@ -299,9 +299,10 @@ class RedCore(Method):
             model.train()
             total = 0.0
             for idx in batches(rows, cfg.batch_size, order):
-                if self.regulate and self.eta_update == "projection" and step % self.K == 0 and mal is not None:
+                if self.eta_update == "projection" and step % self.K == 0 and mal is not None:
                     ra = relative_advantage(mal)                                    # Algorithm 1, line 3: Eqs. 10, 4, 5
-                    eta = project_gamma1(eta - self.alpha1 * ra, self.xi1, self.xi2)   # line 4: Eq. 9
+                    if self.regulate:                                               # (Core: RA is logged, eta kept)
+                        eta = project_gamma1(eta - self.alpha1 * ra, self.xi1, self.xi2)   # line 4: Eq. 9
                     self._log(step, epoch, ra, eta, mal)
                 vib, mse = self.losses(model, idx, Pe[idx])                # lines 5-7: a step on theta
                 with torch.no_grad():                                      # Eq. 10 (the rows that have m)
