@@ -116,6 +116,23 @@ def test_mle_chapter_records(built):
     assert affect and all(x.verdict != "not testable" or x.reason for x in affect)
 
 
+def test_redcore_chapter_records(built):
+    site, _ = built
+    from mmlib import report
+    df = results.load_records(site / "book/records", "[!.]*.json")
+    rc = df[df["method"].isin(["redcore", "redcore_core", "redcore_red", "mmin_lite", "cra"])]
+    assert set(rc["method"]) == {"redcore", "redcore_core", "redcore_red", "mmin_lite", "cra"}
+    assert set(rc["test"]) == {"acoustic", "visual", "lexical", "acoustic+visual", "acoustic+lexical",
+                               "visual+lexical", "acoustic+visual+lexical"}              # every test pattern
+    assert rc["val_missing.kind"].eq("independent").all()          # selected on a masked validation split
+    page = rc[(rc["missing.rates.acoustic"] == 0.8) & (rc["missing.rates.visual"] == 0.2)]
+    assert {"as_printed", "code"} <= set(page["config.kl"]) and "batch_position" in set(page["config.mask_follows"])
+    rec = results.read_record(page[page["method"] == "redcore"]["path"].iloc[0])
+    assert rec["trace"] and "ra_lexical" in rec["trace"][0] and rec["pooled_metrics"]["f1_weighted"] > 0
+    v = report.read_verdicts(site / "book/verdicts/03_redcore.json")
+    assert any(x.claim.startswith("(4) RedCore beats Core") for x in v) and all(x.verdict in report.VERDICTS for x in v)
+
+
 def test_sweep_skips_finished_runs(built):
     site, _ = built
     infos = sweep.run_chapter("00_missing_modalities", "quick", device="cpu", book_dir=site / "book",
