@@ -3,11 +3,16 @@
 - ``mmin_lite`` -- the missing modality imagination network (Zhao, Li and Jin, ACL 2021,
   github.com/AIM3-RUC/MMIN). Per-modality encoders read the inputs with the missing ones
   zero-filled; their embeddings are concatenated, E. A cascaded residual autoencoder
-  *imagines* the complete embedding from E (forward), a second one maps the imagination
-  back to E (backward, the cycle); the classifier reads the forward autoencoder's latent
-  codes. Loss: CE + 4.0 MSE(imagined, teacher) + 2.0 MSE(back, E), where the teacher is a
-  network of the same encoders trained first on the *complete* training data and frozen
-  (MMIN's ``utt_fusion``), and its embedding of the complete sample is the target.
+  *imagines* the missing modalities' embedding from E (forward), a second one maps the
+  imagination back to E (backward, the cycle); the classifier reads the forward
+  autoencoder's latent codes. Loss: CE + 4.0 MSE(imagined, teacher) + 2.0 MSE(back, E held
+  constant), where the teacher is a network of the same encoders trained first on the
+  *complete* training data and frozen (MMIN's ``utt_fusion``): its embedding of the
+  sample's *missing* modalities (the present ones zeroed, MMIN's "reverse" input) is the
+  target, and the student's encoders start from its weights. Checked against
+  ``models/mmin_model.py`` of AIM3-RUC/MMIN; kept differences: no gradient clipping (the
+  code clips each network at 1.0), the book's budget (Adam 1e-3 to a validation plateau,
+  where MMIN runs Adam 2e-4 for 30 + 30 epochs), the sizes below.
 - ``cra`` -- cascaded residual autoencoder imputation (Tran et al., CVPR 2017, as MMIN
   runs it): the forward autoencoder alone reconstructs the complete embedding (its target:
   the same encoders' embedding of the complete sample, held constant), and the classifier
@@ -125,17 +130,19 @@ class MMINLite(Method):
         seed_everything(seed)
         self.model = ImagineNet(shapes, data.n_classes, self.d, self.hidden, self.sequence, self.n_blocks,
                                 self.imagine).to(dev)
+        if self.imagine:                                  # MMIN starts its encoders from the teacher's
+            self.model.encoders.load_state_dict(teacher["enc"].state_dict())
 
         def loss_fn(model, idx):
             xs, ls = batch(idx)
             logits, E, imagined = model(xs, P[idx], ls)
             loss = F.cross_entropy(logits, y[idx])
             if self.imagine:
-                with torch.no_grad():
-                    target = teacher["enc"](xs, full[idx], ls)            # PDT: the complete sample
+                with torch.no_grad():                                   # PDT: the missing modalities'
+                    target = teacher["enc"](xs, ~P[idx], ls)            # features, through the teacher
                 back, _ = model.backward_ae(imagined)
                 loss = loss + self.teacher_weight * F.mse_loss(imagined, target) \
-                    + self.cycle_weight * F.mse_loss(back, E)
+                    + self.cycle_weight * F.mse_loss(back, E.detach())
             else:
                 with torch.no_grad():
                     target = model.encoders(xs, full[idx], ls)            # PDT: the complete sample
