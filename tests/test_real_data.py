@@ -208,6 +208,17 @@ def test_mmsa_pickles(tmp_path, name, aligned):
     assert check_folder(name, tmp_path / "ok", aligned=aligned) == []
 
 
+def test_mmsa_three_classes(tmp_path):
+    """RedCore's MOSEI task: MMSA's classification_labels when present, else the sign of the score."""
+    write_mmsa(tmp_path / "ok", "mosei")
+    d = load_dataset("mosei", tmp_path / "ok", task="3class")
+    assert d.task == "multiclass" and d.class_names == ["negative", "neutral", "positive"]
+    assert (d.y == 0).all()                                       # the pickle's classification_labels (zeros)
+    from mmlib.data.mosi import _labels
+    y, _, _ = _labels(np.array([-1.2, 0.0, 2.0]), "3class")
+    assert y.tolist() == [0, 1, 2]
+
+
 def test_mmsa_broken(tmp_path):
     write_mmsa(tmp_path / "nan", "mosi")
     path = tmp_path / "nan/unaligned_50.pkl"

@@ -137,3 +137,34 @@ def test_run_grid_adds_pooled_rows(affect, tmp_path):
     df, _ = run_grid(affect, ["zp_concat"], {"s": spec}, [0, 1], TrainConfig(epochs=1, patience=None), "cpu",
                      store=tmp_path, validation="masked", pooled=True)
     assert set(df["test"]) == {"pooled"} | {"+".join(p) for p in masks.test_patterns(affect.modality_names)}
+
+
+def test_batch_position_mask_moves_to_other_samples(affect, monkeypatch):
+    """The code's mask follows the batch position: a sample's presence changes between epochs;
+    the book's (IDT) mask stays with the sample."""
+    from mmlib.methods.redcore import RedCore
+    n = len(affect.splits["train"])
+    P = masks.independent(n, affect.modality_names, {"acoustic": 0.5, "visual": 0.5, "lexical": 0.5}, seed=0)
+    row_of = {int(i): k for k, i in enumerate(affect.splits["train"])}
+    seen = []
+    original = RedCore.losses
+
+    def spy(self, model, idx, present):
+        seen.append((idx.clone(), present.clone()))
+        return original(self, model, idx, present)
+    monkeypatch.setattr(RedCore, "losses", spy)
+    cfg = TrainConfig(epochs=2, batch_size=64, patience=None)
+    for follows, moved in [("sample", False), ("batch_position", True)]:
+        seen.clear()
+        make_method("redcore", mask_follows=follows, empty_rows="keep").fit(affect, P, seed=0, cfg=cfg, device="cpu")
+        differs = any(not torch.equal(p, P[[row_of[int(i)] for i in idx]]) for idx, p in seen)
+        assert differs == moved, follows
+
+
+def test_redcore_beats_chance_on_gaussian():
+    d = load_dataset("gaussian", preset="imbalanced", n=1500, seed=0)
+    n = len(d.splits["train"])
+    P = masks.independent(n, d.modality_names, {m: 0.3 for m in d.modality_names}, seed=0)
+    m = make_method("redcore").fit(d, P, seed=0, cfg=TrainConfig(epochs=15, patience=None), device="cpu")
+    acc = evaluate(m, d, "test")["+".join(d.modality_names)]["accuracy"]
+    assert acc > 1.0 / d.n_classes + 0.2, acc

@@ -21,7 +21,9 @@
 
 Labels. ``task="regression"`` keeps the score; ``"binary"`` is negative (< 0) vs
 non-negative (>= 0), the convention of the book's Acc-2; ``"7class"`` is the score rounded
-to -3..3. SMIL uses the binary task (its Table 1), M3S and RedCore the regression one.
+to -3..3; ``"3class"`` is negative (< 0), neutral (= 0), positive (> 0), MMSA's
+``classification_labels`` when the pickle has them (RedCore's MOSEI task). SMIL uses the
+binary task (its Table 1), M3S the regression one, RedCore the 3-class one.
 """
 from __future__ import annotations
 
@@ -34,7 +36,7 @@ from . import MultimodalDataset, register, register_check
 from .checks import Checker, require_h5py
 
 SPLITS = {"train": "train", "valid": "val", "test": "test"}
-TASKS = ("regression", "binary", "7class")
+TASKS = ("regression", "binary", "7class", "3class")
 MFN_SLICES = {"text": (0, 300), "audio": (300, 305), "visual": (305, 325)}
 
 
@@ -46,6 +48,8 @@ def _labels(score: np.ndarray, task: str):
         return torch.from_numpy(score), "regression", []
     if task == "binary":
         return torch.from_numpy((score >= 0).astype(np.int64)), "multiclass", ["negative", "non-negative"]
+    if task == "3class":
+        return torch.from_numpy((np.sign(score) + 1).astype(np.int64)), "multiclass", ["negative", "neutral", "positive"]
     return (torch.from_numpy((np.clip(np.round(score), -3, 3) + 3).astype(np.int64)), "multiclass",
             [str(k) for k in range(-3, 4)])
 
@@ -180,6 +184,9 @@ def _mmsa_loader(name: str):
             scores.append(np.asarray(d["regression_labels"]).reshape(-1))
             split += [v] * n
         y, kind, names = _labels(np.concatenate(scores), task)
+        if task == "3class" and all("classification_labels" in data[s] for s in SPLITS):
+            y = torch.from_numpy(np.concatenate([np.asarray(data[s]["classification_labels"]).reshape(-1)
+                                                 for s in SPLITS]).astype(np.int64))
         split = np.array(split)
         return MultimodalDataset(
             name, {m: torch.from_numpy(np.concatenate(a)) for m, a in mods.items()}, y, kind, names,
