@@ -188,3 +188,28 @@ def test_seeds_with_different_counts_are_not_batched_together(avdigits, tmp_path
     assert sorted(df["seed"].unique()) == [0, 1, 2]
     recs = [results.read_record(p) for p in tmp_path.glob("*.json")]
     assert len(recs) == 3 and all(r["timings"]["batched_seeds"] == 1 for r in recs)
+
+
+def test_maxpool_by_phases_equals_aten_in_values_and_gradients():
+    """The CNNs' 2x2 max pooling (the maximum of four strided phases) gives aten's values and
+    routes gradients to the same (first) maximum, ties and odd sizes included, to second order."""
+    import torch.nn.functional as F
+    from torch.func import grad
+    from mmlib.models import _MaxPool2x2
+    torch.manual_seed(0)
+    for shape in [(4, 6, 28, 28), (4, 16, 10, 10), (3, 2, 7, 9)]:
+        x = torch.randn(shape)
+        x[..., :2, :2] = 1.0                                        # a tie inside a window
+        a, b = x.clone().requires_grad_(), x.clone().requires_grad_()
+        ya, yb = F.max_pool2d(a, 2), _MaxPool2x2.apply(b)
+        g = torch.randn_like(ya)
+        ya.backward(g)
+        yb.backward(g)
+        assert torch.equal(ya, yb) and torch.equal(a.grad, b.grad)
+    w, x = torch.randn(6, 1, 5, 5), torch.randn(2, 1, 28, 28)
+
+    def second(pool):
+        def loss(w):
+            return (pool(F.conv2d(x, w, padding=2)) ** 2).sum()
+        return grad(lambda w: (grad(loss)(w) ** 2).sum())(w)
+    assert torch.equal(second(lambda t: F.max_pool2d(t, 2)), second(_MaxPool2x2.apply))
