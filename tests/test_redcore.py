@@ -114,7 +114,7 @@ def test_code_variants_run_and_the_batch_position_mask_moves(affect):
         make_method("redcore", kl="half")
 
 
-@pytest.mark.parametrize("name", ["mmin_lite", "cra", "redcore"])
+@pytest.mark.parametrize("name", ["mmin_lite", "cra", "amae_lite", "redcore"])
 def test_three_modality_methods_predict_every_pattern_and_select_on_a_masked_validation_split(affect, tmp_path, name):
     spec = {"kind": "independent", "rates": {"acoustic": 0.5, "visual": 0.5, "lexical": 0.2}}
     cfg = TrainConfig(epochs=2, batch_size=64, patience=None)

@@ -1,4 +1,4 @@
-"""MMIN and CRA, the baselines of RedCore's comparison, in a light form for a CPU.
+"""MMIN, CRA and AMAE, the baselines of RedCore's comparison, in a light form for a CPU.
 
 - ``mmin_lite`` -- the missing modality imagination network (Zhao, Li and Jin, ACL 2021,
   github.com/AIM3-RUC/MMIN). Per-modality encoders read the inputs with the missing ones
@@ -18,7 +18,14 @@
   the same encoders' embedding of the complete sample, held constant), and the classifier
   reads the reconstruction. No teacher, no cycle.
 
-Both are *perfect data training* (PDT) as RedCore describes its baselines: a training
+- ``amae_lite`` -- ActionMAE (Woo et al., AAAI 2023), as RedCore runs it: one token per
+  modality (its encoder's embedding), a learnable token in place of a missing modality
+  (plus a modality embedding), a one-layer transformer (4 heads) over the tokens; the
+  output tokens at the masked places reconstruct the real embeddings (MSE), the mean of the
+  output tokens is classified (CE). During training each present modality is also masked
+  at random (``drop`` = 0.3), as ActionMAE's random modality dropout.
+
+All three are *perfect data training* (PDT) as RedCore describes its baselines: a training
 sample's missing modalities are hidden from the inputs but their features still supply
 the targets. (MMIN's own training draws one of the six partial patterns per sample and
 epoch; here it trains on the chapter's fixed presence matrix, like every method.)
@@ -179,7 +186,102 @@ class MMINLite(Method):
                           for s, b in zip(range(0, len(idx), EVAL_CHUNK), idx.split(EVAL_CHUNK))]).cpu()
 
 
+class AMAENet(nn.Module):
+    """Per-modality encoders -> tokens; masked tokens replaced by a learnable one; a
+    one-layer transformer; a classifier on the mean output token."""
+
+    def __init__(self, shapes: dict, n_classes: int, d: int, hidden: int, sequence: str, heads: int = 4):
+        super().__init__()
+        self.encoders = Encoders(shapes, d, sequence)
+        M = len(shapes)
+        self.mask_token = nn.Parameter(torch.zeros(d))
+        self.modality = nn.Parameter(torch.randn(M, d) * 0.02)
+        self.mixer = nn.TransformerEncoderLayer(d, heads, dim_feedforward=2 * d, dropout=0.1, batch_first=True)
+        self.classifier = MLP(d, [hidden], n_classes, dropout=0.3)
+        self.M, self.d = M, d
+
+    def tokens(self, xs, present, lengths):
+        return self.encoders(xs, present, lengths).reshape(-1, self.M, self.d)         # (B, M, d)
+
+    def forward(self, xs, present, lengths):
+        tok = self.tokens(xs, present, lengths)
+        tok = torch.where(present[:, :, None], tok, self.mask_token.expand_as(tok)) + self.modality
+        out = self.mixer(tok)
+        return self.classifier(out.mean(1)), out
+
+
+@dataclass(eq=False)
+class AMAELite(Method):
+    """ActionMAE-like baseline (PDT): masked modality tokens reconstructed by a transformer."""
+    name: str = "amae_lite"
+    drop: float = 0.3                 # random modality dropout of present modalities in training
+    rec_weight: float = 1.0
+    d: int = 64
+    hidden: int = 64
+    sequence: str = "pooled"
+
+    def fit(self, data, presence, *, seed=0, cfg=None, device=None, val_presence=None):
+        cfg = cfg or TrainConfig()
+        self.device = dev = get_device(device)
+        seed_everything(seed)
+        if data.task != "multiclass":
+            raise ValueError(f"{self.name}: a classification method; {data.name} has task {data.task!r}")
+        presence = full_presence(data, "train", presence).to(dev)
+        self.names, self.used, self.required = list(data.modality_names), list(data.modality_names), []
+        self.X = {m: x.to(dev) for m, x in data.modalities.items()}
+        self.L = {m: ln.to(dev) for m, ln in data.lengths.items()}
+        y = data.y.to(dev)
+        M, train = len(self.names), data.splits["train"].to(dev)
+        P = torch.zeros(len(data), M, dtype=torch.bool, device=dev)
+        P[train] = presence
+        full = torch.ones_like(P)
+        rows = train[presence.any(1)]
+        val = data.splits["val"].to(dev)
+        self.val_P = full_presence(data, "val", val_presence).to(dev)
+        self.model = AMAENet({m: tuple(x.shape[1:]) for m, x in data.modalities.items()}, data.n_classes,
+                             self.d, self.hidden, self.sequence).to(dev)
+        gen = torch.Generator().manual_seed(seed + 5)
+
+        def loss_fn(model, idx):
+            xs, ls = {m: self.X[m][idx] for m in self.names}, {m: ln[idx] for m, ln in self.L.items()}
+            keep = P[idx] & (torch.rand(P[idx].shape, generator=gen).to(dev) >= self.drop)   # random modality dropout
+            keep = torch.where(keep.any(1, keepdim=True), keep, P[idx])                       # never drop them all
+            logits, out = model(xs, keep, ls)
+            with torch.no_grad():
+                target = model.tokens(xs, full[idx], ls)                  # PDT: every modality's real token
+            masked = (~keep).to(out.dtype)[:, :, None]
+            rec = (((out - target) ** 2) * masked).sum() / (masked.sum() * self.d).clamp(min=1)
+            return F.cross_entropy(logits, y[idx]) + self.rec_weight * rec
+
+        def val_score(model):
+            return validation_score("multiclass", self._logits(model, val, self.val_P), y[val])
+
+        self.model, self.history = fit(self.model, loss_fn, rows, val_score, cfg, seed=seed, desc=self.name)
+        return self
+
+    @torch.no_grad()
+    def _logits(self, model, idx, present):
+        model.eval()
+        return torch.cat([model({m: self.X[m][b] for m in self.names}, present[s:s + EVAL_CHUNK],
+                                {m: ln[b] for m, ln in self.L.items()})[0]
+                          for s, b in zip(range(0, len(idx), EVAL_CHUNK), idx.split(EVAL_CHUNK))])
+
+    def predict(self, data, split, presence=None):
+        idx = data.splits[split].to(self.device)
+        return self._logits(self.model, idx, full_presence(data, split, presence).to(self.device)).cpu()
+
+    @torch.no_grad()
+    def embed(self, data, split, presence=None):
+        idx = data.splits[split].to(self.device)
+        p = full_presence(data, split, presence).to(self.device)
+        self.model.eval()
+        return torch.cat([self.model({m: self.X[m][b] for m in self.names}, p[s:s + EVAL_CHUNK],
+                                     {m: ln[b] for m, ln in self.L.items()})[1].mean(1)
+                          for s, b in zip(range(0, len(idx), EVAL_CHUNK), idx.split(EVAL_CHUNK))]).cpu()
+
+
 METHODS = {
+    "amae_lite": lambda **kw: AMAELite(name="amae_lite", **kw),
     "mmin_lite": lambda **kw: MMINLite(name="mmin_lite", imagine=True, **kw),
     "cra": lambda **kw: MMINLite(name="cra", imagine=False, **kw),
 }
