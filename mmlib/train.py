@@ -46,16 +46,23 @@ def seed_everything(seed: int) -> None:
 @dataclass
 class TrainConfig:
     """Training budget and optimiser. ``patience`` counts epochs without a better
-    validation score before stopping (``None``: run all epochs)."""
+    validation score before stopping (``None``: run all epochs); no stop comes before
+    ``min_epochs`` epochs (a warm-up: a model still at the majority class after a few epochs
+    has not reached a plateau, it has not started)."""
     epochs: int = 20
     batch_size: int = 64
     lr: float = 1e-3
     weight_decay: float = 1e-4
     patience: int | None = 5
     progress: bool = False
+    min_epochs: int = 0
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        if d["min_epochs"] == 0:          # (left out at its default: the identities of older records stay valid)
+            del d["min_epochs"]
+        return d
+
 
 
 def adam(params, cfg: TrainConfig) -> torch.optim.Adam:
@@ -80,14 +87,15 @@ class Checkpoint:
     ``update(epoch, score, snapshot)`` returns True when training should stop;
     ``snapshot()`` is called only on a new best (e.g. a copy of the state dict)."""
 
-    def __init__(self, patience: int | None):
-        self.patience = patience
+    def __init__(self, patience: int | None, min_epochs: int = 0):
+        self.patience, self.min_epochs = patience, min_epochs
         self.best, self.epoch, self.state = -math.inf, -1, None
 
     def update(self, epoch: int, score: float, snapshot: Callable[[], dict]) -> bool:
         if score > self.best:
             self.best, self.epoch, self.state = score, epoch, snapshot()
-        return self.patience is not None and epoch - self.epoch >= self.patience
+        return (self.patience is not None and epoch - self.epoch >= self.patience
+                and epoch + 1 >= self.min_epochs)
 
     def restore(self, model: nn.Module, strict: bool = True) -> nn.Module:
         """Load the best state into ``model`` (in eval mode)."""
@@ -112,7 +120,7 @@ def fit(model: torch.nn.Module, loss_fn: Callable[[torch.nn.Module, torch.Tensor
     """
     gen = torch.Generator().manual_seed(seed)
     opt = adam(model.parameters() if params is None else params, cfg)
-    keeper, history = Checkpoint(cfg.patience), []
+    keeper, history = Checkpoint(cfg.patience, cfg.min_epochs), []
     bar = tqdm(range(cfg.epochs), desc=desc, disable=not cfg.progress, leave=False)
     for epoch in bar:
         t0 = time.perf_counter()
@@ -238,7 +246,7 @@ def fit_batched(models: list[nn.Module], loss_fn: Callable, rows: list[torch.Ten
 
     step = vmap(member_loss)
     val = vmap(member_val)
-    keepers = [Checkpoint(cfg.patience) for _ in range(S)]
+    keepers = [Checkpoint(cfg.patience, cfg.min_epochs) for _ in range(S)]
     stopped, histories = [False] * S, [[] for _ in range(S)]
     n = len(rows[0])
     for epoch in range(cfg.epochs):

@@ -213,3 +213,11 @@ def test_maxpool_by_phases_equals_aten_in_values_and_gradients():
             return (pool(F.conv2d(x, w, padding=2)) ** 2).sum()
         return grad(lambda w: (grad(loss)(w) ** 2).sum())(w)
     assert torch.equal(second(lambda t: F.max_pool2d(t, 2)), second(_MaxPool2x2.apply))
+
+
+def test_no_early_stop_before_min_epochs_and_old_identities_unchanged():
+    from mmlib.train import Checkpoint
+    k = Checkpoint(patience=2, min_epochs=6)
+    stops = [k.update(e, 0.5 if e == 0 else 0.4, dict) for e in range(8)]
+    assert stops == [False] * 5 + [True, True, True]            # patience fires at epoch 2, held until epoch 5
+    assert "min_epochs" not in TrainConfig().to_dict() and TrainConfig(min_epochs=3).to_dict()["min_epochs"] == 3

@@ -285,7 +285,7 @@ class RedCore(Method):
                                         zero_missing=self.xenc_input == "available").to(dev)
 
         opt = adam(model.parameters(), cfg)
-        keeper, order, shuffle = Checkpoint(cfg.patience), torch.Generator().manual_seed(seed), \
+        keeper, order, shuffle = Checkpoint(cfg.patience, cfg.min_epochs), torch.Generator().manual_seed(seed), \
             torch.Generator().manual_seed(seed + 1)
         eta = torch.full((M,), self.xi2 / math.sqrt(M))             # eta_0: equal (see the docstring)
         code_w = torch.ones(M)                                       # the code's weights (eta_update="code")

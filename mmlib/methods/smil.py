@@ -300,7 +300,7 @@ class SMIL(Method):
 
         # 3. Bayesian meta-learning: Algorithm 1 ------------------------------------------
         opt = adam(self.model.parameters(), cfg)           # theta (main) and psi (aux) together
-        keeper = Checkpoint(cfg.patience)                  # best validation epoch, plateau stop
+        keeper = Checkpoint(cfg.patience, cfg.min_epochs)                  # best validation epoch, plateau stop
         order_m = torch.Generator().manual_seed(seed)      # the order of D^m's batches
         order_f = torch.Generator().manual_seed(seed + 2)  # the order of D^f's batches
         batches_f: list = []
