@@ -12,6 +12,8 @@
 3. Seeds as a batch dimension: 3, 5 and 12 seeds of zero padding (MLP encoders) fitted
    one by one and as one vmap-ed batch.
 4. SMIL at eta = 10 % on 1,000 training samples: warm starts and one meta iteration.
+5. Chapter 03's methods on ``affect`` at MR (A, V, L) = (0.8, 0.2, 0.5), the chapter's batch
+   of 128: seconds per epoch and per training sample (validation included).
 
 A benchmark, not a test: the numbers depend on the machine; the closing notes report them.
 """
@@ -76,6 +78,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=5)
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     ap.add_argument("--no-smil", action="store_true")
+    ap.add_argument("--no-redcore", action="store_true")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     dev = get_device(a.device)
@@ -103,6 +106,8 @@ def main() -> None:
     bench_batched(data, cfg, dev)
     if not a.no_smil:
         bench_smil(data, cfg, dev)
+    if not a.no_redcore:
+        bench_redcore(a.epochs, dev)
 
 
 def bench_batched(data, cfg, dev) -> None:
@@ -146,6 +151,20 @@ def bench_smil(data, cfg, dev, iters: int = 50) -> None:
             torch.cuda.synchronize()
         ms = (time.perf_counter() - t0) / iters * 1000
         print(f"  one meta iteration ({'first' if first_order else 'second'} order, batches of 64): {ms:.1f} ms")
+
+
+def bench_redcore(epochs, dev) -> None:
+    data = load_dataset("affect", task="emotion")
+    n = len(data.splits["train"])
+    P = masks.independent(n, data.modality_names, {"acoustic": 0.8, "visual": 0.2, "lexical": 0.5}, seed=0)
+    cfg = TrainConfig(epochs=epochs, patience=None, batch_size=128)
+    make_method("redcore").fit(data, P, seed=0, cfg=TrainConfig(epochs=1, batch_size=128), device=dev)  # warm-up
+    for name in ["zp_concat", "cra", "amae_lite", "mmin_lite", "redcore"]:
+        t0 = time.perf_counter()
+        make_method(name).fit(data, P, seed=0, cfg=cfg, device=dev)
+        dt = time.perf_counter() - t0
+        extra = " (a teacher fit first)" if name == "mmin_lite" else ""
+        print(f"{name:10s} affect, {n} samples, batch 128: {dt / epochs:6.3f} s/epoch, {n * epochs / dt:7.0f} samples/s{extra}")
 
 
 if __name__ == "__main__":
