@@ -4,6 +4,8 @@ training presence matrix, the two roles of a two-modality method (``x1`` always 
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 
@@ -79,3 +81,39 @@ def two_rows(data: MultimodalDataset, split: str, presence, i1: int, i2: int, wh
     if not bool(p[:, i1].all()):
         raise ValueError(f"{who} predicts with x1={data.modality_names[i1]!r} present; some rows of {split!r} lack it")
     return idx, p[:, i2].to(device)
+
+
+@dataclass
+class Setup:
+    """What :func:`fit_setup` prepares for a method that reads every modality: the device,
+    the training presence of every dataset row (``P``: len(data) x M, False outside the
+    training split), the training rows (``train``), those with at least one modality
+    (``rows``), the validation rows and their presence, the labels."""
+    device: torch.device
+    P: torch.Tensor
+    train: torch.Tensor
+    rows: torch.Tensor
+    val: torch.Tensor
+    val_P: torch.Tensor
+    y: torch.Tensor
+
+
+def fit_setup(method, data: MultimodalDataset, presence, val_presence, seed: int, device,
+              task: str = "multiclass") -> Setup:
+    """The fit preamble of the methods that read every modality (RedCore, MMIN, CRA, AMAE):
+    check the task, choose the device, seed, and put the data there once (``method.X``,
+    ``method.L``: the padded sequences' lengths), set ``used`` / ``required``."""
+    from ..train import get_device, seed_everything
+    if data.task != task:
+        raise ValueError(f"{method.name}: a {task} method; {data.name} has task {data.task!r}")
+    method.device = dev = get_device(device)
+    seed_everything(seed)
+    presence = full_presence(data, "train", presence).to(dev)
+    method.names, method.used, method.required = list(data.modality_names), list(data.modality_names), []
+    method.X = {m: x.to(dev) for m, x in data.modalities.items()}
+    method.L = {m: ln.to(dev) for m, ln in data.lengths.items()}
+    train = data.splits["train"].to(dev)
+    P = torch.zeros(len(data), len(method.names), dtype=torch.bool, device=dev)
+    P[train] = presence
+    return Setup(dev, P, train, train[presence.any(1)], data.splits["val"].to(dev),
+                 full_presence(data, "val", val_presence).to(dev), data.y.to(dev))

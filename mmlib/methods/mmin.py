@@ -42,9 +42,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..models import MLP, encode, make_encoder
-from ..train import TrainConfig, fit, get_device, seed_everything
+from ..train import TrainConfig, fit, seed_everything
 from . import Method
-from .common import EVAL_CHUNK, full_presence, validation_score
+from .common import EVAL_CHUNK, fit_setup, full_presence, validation_score
 from .redcore import ResidualAE
 
 
@@ -83,8 +83,30 @@ class ImagineNet(nn.Module):
         return logits, E, imagined
 
 
+class _EveryModality(Method):
+    """Prediction for the methods of this file: the network in chunks of rows, on the
+    device, with the given presence."""
+
+    @torch.no_grad()
+    def _run(self, model, idx, present, pick):
+        model.eval()
+        return torch.cat([pick(model({m: self.X[m][b] for m in self.names}, p, {m: ln[b] for m, ln in self.L.items()}))
+                          for b, p in zip(idx.split(EVAL_CHUNK), present.split(EVAL_CHUNK))])
+
+    def _logits(self, model, idx, present):
+        return self._run(model, idx, present, lambda out: out[0])
+
+    def predict(self, data, split, presence=None):
+        idx = data.splits[split].to(self.device)
+        return self._logits(self.model, idx, full_presence(data, split, presence).to(self.device)).cpu()
+
+    def embed(self, data, split, presence=None):
+        idx = data.splits[split].to(self.device)
+        return self._run(self.model, idx, full_presence(data, split, presence).to(self.device), self._embedding).cpu()
+
+
 @dataclass(eq=False)
-class MMINLite(Method):
+class MMINLite(_EveryModality):
     """``imagine=True``: MMIN (teacher + cycle); ``imagine=False``: CRA."""
     name: str = "mmin_lite"
     imagine: bool = True
@@ -98,22 +120,9 @@ class MMINLite(Method):
 
     def fit(self, data, presence, *, seed=0, cfg=None, device=None, val_presence=None):
         cfg = cfg or TrainConfig()
-        self.device = dev = get_device(device)
-        seed_everything(seed)
-        if data.task != "multiclass":
-            raise ValueError(f"{self.name}: a classification method; {data.name} has task {data.task!r}")
-        presence = full_presence(data, "train", presence).to(dev)
-        self.names, self.used, self.required = list(data.modality_names), list(data.modality_names), []
-        self.X = {m: x.to(dev) for m, x in data.modalities.items()}
-        self.L = {m: ln.to(dev) for m, ln in data.lengths.items()}
-        y = data.y.to(dev)
-        M, train = len(self.names), data.splits["train"].to(dev)
-        P = torch.zeros(len(data), M, dtype=torch.bool, device=dev)
-        P[train] = presence
-        full = torch.ones_like(P)
-        rows = train[presence.any(1)]
-        val = data.splits["val"].to(dev)
-        self.val_P = full_presence(data, "val", val_presence).to(dev)
+        s = fit_setup(self, data, presence, val_presence, seed, device)          # plumbing: data on the device
+        dev, P, train, rows, val, self.val_P, y = s.device, s.P, s.train, s.rows, s.val, s.val_P, s.y
+        M, full = len(self.names), torch.ones_like(s.P)
         shapes = {m: tuple(x.shape[1:]) for m, x in data.modalities.items()}
 
         def batch(idx):
@@ -162,28 +171,8 @@ class MMINLite(Method):
         self.model, self.history = fit(self.model, loss_fn, rows, val_score, cfg, seed=seed, desc=self.name)
         return self
 
-    @torch.no_grad()
-    def _logits(self, model, idx, present):
-        model.eval()
-        outs = []
-        for s in range(0, len(idx), EVAL_CHUNK):
-            b = idx[s:s + EVAL_CHUNK]
-            outs.append(model({m: self.X[m][b] for m in self.names}, present[s:s + EVAL_CHUNK],
-                              {m: ln[b] for m, ln in self.L.items()})[0])
-        return torch.cat(outs)
-
-    def predict(self, data, split, presence=None):
-        idx = data.splits[split].to(self.device)
-        return self._logits(self.model, idx, full_presence(data, split, presence).to(self.device)).cpu()
-
-    @torch.no_grad()
-    def embed(self, data, split, presence=None):
-        idx = data.splits[split].to(self.device)
-        p = full_presence(data, split, presence).to(self.device)
-        self.model.eval()
-        return torch.cat([self.model({m: self.X[m][b] for m in self.names}, p[s:s + EVAL_CHUNK],
-                                     {m: ln[b] for m, ln in self.L.items()})[2]
-                          for s, b in zip(range(0, len(idx), EVAL_CHUNK), idx.split(EVAL_CHUNK))]).cpu()
+    def _embedding(self, out):
+        return out[2]                                  # the imagined embedding
 
 
 class AMAENet(nn.Module):
@@ -211,7 +200,7 @@ class AMAENet(nn.Module):
 
 
 @dataclass(eq=False)
-class AMAELite(Method):
+class AMAELite(_EveryModality):
     """ActionMAE-like baseline (PDT): masked modality tokens reconstructed by a transformer."""
     name: str = "amae_lite"
     drop: float = 0.3                 # random modality dropout of present modalities in training
@@ -222,22 +211,9 @@ class AMAELite(Method):
 
     def fit(self, data, presence, *, seed=0, cfg=None, device=None, val_presence=None):
         cfg = cfg or TrainConfig()
-        self.device = dev = get_device(device)
-        seed_everything(seed)
-        if data.task != "multiclass":
-            raise ValueError(f"{self.name}: a classification method; {data.name} has task {data.task!r}")
-        presence = full_presence(data, "train", presence).to(dev)
-        self.names, self.used, self.required = list(data.modality_names), list(data.modality_names), []
-        self.X = {m: x.to(dev) for m, x in data.modalities.items()}
-        self.L = {m: ln.to(dev) for m, ln in data.lengths.items()}
-        y = data.y.to(dev)
-        M, train = len(self.names), data.splits["train"].to(dev)
-        P = torch.zeros(len(data), M, dtype=torch.bool, device=dev)
-        P[train] = presence
+        s = fit_setup(self, data, presence, val_presence, seed, device)          # plumbing: data on the device
+        dev, P, rows, val, self.val_P, y = s.device, s.P, s.rows, s.val, s.val_P, s.y
         full = torch.ones_like(P)
-        rows = train[presence.any(1)]
-        val = data.splits["val"].to(dev)
-        self.val_P = full_presence(data, "val", val_presence).to(dev)
         self.model = AMAENet({m: tuple(x.shape[1:]) for m, x in data.modalities.items()}, data.n_classes,
                              self.d, self.hidden, self.sequence).to(dev)
         gen = torch.Generator().manual_seed(seed + 5)
@@ -259,25 +235,8 @@ class AMAELite(Method):
         self.model, self.history = fit(self.model, loss_fn, rows, val_score, cfg, seed=seed, desc=self.name)
         return self
 
-    @torch.no_grad()
-    def _logits(self, model, idx, present):
-        model.eval()
-        return torch.cat([model({m: self.X[m][b] for m in self.names}, present[s:s + EVAL_CHUNK],
-                                {m: ln[b] for m, ln in self.L.items()})[0]
-                          for s, b in zip(range(0, len(idx), EVAL_CHUNK), idx.split(EVAL_CHUNK))])
-
-    def predict(self, data, split, presence=None):
-        idx = data.splits[split].to(self.device)
-        return self._logits(self.model, idx, full_presence(data, split, presence).to(self.device)).cpu()
-
-    @torch.no_grad()
-    def embed(self, data, split, presence=None):
-        idx = data.splits[split].to(self.device)
-        p = full_presence(data, split, presence).to(self.device)
-        self.model.eval()
-        return torch.cat([self.model({m: self.X[m][b] for m in self.names}, p[s:s + EVAL_CHUNK],
-                                     {m: ln[b] for m, ln in self.L.items()})[1].mean(1)
-                          for s, b in zip(range(0, len(idx), EVAL_CHUNK), idx.split(EVAL_CHUNK))]).cpu()
+    def _embedding(self, out):
+        return out[1].mean(1)                          # the mean output token
 
 
 METHODS = {

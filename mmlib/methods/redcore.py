@@ -70,9 +70,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..models import MLP, Dropout, encode, make_encoder
-from ..train import Checkpoint, TrainConfig, adam, batches, get_device, seed_everything
+from ..train import Checkpoint, TrainConfig, adam, batches
 from . import Method
-from .common import EVAL_CHUNK, full_presence, validation_score
+from .common import EVAL_CHUNK, fit_setup, full_presence, validation_score
 
 
 # --------------------------------------------------------------------------- Eq. 9's projection
@@ -265,21 +265,10 @@ class RedCore(Method):
     # -- Algorithm 1 ------------------------------------------------------------------------------
     def fit(self, data, presence, *, seed=0, cfg=None, device=None, val_presence=None):
         cfg = cfg or TrainConfig()
-        self.device = dev = get_device(device)
-        seed_everything(seed)
-        if data.task != "multiclass":
-            raise ValueError(f"{self.name}: RedCore is a classification method; {data.name} has task {data.task!r}")
-        presence = full_presence(data, "train", presence).to(dev)
-        self.names, self.used, self.required = list(data.modality_names), list(data.modality_names), []
-        self.X = {m: x.to(dev) for m, x in data.modalities.items()}
-        self.L = {m: ln.to(dev) for m, ln in data.lengths.items()}
-        self.labels = data.y.to(dev)
-        M, train = len(self.names), data.splits["train"].to(dev)
-        P = torch.zeros(len(data), M, dtype=torch.bool, device=dev)
-        P[train] = presence
-        rows = train if self.empty_rows == "keep" else train[presence.any(1)]
-        val = data.splits["val"].to(dev)
-        val_P = full_presence(data, "val", val_presence).to(dev)
+        s = fit_setup(self, data, presence, val_presence, seed, device)          # plumbing: data on the device
+        dev, P, train, val, val_P, self.labels = s.device, s.P, s.train, s.val, s.val_P, s.y
+        presence, M = P[train], len(self.names)
+        rows = train if self.empty_rows == "keep" else s.rows
         self.model = model = RedCoreNet({m: tuple(x.shape[1:]) for m, x in data.modalities.items()}, data.n_classes,
                                         self.d, self.hidden, self.sequence, n_blocks=self.n_blocks,
                                         zero_missing=self.xenc_input == "available").to(dev)
