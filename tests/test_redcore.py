@@ -129,7 +129,9 @@ def test_three_modality_methods_predict_every_pattern_and_select_on_a_masked_val
 def test_masked_validation_is_refused_by_a_method_that_cannot_use_it(affect):
     spec = {"kind": "independent", "rates": {"acoustic": 0.5}}
     with pytest.raises(ValueError, match="cannot select on a masked validation split"):
-        run(affect, "mvae", spec, 0, TrainConfig(epochs=1), "cpu", val_missing=spec)
+        run(affect, "ae_impute", spec, 0, TrainConfig(epochs=1), "cpu", val_missing=spec)
+    rec, _ = run(affect, "mvae", spec, 0, TrainConfig(epochs=1, patience=None), "cpu", val_missing=spec)
+    assert rec["identity"]["val_missing"] == spec and len(rec["metrics"]) == 7
 
 
 def test_run_grid_adds_pooled_rows(affect, tmp_path):

@@ -223,7 +223,7 @@ class MVAE(Method):
         if self.epochs_factor < 1:
             raise ValueError(f"epochs_factor must be at least 1, got {self.epochs_factor}")
 
-    def fit(self, data, presence, *, seed=0, cfg=None, device=None):
+    def fit(self, data, presence, *, seed=0, cfg=None, device=None, val_presence=None):
         cfg = cfg or TrainConfig()
         self.device = dev = get_device(device)
         seed_everything(seed)
@@ -235,7 +235,7 @@ class MVAE(Method):
         train, val = data.splits["train"].to(dev), data.splits["val"].to(dev)
         P = torch.zeros(len(data), len(self.names), dtype=torch.bool, device=dev)
         P[train] = presence
-        P[val] = True
+        P[val] = full_presence(data, "val", val_presence).to(dev)     # selection: the ELBO, then the probe, on these
         vae = MVAENet({m: tuple(x.shape[1:]) for m, x in data.modalities.items()}, self.z_dim, self.backbone).to(dev)
         singles = [torch.eye(len(self.names), dtype=torch.bool, device=dev)[j] for j in range(len(self.names))]
 
