@@ -123,19 +123,15 @@ class FusionBaseline(Method):
         buffers (the CNNs' BatchNorm does)."""
         return self.backbone == "mlp"
 
-    def fit_seeds(self, data, presences: list, seeds: list[int], *, cfg=None, device=None,
-                  val_presences: list | None = None) -> list["FusionBaseline"]:
+    def fit_seeds(self, data, presences: list, seeds: list[int], *, cfg=None, device=None) -> list["FusionBaseline"]:
         """One fitted copy of this method per seed, trained together (see
         :func:`mmlib.train.fit_batched`); each equals ``fit`` at its seed up to rounding."""
         cfg = cfg or TrainConfig()
         members, parts = [], []
-        val_presences = val_presences or [None] * len(seeds)
-        for presence, seed, vp in zip(presences, seeds, val_presences):
-            m = copy.deepcopy(self)
-            parts.append(m._setup(data, presence, seed, device, vp))
+        for presence, seed in zip(presences, seeds):        # (validation with every modality: a masked
+            m = copy.deepcopy(self)                          #  one differs per seed, so run_grid fits those
+            parts.append(m._setup(data, presence, seed, device))   # seeds one by one)
             members.append(m)
-        if any(vp is not None for vp in val_presences):    # each member validates on its own mask
-            raise ValueError("fit_seeds: a masked validation split differs per seed; fit the seeds one by one")
         models, histories = fit_batched([m.model for m in members], parts[0][2], [p[1] for p in parts],
                                         [p[0] for p in parts], parts[0][3], parts[0][4], cfg, list(seeds),
                                         desc=self.name)
