@@ -55,20 +55,21 @@ def test_relative_advantage_sums_to_zero_and_favours_the_smaller_loss():
     assert ra[0] > 0 > ra[2]                                                # smallest imputation loss: strong
 
 
-def test_fit_never_reads_a_missing_modality(affect):
+@pytest.mark.parametrize("name,kw", [("redcore", {}), ("mmin_lite", {"pdt": False})])
+def test_fit_never_reads_a_missing_modality(affect, name, kw):
     """IDT: changing the features of the training samples' missing modalities changes
-    nothing in the fitted model."""
+    nothing in the fitted model (RedCore, and MMIN trained with pdt=False)."""
     n = len(affect.splits["train"])
     P = masks.independent(n, affect.modality_names, {"acoustic": 0.5, "visual": 0.3, "lexical": 0.6}, seed=0)
     cfg = TrainConfig(epochs=2, batch_size=64, patience=None)
-    a = make_method("redcore").fit(affect, P, seed=0, cfg=cfg, device="cpu")
+    a = make_method(name, **kw).fit(affect, P, seed=0, cfg=cfg, device="cpu")
     other = affect.with_train_subset(n)                                  # a copy with noise where missing
     other.modalities = {m: x.clone() for m, x in affect.modalities.items()}
     tr = affect.splits["train"]
     for j, m in enumerate(affect.modality_names):
         miss = tr[~P[:, j]]
         other.modalities[m][miss] = torch.randn_like(other.modalities[m][miss]) * 5
-    b = make_method("redcore").fit(other, P, seed=0, cfg=cfg, device="cpu")
+    b = make_method(name, **kw).fit(other, P, seed=0, cfg=cfg, device="cpu")
     for (k, x), (_, y) in zip(a.model.state_dict().items(), b.model.state_dict().items()):
         assert torch.equal(x, y), k
 

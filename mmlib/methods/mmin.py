@@ -107,9 +107,16 @@ class _EveryModality(Method):
 
 @dataclass(eq=False)
 class MMINLite(_EveryModality):
-    """``imagine=True``: MMIN (teacher + cycle); ``imagine=False``: CRA."""
+    """``imagine=True``: MMIN (teacher + cycle); ``imagine=False``: CRA. ``pdt=False``
+    (MMIN only) trains it as an IDT method: the teacher learns from the training presence
+    (missing inputs zeroed) instead of complete data, and in each batch a random part
+    (``drop``) of every sample's *present* modalities is hidden from the student and
+    imagined, with the teacher's embedding of those hidden-but-available modalities as the
+    target: a missing modality is never read, as in RedCore."""
     name: str = "mmin_lite"
     imagine: bool = True
+    pdt: bool = True
+    drop: float = 0.3
     teacher_weight: float = 4.0
     cycle_weight: float = 2.0
     rec_weight: float = 1.0          # CRA's reconstruction term
@@ -133,14 +140,18 @@ class MMINLite(_EveryModality):
             teacher = nn.ModuleDict({"enc": Encoders(shapes, self.d, self.sequence),
                                      "cls": MLP(self.d * M, [self.hidden], data.n_classes, dropout=0.5)}).to(dev)
 
+            seen = full if self.pdt else P                              # PDT: the complete training data
+
             def t_loss(model, idx):
                 xs, ls = batch(idx)
-                return F.cross_entropy(model["cls"](model["enc"](xs, full[idx], ls)), y[idx])
+                return F.cross_entropy(model["cls"](model["enc"](xs, seen[idx], ls)), y[idx])
 
             def t_val(model):
                 xs, ls = batch(val)
-                return validation_score("multiclass", model["cls"](model["enc"](xs, full[val], ls)), y[val])
-            teacher, _ = fit(teacher, t_loss, train, t_val, cfg, seed=seed + 1, desc=f"{self.name}:teacher")
+                return validation_score("multiclass", model["cls"](model["enc"](xs, full[val] if self.pdt else self.val_P, ls)),
+                                        y[val])
+            teacher, _ = fit(teacher, t_loss, train if self.pdt else rows, t_val, cfg, seed=seed + 1,
+                             desc=f"{self.name}:teacher")
             teacher.requires_grad_(False)
 
         seed_everything(seed)
@@ -149,13 +160,20 @@ class MMINLite(_EveryModality):
         if self.imagine:                                  # MMIN starts its encoders from the teacher's
             self.model.encoders.load_state_dict(teacher["enc"].state_dict())
 
+        gen = torch.Generator().manual_seed(seed + 5)
+
         def loss_fn(model, idx):
             xs, ls = batch(idx)
-            logits, E, imagined = model(xs, P[idx], ls)
+            shown = P[idx]
+            if self.imagine and not self.pdt:                           # IDT: hide part of what is present
+                shown = P[idx] & (torch.rand(shown.shape, generator=gen).to(dev) >= self.drop)
+                shown = torch.where(shown.any(1, keepdim=True), shown, P[idx])
+            logits, E, imagined = model(xs, shown, ls)
             loss = F.cross_entropy(logits, y[idx])
             if self.imagine:
-                with torch.no_grad():                                   # PDT: the missing modalities'
-                    target = teacher["enc"](xs, ~P[idx], ls)            # features, through the teacher
+                hidden = ~P[idx] if self.pdt else P[idx] & ~shown       # PDT: the missing modalities; IDT: the
+                with torch.no_grad():                                   # hidden present ones, through the teacher
+                    target = teacher["enc"](xs, hidden, ls)
                 back, _ = model.backward_ae(imagined)
                 loss = loss + self.teacher_weight * F.mse_loss(imagined, target) \
                     + self.cycle_weight * F.mse_loss(back, E.detach())
