@@ -120,7 +120,8 @@ def test_redcore_chapter_records(built):
     site, _ = built
     from mmlib import report
     df = results.load_records(site / "book/records", "[!.]*.json")
-    rc = df[df["method"].isin(["redcore", "redcore_core", "redcore_red", "mmin_lite", "cra"])]
+    three = df[df["method"].isin(["redcore", "redcore_core", "redcore_red", "mmin_lite", "cra"])]
+    rc = three[three["dataset"] == "affect"]
     assert set(rc["method"]) == {"redcore", "redcore_core", "redcore_red", "mmin_lite", "cra"}
     assert set(rc["test"]) == {"acoustic", "visual", "lexical", "acoustic+visual", "acoustic+lexical",
                                "visual+lexical", "acoustic+visual+lexical"}              # every test pattern
@@ -131,6 +132,10 @@ def test_redcore_chapter_records(built):
     assert rec["trace"] and "ra_lexical" in rec["trace"][0] and rec["pooled_metrics"]["f1_weighted"] > 0
     v = report.read_verdicts(site / "book/verdicts/03_redcore.json")
     assert any(x.claim.startswith("(4) RedCore beats Core") for x in v) and all(x.verdict in report.VERDICTS for x in v)
+    # the exact ceiling: RedCore and MMIN on gaussian's imbalanced preset, every pattern, decided against each other
+    g = three[three["dataset"] == "gaussian"]
+    assert {"redcore", "mmin_lite"} <= set(g["method"]) and set(g["test"]) >= {"A", "V", "L", "A+V+L"}
+    assert any(x.claim.startswith("(this book) on gaussian, RedCore is closer to the Bayes oracle") for x in v)
 
 
 def test_sweep_skips_finished_runs(built):

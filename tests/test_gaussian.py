@@ -55,6 +55,14 @@ def test_informativeness_moves_unimodal_oracle_accuracy():
     assert oracle_accuracy(weak, "test", p) + 0.2 < oracle_accuracy(strong, "test", p)
 
 
+def test_imbalanced_preset_is_ordered_like_affect():
+    # RedCore's chapter uses it as the exact ceiling of affect's setting: L strongest, then A, then V
+    d = load_dataset("gaussian", preset="imbalanced")
+    n, names = len(d.splits["test"]), d.modality_names
+    acc = {m: oracle_accuracy(d, "test", masks.pattern(n, names, [m]).numpy()) for m in names}
+    assert acc["L"] > acc["A"] + 0.1 and acc["A"] > acc["V"] > 0.25 + 0.1, acc
+
+
 def test_the_oracle_beats_a_trained_model_within_noise():
     d = load_dataset("gaussian", preset="warped", n=3000)
     n = len(d.splits["train"])
