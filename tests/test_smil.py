@@ -51,8 +51,17 @@ def test_code_variant_reconstructs_inside_the_priors_hull():
     lo, hi = m.aux.priors.min(0).values, m.aux.priors.max(0).values
     assert torch.all(y_hat >= lo - 1e-5) and torch.all(y_hat <= hi + 1e-5)
     h0 = torch.randn(4, D_X + D_Y)
-    h, _ = m.aux.regularize(0, h0, h0, sample=False)                # additive: h + softplus(mu)
+    h, _ = m.aux.regularize(0, h0[:, :D_X], h0, sample=False)       # additive: h + softplus(mu), from x1 only
     assert torch.all(h > h0)
+
+
+def test_eq3_starts_at_the_identity():
+    """h o Softplus(mu) = h before training (reg_init='identity'), not with PyTorch's init."""
+    h0 = torch.randn(6, D_X + D_Y)
+    h, _ = _model().aux.regularize(0, h0, h0, sample=False)
+    assert torch.allclose(h, h0, atol=1e-6)
+    h, _ = _model(reg_init="default").aux.regularize(0, h0, h0, sample=False)
+    assert not torch.allclose(h, h0, atol=1e-2)
 
 
 def test_kl_is_zero_where_it_must_be():
@@ -154,3 +163,44 @@ def test_mvae_product_of_experts():
     ma, la = net.mu["a"](net.enc["a"](xs["a"])), net.logvar["a"](net.enc["a"](xs["a"])).clamp(-8, 8)
     prec = 1 + 1 / la.exp()                                        # prior expert + expert a
     assert torch.allclose(mu, (ma / la.exp()) / prec, atol=1e-5) and torch.allclose(logvar, -prec.log(), atol=1e-5)
+
+
+def _masked_val(data, frac_missing=0.5, seed=3):
+    n = len(data.splits["val"])
+    return masks.independent(n, data.modality_names, {"audio": frac_missing}, seed=seed)
+
+
+@pytest.mark.parametrize("name", ["smil", "ae_impute"])
+def test_masked_validation_never_reads_a_hidden_validation_modality(avdigits, name):
+    """Selecting on a masked validation split: scrambling the audio of the validation rows
+    marked missing changes nothing, and SMIL's epoch score is the masked split's."""
+    small = avdigits.with_train_subset(200)
+    P = masks.keep_fraction(200, small.modality_names, {"audio": 0.2}, seed=0)
+    VP = _masked_val(small)
+    cfg = TrainConfig(epochs=2, patience=None)
+    kw = {"backbone": "mlp"} if name == "smil" else {"backbone": "mlp", "cond": ["image"]}
+    a = make_method(name, **kw).fit(small, P, seed=0, cfg=cfg, device="cpu", val_presence=VP)
+    hidden = small.splits["val"][~VP[:, 1]]
+    audio = small.modalities["audio"].clone()
+    audio[hidden] = torch.randn_like(audio[hidden]) * 50
+    scrambled = type(small)(small.name, {**small.modalities, "audio": audio}, small.y, small.task, small.class_names,
+                            small.splits, small.info, small.lengths)
+    b = make_method(name, **kw).fit(scrambled, P, seed=0, cfg=cfg, device="cpu", val_presence=VP)
+    if name == "smil":
+        assert all("val_masked" in h and h["val_score"] == h["val_masked"] for h in a.history)
+    assert [h["val_score"] for h in a.history] == [h["val_score"] for h in b.history]
+
+
+def test_smil_controls_and_the_code_variants_x2_encoder(avdigits):
+    small = avdigits.with_train_subset(200)
+    P = masks.keep_fraction(200, small.modality_names, {"audio": 0.2}, seed=0)
+    cfg = TrainConfig(epochs=2, patience=None)
+    warm = make_method("smil_warm_only", backbone="mlp").fit(small, P, seed=0, cfg=cfg, device="cpu")
+    assert len(warm.history) == 1 and warm.model.enc2 is None          # scored once, no meta-learning
+    assert make_method("smil_no_inner").inner_lr == 0.0
+    code = make_method("smil_code", backbone="mlp").fit(small, P, seed=0, cfg=cfg, device="cpu")
+    with torch.no_grad():                                              # fine-tuned: no longer the frozen features
+        now = code._x2_features(code.model.enc2, small.splits["train"])
+    assert not torch.allclose(now, code.X2feat[small.splits["train"]], atol=1e-4)
+    assert any(n.startswith("enc2.") for n, _ in code.model.named_parameters())
+    assert not any(n.startswith("enc2") for n in code.model.theta())  # not adapted by the inner step

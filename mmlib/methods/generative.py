@@ -44,7 +44,9 @@ def _flat(data: MultimodalDataset, names: list[str], device) -> torch.Tensor:
 class Impute(Method):
     """Generate the missing modalities from the always-present ones (or ``cond``), then
     train the fusion network (``backbone``, ``feat_dim``, ``hidden``, ``sequence``: as
-    :class:`FusionBaseline`) on completed data. ``generator="ae"`` or ``"gan"``."""
+    :class:`FusionBaseline`) on completed data. ``generator="ae"`` or ``"gan"``. On a masked
+    validation split (``val_presence``) the generator is selected on the validation rows that
+    have its modality, and the classifier on the validation split completed as the test split is."""
     name: str = "ae_impute"
     generator: str = "ae"
     cond: list | None = None
@@ -60,11 +62,12 @@ class Impute(Method):
         if self.generator not in ("ae", "gan"):
             raise ValueError(f"unknown generator {self.generator!r}; use 'ae' or 'gan'")
 
-    def fit(self, data, presence, *, seed=0, cfg=None, device=None):
+    def fit(self, data, presence, *, seed=0, cfg=None, device=None, val_presence=None):
         cfg = cfg or TrainConfig()
         self.device = dev = get_device(device)
         seed_everything(seed)
         presence = full_presence(data, "train", presence)
+        val_P = full_presence(data, "val", val_presence).to(dev)   # a masked validation split: each row as it is
         names = data.modality_names
         always = [m for j, m in enumerate(names) if bool(presence[:, j].all())]
         self.sources = always if self.cond is None else [data.check_modality(m) for m in self.cond]
@@ -78,12 +81,16 @@ class Impute(Method):
         train = data.splits["train"].to(dev)
         C = _flat(data, self.sources, dev)
         self.gens, self.val_mse, completed = {}, {}, {m: x.clone() for m, x in data.modalities.items()}
+        val = data.splits["val"].to(dev)
         for m in self.targets:
             j = names.index(m)
             has = train[presence[:, j].to(dev)]
             T = data.modalities[m].to(dev).flatten(1)
-            self.gens[m], self.val_mse[m] = self._train_generator(C, T, has, data.splits["val"].to(dev), cfg, seed)
-            miss = train[~presence[:, j].to(dev)]
+            val_has = val[val_P[:, j]]                          # the generator is selected on the rows that have m
+            if len(val_has) == 0:
+                raise ValueError(f"{self.name}: no validation row has {m!r} to select its generator on")
+            self.gens[m], self.val_mse[m] = self._train_generator(C, T, has, val_has, cfg, seed)
+            miss = torch.cat([train[~presence[:, j].to(dev)], val[~val_P[:, j]]])   # completed as at test time
             with torch.no_grad():
                 completed[m][miss.cpu()] = self._generate(m, C[miss]).reshape(-1, *data.modalities[m].shape[1:]).cpu()
         done = MultimodalDataset(data.name, completed, data.y, data.task, data.class_names, data.splits, data.info,

@@ -11,10 +11,10 @@ samples missing x2.
 Networks.
 - The main network f_theta: an encoder of x1, a feature of x2 (real or reconstructed),
   their concatenation h0, a hidden layer h1 and a classifier. theta = the x1 encoder and
-  the fusion layers. The x2 encoder is trained first on D^f and then frozen, as in the
-  authors' pipeline (``train_sound``; the paper does not say how it is trained); so are
-  the warm starts of the x1 encoder on every training image (``train_mnist``) and of the
-  fusion layers on D^f (``train_soundmnist``). A warm start on a few complete pairs
+  the fusion layers. The x2 encoder is trained first on D^f (the authors' ``train_sound``;
+  the paper does not say how it is trained) and then frozen (the code variant keeps
+  training it); the x1 encoder is warm-started on every training image (``train_mnist``)
+  and the fusion layers on D^f (``train_soundmnist``). A warm start on a few complete pairs
   repeats them so that it takes as many steps as an epoch over the training split.
 - The reconstruction network f_phi_c (Eq. 1-2): modality priors M are K-means centres of
   the x2 features of D^f (K = 10). From the x1 feature it predicts a Gaussian over the
@@ -46,15 +46,32 @@ Training (Eq. 4-7, Algorithm 1). Each iteration draws a batch of D^m and a batch
   and psi *through* theta' (second order: torch.func.grad keeps the graph);
   ``first_order=True`` treats grad_theta CE(D^m) as a
   constant (first-order MAML), and then the reconstruction network is trained by D^m's
-  term and its KL only. Model selection: the validation split (mean accuracy over "x1
-  only" and "x1 + x2"); the authors keep the checkpoint with the best *test* accuracy.
+  term and its KL only. Model selection: the validation split (see "Selection" below);
+  the authors keep the checkpoint with the best *test* accuracy.
 
-``variant="code"`` (the released code, as the chapter's "paper and code" section reads it): deterministic weights
-w = softplus(fc(x1 feature)), x2_hat = sum_k w_k M_k / sum_k w_k; additive regularizer
-h + softplus(mu + eps), eps ~ N(0, 1); no KL; the outer loss is the inner CE at theta
-(before the update) + CE(D^f with *reconstructed* x2; theta') + 0.01 MSE(h0 real vs
-reconstructed) + 0.01 MSE(h1 real vs reconstructed). Its learning-rate schedules are left
-out; checkpoints are chosen on validation, not test.
+``variant="code"`` (the released code, checked line by line against
+``train_missing_eval_missing.py``, ``models/soundlenet5.py``, ``newencoder.py`` and ``loss.py``):
+deterministic weights w = softplus(fc(x1 feature)), x2_hat = sum_k w_k M_k / sum_k w_k;
+additive regularizer h + softplus(mu + eps), eps ~ N(0, 1), whose first-layer network reads
+the x1 feature only; no KL. The outer loss is the inner CE at theta (before the update)
++ CE(D^f with *reconstructed* x2; theta', no noise sampled) + 0.01 MSE(h0) + 0.01 MSE(h1)
+between that pass's features *after* the noise and a pass with the real x2 and no
+regularizer at all. The x2 encoder is fine-tuned with the fusion layers in the warm start
+and keeps training in the outer step (through the MSE terms); it is not adapted in the
+inner step. Kept differences: the inner step's decay 0.1^(t // 1000) and the learning-rate
+step at 5,000 iterations (our runs stop on a plateau long before), the sizes (160 + 320-d
+features), and checkpoints chosen on validation, not test.
+
+Controls the paper lacks: ``meta=False`` (the warm-started network alone, the missing x2
+being the mean prior) and ``inner_lr=0`` (theta' = theta: the same losses without the
+inner step). ``reg_init``: Eq. 3's mu network starts at the identity (Softplus(mu) = 1,
+so h o Softplus(r) = h before training; default) or at PyTorch's default initialisation,
+which scales the warm-started features by about 0.3-1.3 at random.
+
+Selection: with ``val_presence`` (a validation split masked like the training split) the
+epoch is chosen on that split, each row with what it has, and the warm starts that read x2
+select on the validation rows that have it; without it, on the mean accuracy of "x1 only"
+and "x1 + x2" over the complete validation split.
 
 Ablations (Table 3): ``kmeans=False`` (the reconstruction network generates the x2
 feature directly, a linear map, no priors), ``regularize=False``, ``noise="fixed"``
@@ -65,6 +82,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import math
 import time
 from dataclasses import dataclass
 
@@ -100,10 +118,11 @@ class MainNet(nn.Module):
         self.drop = nn.Dropout(dropout)
         self.fc2 = nn.Linear(hidden, n_classes)
 
-    def forward(self, x, x2_feat, has_x2, aux, sample: bool, x_len=None):
-        """Logits, (h0, h1) and the KL of this batch's z. Rows with ``has_x2`` False use the
-        reconstruction of x2 from the x1 feature (Eq. 2). ``x_len``: lengths of padded x1
-        sequences, if any."""
+    def forward(self, x, x2_feat, has_x2, aux, sample: bool, x_len=None, regularize: bool = True):
+        """Logits, (h0, h1) after the regularization and the KL of this batch's z. Rows with
+        ``has_x2`` False use the reconstruction of x2 from the x1 feature (Eq. 2). ``x_len``:
+        lengths of padded x1 sequences, if any. ``regularize=False``: no Eq. 3 (the code's
+        pass with the real x2)."""
         hx = encode(self.enc, x, x_len)
         kl = hx.new_zeros(())
         if not bool(has_x2.all()):
@@ -111,10 +130,14 @@ class MainNet(nn.Module):
             x2_feat = torch.where(has_x2[:, None], x2_feat, x2_hat)
             kl = kl + (kl_w * (~has_x2)).sum() / len(x)
         h0 = torch.cat([hx, x2_feat], 1)
-        h0r, kl0 = aux.regularize(0, h0, h0, sample)                       # Eq. 3 on h0
+        if not regularize:
+            h1 = torch.relu(self.fc1(h0))
+            return self.fc2(self.drop(h1)), (h0, h1), kl
+        src0 = hx if aux.variant == "code" else h0                         # the code's noise net reads x1 only
+        h0r, kl0 = aux.regularize(0, src0, h0, sample)                     # Eq. 3 on h0
         h1 = torch.relu(self.fc1(h0r))
         h1, kl1 = aux.regularize(1, h0r, h1, sample)                       # Eq. 3 on h1, from h0
-        return self.fc2(self.drop(h1)), (h0, h1), kl + (kl0 + kl1).mean()
+        return self.fc2(self.drop(h1)), (h0r, h1), kl + (kl0 + kl1).mean()
 
 
 def kl_normal(mu, logvar, prior_mu: float = 0.0, units: str = "mean"):
@@ -130,7 +153,8 @@ class Aux(nn.Module):
     network (Eq. 3), in the paper's or the code's form."""
 
     def __init__(self, priors: torch.Tensor, d_x1: int, d_x2: int, hidden: int, variant: str = "paper",
-                 kmeans: bool = True, regularize: bool = True, noise: str = "learned", kl_units: str = "mean"):
+                 kmeans: bool = True, regularize: bool = True, noise: str = "learned", kl_units: str = "mean",
+                 reg_init: str = "identity"):
         super().__init__()
         self.variant, self.kmeans, self.reg_on, self.noise = variant, kmeans, regularize, noise
         self.kl_units = kl_units
@@ -145,10 +169,15 @@ class Aux(nn.Module):
         else:                                                               # "w/o K-means": direct generation
             self.direct = nn.Linear(d_x1, d_x2)
         d0 = d_x1 + d_x2
-        self.r_mu = nn.ModuleList([nn.Linear(d0, d0), nn.Linear(d0, hidden)])
-        self.r_logvar = nn.ModuleList([nn.Linear(d0, d0), nn.Linear(d0, hidden)])
+        d_in0 = d_x1 if variant == "code" else d0                           # the code: from the x1 feature only
+        self.r_mu = nn.ModuleList([nn.Linear(d_in0, d0), nn.Linear(d0, hidden)])
+        self.r_logvar = nn.ModuleList([nn.Linear(d_in0, d0), nn.Linear(d0, hidden)])
         for lin in self.r_logvar:
             nn.init.constant_(lin.bias, -2.0)
+        if reg_init == "identity" and variant == "paper":   # h o Softplus(mu) = h at the start: Softplus(log(e-1)) = 1
+            for lin in self.r_mu:
+                nn.init.zeros_(lin.weight)
+                nn.init.constant_(lin.bias, math.log(math.e - 1))
 
     def reconstruct(self, hx, sample: bool):
         """x2_hat from the x1 feature (Eq. 2) and the per-sample KL of omega."""
@@ -186,16 +215,16 @@ class Aux(nn.Module):
 class SMILModel(nn.Module):
     """Everything fit() trains and checkpoints: theta (``main``) and psi (``aux``)."""
 
-    def __init__(self, main: MainNet, aux: Aux):
+    def __init__(self, main: MainNet, aux: Aux, enc2: nn.Module | None = None):
         super().__init__()
-        self.main, self.aux = main, aux
+        self.main, self.aux, self.enc2 = main, aux, enc2          # enc2: the code variant's trainable x2 encoder
 
     def theta(self) -> dict:
         return dict(self.main.named_parameters())
 
-    def forward(self, x, x2_feat, has_x2, params=None, sample=False, x_len=None):
+    def forward(self, x, x2_feat, has_x2, params=None, sample=False, x_len=None, regularize=True):
         params = self.theta() if params is None else params
-        return functional_call(self.main, params, (x, x2_feat, has_x2, self.aux, sample, x_len))
+        return functional_call(self.main, params, (x, x2_feat, has_x2, self.aux, sample, x_len, regularize))
 
 
 # ------------------------------------------------------------------------------ the method
@@ -215,6 +244,8 @@ class SMIL(Method):
     kl_weight: float = 0.1
     kl_units: str = "mean"          # "mean" over units, or "sum" (Eq. 7 as printed)
     n_priors: int = 10              # K of the K-means priors
+    reg_init: str = "identity"      # Eq. 3's mu network: "identity" (Softplus(mu) = 1 at the start) or "default"
+    meta: bool = True               # False: the warm starts alone, no Algorithm 1 (a control)
     feat_dim: int = 64
     hidden: int = 64
     backbone: str = "cnn"
@@ -231,6 +262,8 @@ class SMIL(Method):
             raise ValueError("mc_samples and n_priors must be at least 1")
         if self.kl_units not in ("mean", "sum"):
             raise ValueError(f"unknown kl_units={self.kl_units!r}; use 'mean' or 'sum'")
+        if self.reg_init not in ("identity", "default"):
+            raise ValueError(f"unknown reg_init={self.reg_init!r}; use 'identity' or 'default'")
 
     # -- set-up: warm starts and priors -----------------------------------------------------
     def _on(self, rows):
@@ -238,8 +271,9 @@ class SMIL(Method):
         many steps as an epoch over the whole training split (validation once per epoch)."""
         return rows.repeat(max(1, min(20, self.n_train // max(len(rows), 1))))
 
-    def _pretrain_encoder(self, shape, rows, X, lengths, cfg, seed, desc):
-        """An encoder + linear classifier trained on ``rows`` of X (selected on validation)."""
+    def _pretrain_encoder(self, shape, rows, X, lengths, cfg, seed, desc, val):
+        """An encoder + linear classifier trained on ``rows`` of X, selected on the validation
+        rows ``val`` (those that have X)."""
         net = nn.ModuleDict({"enc": make_encoder(shape, self.feat_dim, self.backbone),
                              "head": nn.Linear(self.feat_dim, self.n_classes)}).to(self.device)
         lbl = self.labels
@@ -251,16 +285,17 @@ class SMIL(Method):
             return self._loss(out(model, idx), lbl[idx])
 
         def val_score(model):
-            return validation_score(self.task, out(model, self.val), lbl[self.val])
+            return validation_score(self.task, out(model, val), lbl[val])
 
         net, _ = fit(net, loss_fn, self._on(rows), val_score, cfg, seed=seed, desc=desc)
         return net["enc"]
 
-    def fit(self, data, presence, *, seed=0, cfg=None, device=None):
+    def fit(self, data, presence, *, seed=0, cfg=None, device=None, val_presence=None):
         cfg = cfg or TrainConfig()
         self.device = dev = get_device(device)
         seed_everything(seed)
         presence = full_presence(data, "train", presence)
+        masked_val = val_presence is not None
         self.x1, self.x2, self.i1, self.i2 = two_roles(data, presence, self.x1, self.x2, self.name)
         self.required, self.used = [self.x1], [self.x1, self.x2]
         if data.task == "regression":
@@ -269,10 +304,16 @@ class SMIL(Method):
         self.task, self.n_classes = data.task, data.n_classes
         train = data.splits["train"].to(dev)
         self.X = data.modalities[self.x1].to(dev)
-        X2 = data.modalities[self.x2].to(dev)
+        self.X2 = X2 = data.modalities[self.x2].to(dev)
         self.X1L, self.X2L = (data.lengths[m].to(dev) if m in data.lengths else None for m in (self.x1, self.x2))
         self.labels = data.y.to(dev)
         self.val = data.splits["val"].to(dev)
+        # selection: on a validation split masked like the training split, each row with what it has (the
+        # warm starts that read x2 on its rows that have it); else on the complete split (mean of x1 only, x1 + x2)
+        self.val_has = full_presence(data, "val", val_presence)[:, self.i2].to(dev) if masked_val else None
+        self.val_x2 = self.val[self.val_has] if masked_val else self.val
+        if len(self.val_x2) < 1:
+            raise ValueError(f"{self.name}: no validation row has {self.x2!r} under the masked validation split")
         has_x2 = presence[:, self.i2].to(dev)
         complete, missing = train[has_x2], train[~has_x2]
         self.n_train = len(train)
@@ -284,19 +325,24 @@ class SMIL(Method):
         # 1-2. warm starts and priors; the same for every variant and ablation at one setting,
         #      so they are computed once per process and shared (the meta-learning reseeds)
         key = (data.fingerprint(), _presence_key(presence), seed, str(cfg), self.feat_dim, self.hidden, self.backbone,
-               self.n_priors, self.x1, self.x2, str(dev))
+               self.n_priors, self.x1, self.x2, str(dev), self.variant == "code",
+               _presence_key(self.val_has) if masked_val else None)
         if key not in _WARM:
             while len(_WARM) >= 4:
                 _WARM.pop(next(iter(_WARM)))
             _WARM[key] = self._warm_starts(X2, train, complete, cfg, seed)
-        self.X2feat, main_state, priors = _WARM[key]
+        self.X2feat, main_state, priors, enc2_state = _WARM[key]
         main = MainNet(tuple(self.X.shape[1:]), self.feat_dim, self.feat_dim, self.hidden, self.n_classes,
                        self.backbone).to(dev)
         main.load_state_dict(main_state)
         seed_everything(seed + 4)
         aux = Aux(priors, self.feat_dim, self.feat_dim, self.hidden, self.variant, self.kmeans,
-                  self.regularize, self.noise, self.kl_units)
-        self.model = SMILModel(main, aux).to(dev)
+                  self.regularize, self.noise, self.kl_units, self.reg_init)
+        enc2 = None
+        if self.variant == "code":                         # the code keeps training the x2 encoder (outer step)
+            enc2 = make_encoder(tuple(X2.shape[1:]), self.feat_dim, self.backbone)
+            enc2.load_state_dict(enc2_state)
+        self.model = SMILModel(main, aux, enc2).to(dev)
 
         # 3. Bayesian meta-learning: Algorithm 1 ------------------------------------------
         opt = adam(self.model.parameters(), cfg)           # theta (main) and psi (aux) together
@@ -305,7 +351,7 @@ class SMIL(Method):
         order_f = torch.Generator().manual_seed(seed + 2)  # the order of D^f's batches
         batches_f: list = []
         self.history = []
-        for epoch in range(cfg.epochs):                    # an epoch: one pass over D^m
+        for epoch in range(cfg.epochs if self.meta else 0):  # an epoch: one pass over D^m
             t0 = time.perf_counter()
             self.model.train()
             total = 0.0
@@ -323,6 +369,8 @@ class SMIL(Method):
                                  "seconds": time.perf_counter() - t0})
             if keeper.update(epoch, val["val_score"], lambda: copy.deepcopy(self.model.state_dict())):
                 break
+        if not self.meta:                                  # the control: the warm starts, scored once
+            self.history.append({"epoch": 0, "train_loss": float("nan"), **self._val_scores(self.model), "seconds": 0.0})
         keeper.restore(self.model)
         return self
 
@@ -330,41 +378,55 @@ class SMIL(Method):
         """The authors' pipeline before meta-learning: the x2 encoder trained on D^f and frozen
         (its features of every sample are kept); the x1 encoder trained on every training x1;
         the modality priors M = K-means centres of D^f's x2 features (Eq. 2); the fusion
-        layers trained on D^f. Returns (x2 features, main network state, priors)."""
+        layers trained on D^f (the code also fine-tunes the x2 encoder there). Returns (x2 features,
+        main network state, priors, x2 encoder state)."""
         from sklearn.cluster import KMeans
         dev = self.device
-        enc_x2 = self._pretrain_encoder(tuple(X2.shape[1:]), complete, X2, self.X2L, cfg, seed, "smil:x2-encoder").eval()
+        enc_x2 = self._pretrain_encoder(tuple(X2.shape[1:]), complete, X2, self.X2L, cfg, seed, "smil:x2-encoder",
+                                        self.val_x2).eval()
         with torch.no_grad():
             X2feat = torch.cat([encode(enc_x2, X2[c], None if self.X2L is None else self.X2L[c])
                                for c in torch.arange(len(X2), device=dev).split(1024)])
         self.X2feat = X2feat
         enc_x1 = self._pretrain_encoder(tuple(self.X.shape[1:]), train, self.X, self.X1L, cfg, seed + 1,
-                                       "smil:x1-encoder")
+                                       "smil:x1-encoder", self.val)
         K = min(self.n_priors, len(complete))
         km = KMeans(K, n_init=10, random_state=seed).fit(X2feat[complete].cpu().numpy())
         priors = torch.tensor(km.cluster_centers_, dtype=torch.float32, device=dev)
         main = MainNet(tuple(self.X.shape[1:]), self.feat_dim, self.feat_dim, self.hidden, self.n_classes,
                        self.backbone)
         main.enc.load_state_dict(enc_x1.state_dict())
-        main = self._warm_start_fusion(main, priors, complete, cfg, seed)
-        return X2feat, copy.deepcopy(main.state_dict()), priors
+        main, enc_x2 = self._warm_start_fusion(main, enc_x2, priors, complete, cfg, seed)
+        return X2feat, copy.deepcopy(main.state_dict()), priors, copy.deepcopy(enc_x2.state_dict())
 
-    def _warm_start_fusion(self, main, priors, complete, cfg, seed):
-        """The fusion layers trained on D^f with the real x2 (the authors' ``train_soundmnist``)."""
+    def _warm_start_fusion(self, main, enc_x2, priors, complete, cfg, seed):
+        """The fusion layers (and the x1 encoder) trained on D^f with the real x2 (the authors'
+        ``train_soundmnist``); the code variant fine-tunes the x2 encoder with them, as theirs does."""
         plain = Aux(priors, self.feat_dim, self.feat_dim, self.hidden, regularize=False).to(self.device)
-        main = main.to(self.device)
-        val_all = torch.ones(len(self.val), dtype=torch.bool, device=self.device)
+        tune_x2 = self.variant == "code"
+        net = nn.ModuleDict({"main": main, "enc2": enc_x2}).to(self.device)
+        if not tune_x2:
+            net["enc2"].requires_grad_(False)
+        val = self.val_x2
+
+        def x2_feat(model, idx):
+            return self._x2_features(model["enc2"], idx) if tune_x2 else self.X2feat[idx]
 
         def loss_fn(model, idx):
             has = torch.ones(len(idx), dtype=torch.bool, device=self.device)
-            return self._loss(model(self.X[idx], self.X2feat[idx], has, plain, False, self._xl(idx))[0],
+            return self._loss(model["main"](self.X[idx], x2_feat(model, idx), has, plain, False, self._xl(idx))[0],
                               self.labels[idx])
 
         def val_score(model):
-            out = model(self.X[self.val], self.X2feat[self.val], val_all, plain, False, self._xl(self.val))[0]
-            return validation_score(self.task, out, self.labels[self.val])
+            has = torch.ones(len(val), dtype=torch.bool, device=self.device)
+            out = model["main"](self.X[val], x2_feat(model, val), has, plain, False, self._xl(val))[0]
+            return validation_score(self.task, out, self.labels[val])
 
-        return fit(main, loss_fn, self._on(complete), val_score, cfg, seed=seed + 3, desc="smil:fusion")[0]
+        net = fit(net, loss_fn, self._on(complete), val_score, cfg, seed=seed + 3, desc="smil:fusion")[0]
+        return net["main"], net["enc2"]
+
+    def _x2_features(self, enc2, idx):
+        return encode(enc2, self.X2[idx], None if self.X2L is None else self.X2L[idx])
 
     def meta_loss(self, model: SMILModel, idx_m: torch.Tensor, idx_f: torch.Tensor) -> torch.Tensor:
         """One iteration of Algorithm 1: the inner update on D^m (Eq. 4), the outer loss on
@@ -386,10 +448,12 @@ class SMIL(Method):
 
         # meta-test and meta-update (Eq. 7)
         yes = torch.ones(len(idx_f), dtype=torch.bool, device=X.device)
-        if self.variant == "code":
+        if self.variant == "code":       # the code's meta-test: D^f with x2 reconstructed, no noise sampled ...
             no = ~yes
-            logits, (h0_hat, h1_hat), _ = model(X[idx_f], Yf[idx_f], no, theta_new, True, self._xl(idx_f))
-            _, (h0, h1), _ = model(X[idx_f], Yf[idx_f], yes, theta_new, True, self._xl(idx_f))
+            logits, (h0_hat, h1_hat), _ = model(X[idx_f], Yf[idx_f], no, theta_new, False, self._xl(idx_f))
+            x2_real = self._x2_features(model.enc2, idx_f)           # ... and with the real x2 (its encoder
+            _, (h0, h1), _ = model(X[idx_f], x2_real, yes, theta_new, False, self._xl(idx_f),  # trains), no Eq. 3;
+                                   regularize=False)                 # aligned after the noise of the first pass
             return (ce_m + self._loss(logits, lbl[idx_f])
                     + 0.01 * F.mse_loss(h0_hat, h0) + 0.01 * F.mse_loss(h1_hat, h1))
         ce_f, kl_f = 0.0, 0.0
@@ -409,7 +473,8 @@ class SMIL(Method):
         outs, embs = [], []
         for s in range(0, len(idx), 1024):
             b = idx[s:s + 1024]
-            logits, (_, h1), _ = model(self.X[b], self.X2feat[b], has_x2[s:s + 1024], x_len=self._xl(b))
+            x2f = self.X2feat[b] if model.enc2 is None else self._x2_features(model.enc2, b)
+            logits, (_, h1), _ = model(self.X[b], x2f, has_x2[s:s + 1024], x_len=self._xl(b))
             outs.append(logits)
             embs.append(h1)
         return torch.cat(outs), torch.cat(embs)
@@ -424,12 +489,16 @@ class SMIL(Method):
 
     def _val_scores(self, model) -> dict:
         """Validation scores (accuracy; micro-F1 for multi-label) with x1 only and with
-        x1 + x2 (the two test patterns); ``val_score``, their mean, selects the epoch."""
+        x1 + x2 (the two test patterns); ``val_score`` selects the epoch: the score of the
+        masked validation split (each row with what it has), or without one the mean of the two."""
         out = {}
         for key, present in (("val_x1", False), ("val_x1_x2", True)):
             has = torch.full((len(self.val),), present, dtype=torch.bool, device=self.device)
             out[key] = validation_score(self.task, self._forward(model, self.val, has)[0], self.labels[self.val])
-        return {**out, "val_score": (out["val_x1"] + out["val_x1_x2"]) / 2}
+        if self.val_has is None:
+            return {**out, "val_score": (out["val_x1"] + out["val_x1_x2"]) / 2}
+        masked = validation_score(self.task, self._forward(model, self.val, self.val_has)[0], self.labels[self.val])
+        return {**out, "val_masked": masked, "val_score": masked}
 
     def _rows(self, data, split, presence):
         return two_rows(data, split, presence, self.i1, self.i2, self.name, self.device)
@@ -453,6 +522,10 @@ METHODS = {
     "smil_first_order": _smil("smil_first_order", first_order=True),
     "smil_alg1": _smil("smil_alg1", outer_dm=False),
     "smil_kl_eq7": _smil("smil_kl_eq7", kl_units="sum", kl_weight=1.0),
+    "smil_reg_default_init": _smil("smil_reg_default_init", reg_init="default"),
+    # controls: what the warm starts alone give, and the joint losses without the inner step
+    "smil_warm_only": _smil("smil_warm_only", meta=False),
+    "smil_no_inner": _smil("smil_no_inner", inner_lr=0.0),
     # Table 3's ablations
     "smil_no_kmeans": _smil("smil_no_kmeans", kmeans=False),
     "smil_no_reg": _smil("smil_no_reg", regularize=False),
