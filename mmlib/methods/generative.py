@@ -21,6 +21,7 @@
 from __future__ import annotations
 
 import copy
+import itertools
 from dataclasses import dataclass
 
 import torch
@@ -208,7 +209,10 @@ class MVAENet(nn.Module):
 @dataclass(eq=False)
 class MVAE(Method):
     """MVAE trained on the training samples (with their missing modalities), frozen, then a
-    linear classifier on the posterior mean. The VAE may train up to ``epochs_factor`` times
+    linear classifier on the posterior mean: of each training row's modalities and, by
+    default (``probe_on="subsets"``), of each non-empty subset of them, so that the probe
+    has seen the posteriors of the test patterns (trained on the joint posteriors alone, it
+    scored 48 % with the image only on avdigits, below the image-only lower bound). The VAE may train up to ``epochs_factor`` times
     the budget's epochs (an unsupervised model needs more passes than a classifier: on
     avdigits the linear probe gets about 50% after 12 epochs and about 75% after 36), with
     the KL weight annealed from 0 to beta over its first ``anneal_epochs`` epochs, then early
@@ -224,9 +228,12 @@ class MVAE(Method):
     epochs_factor: int = 3
     anneal_epochs: int = 20
     min_patience: int = 10
+    probe_on: str = "subsets"     # the probe's training posteriors: "subsets" of each row's modalities, or "training"
 
     def __post_init__(self):
         super().__post_init__()
+        if self.probe_on not in ("subsets", "training"):
+            raise ValueError(f"unknown probe_on={self.probe_on!r}; use 'subsets' or 'training'")
         if self.epochs_factor < 1:
             raise ValueError(f"epochs_factor must be at least 1, got {self.epochs_factor}")
 
@@ -286,16 +293,26 @@ class MVAE(Method):
         self.vae, vae_hist = fit(vae, vae_loss, train, vae_val, vae_cfg, seed=seed, desc="mvae", epoch_start=anneal)
         for q in self.vae.parameters():
             q.requires_grad_(False)
+        # the probe's training rows: the posterior mean of every training row under its own presence and,
+        # with probe_on="subsets", under each non-empty subset of it (as the sub-sampled ELBO trains the
+        # experts), so that it has seen the posteriors of the patterns it is tested on
+        subsets = [torch.tensor(bits, dtype=torch.bool, device=dev)
+                   for bits in itertools.product([False, True], repeat=len(self.names)) if any(bits)]
+        rows_p = [(train, P[train])] + ([(train[(P[train] & sub).any(1)], (P[train] & sub)[(P[train] & sub).any(1)])
+                                        for sub in subsets] if self.probe_on == "subsets" else [])
+        rows_p.append((val, P[val]))                              # last: validation, as it is
         with torch.no_grad():                                      # frozen: posterior means once
-            Z = torch.zeros(len(data), self.z_dim, device=dev)
-            for c in torch.cat([train, val]).split(1024):
-                Z[c] = self.vae.posterior({m: self.X[m][c] for m in self.names}, P[c], self._lengths(c))[0]
+            Zs = [torch.cat([self.vae.posterior({m: self.X[m][c] for m in self.names}, pc, self._lengths(c))[0]
+                             for c, pc in zip(r.split(1024), p_.split(1024))]) for r, p_ in rows_p]
+        Z, Zv = torch.cat(Zs[:-1]), Zs[-1]
+        yz = torch.cat([y[r] for r, _ in rows_p[:-1]])
         n_out = data.n_classes if data.task != "regression" else 1
         self.task = data.task
         clf = nn.Linear(self.z_dim, n_out).to(dev)                # linear probe: full batch, cheap
-        probe = TrainConfig(epochs=300, batch_size=len(train), lr=1e-2, weight_decay=cfg.weight_decay, patience=30)
-        self.clf, self.history = fit(clf, lambda model, idx: task_loss(data.task, model(Z[idx]), y[idx]), train,
-                                     lambda model: validation_score(data.task, model(Z[val]), y[val]), probe,
+        probe = TrainConfig(epochs=300, batch_size=len(Z), lr=1e-2, weight_decay=cfg.weight_decay, patience=30)
+        self.clf, self.history = fit(clf, lambda model, idx: task_loss(data.task, model(Z[idx]), yz[idx]),
+                                     torch.arange(len(Z), device=dev),
+                                     lambda model: validation_score(data.task, model(Zv), y[val]), probe,
                                      seed=seed, desc="mvae:linear")
         self.vae_history = vae_hist
         return self
