@@ -166,17 +166,19 @@ def make_record(data: MultimodalDataset, m: Method, identity: dict, missing: dic
 
 
 def fit_seeds_batched(data: MultimodalDataset, method: str, method_kwargs: dict, missing: dict, seeds: list[int],
-                      cfg: TrainConfig, device=None, records_dir=None, profile: str | None = None) -> int:
+                      cfg: TrainConfig, device=None, records_dir=None, profile: str | None = None,
+                      val_missing: dict | None = None) -> int:
     """Fit, as one batch, the seeds of a method whose records are not in ``records_dir``
     (when the method can: ``batchable()``), and write their records. Returns how many were
-    fitted; methods that cannot batch, or a single seed, are left to :func:`run`."""
+    fitted; methods that cannot batch, or a single seed, are left to :func:`run`.
+    ``val_missing``: as in :func:`run` (each seed selects on its own masked validation split)."""
     proto = make_method(method, **method_kwargs)
     if records_dir is None or not getattr(proto, "batchable", lambda: False)():
         return 0
     todo = []
     for seed in seeds:
         presence = masks.from_spec(missing, len(data.splits["train"]), data.modality_names, seed)
-        identity = run_identity(data, proto, presence, seed, cfg, profile)
+        identity = run_identity(data, proto, presence, seed, cfg, profile, val_missing)
         if not record_path(records_dir, identity).is_file():
             todo.append((seed, presence, identity))
     groups = {}
@@ -191,8 +193,10 @@ def fit_seeds_batched(data: MultimodalDataset, method: str, method_kwargs: dict,
             continue
         started = utc_now()
         t0 = time.perf_counter()
+        vps = None if val_missing is None else [validation_presence(data, val_missing, g[0]) for g in group]
         members = make_method(method, **method_kwargs).fit_seeds(data, [g[1] for g in group], [g[0] for g in group],
-                                                                cfg=cfg, device=device)
+                                                                cfg=cfg, device=device,
+                                                                **({} if vps is None else {"val_presences": vps}))
         per = (time.perf_counter() - t0) / len(group)
         for (seed, presence, identity), m in zip(group, members):
             write_record(records_dir, make_record(data, m, identity, missing, presence, per, device, started,
@@ -244,11 +248,12 @@ def run_grid(data: MultimodalDataset, methods: list, settings: dict[str, dict], 
         raise ValueError(f"validation must be 'full' or 'masked', got {validation!r}")
     rows, fitted = [], {}
     keep = set(keep)
-    if batch and len(seeds) > 1 and validation == "full":   # seeds as a batch dimension where the method allows it
+    if batch and len(seeds) > 1:                            # seeds as a batch dimension where the method allows it
         for entry in methods:
             key, kwargs = (entry, {}) if isinstance(entry, str) else entry
             for label, spec in settings.items():
-                n = fit_seeds_batched(data, key, kwargs, spec, seeds, cfg, device, store, profile)
+                n = fit_seeds_batched(data, key, kwargs, spec, seeds, cfg, device, store, profile,
+                                      spec if validation == "masked" else None)
                 if log and n:
                     log(f"{key} {label}: {n} seeds fitted as one batch")
     for seed in seeds:

@@ -205,8 +205,9 @@ def fit_batched(models: list[nn.Module], loss_fn: Callable, rows: list[torch.Ten
     elementwise, so one optimiser over the stacked weights is one per member. Only the
     floating-point order of the batched matrix products differs, so results agree with
     sequential fits to rounding (a test checks it). ``loss_fn(model, idx, extra)`` is the
-    per-member loss; ``val_logits(model)`` the validation outputs (no Python control flow on
-    values), scored per member by ``val_score(logits)``. Members need equal row counts and
+    per-member loss; ``val_logits(model, extra)`` the validation outputs (no Python control flow
+    on values; ``extra`` lets each member score its own masked validation split), scored per
+    member by ``val_score(logits)``. Members need equal row counts and
     no buffers (no BatchNorm)."""
     from torch.func import functional_call, stack_module_state, vmap
     S = len(models)
@@ -218,7 +219,7 @@ def fit_batched(models: list[nn.Module], loss_fn: Callable, rows: list[torch.Ten
         m.train()
     params, _ = stack_module_state(models)
     base = _Call(copy.deepcopy(models[0]).to("meta"), loss_fn).train()
-    vbase = _Call(copy.deepcopy(models[0]).to("meta"), lambda model: val_logits(model)).eval()
+    vbase = _Call(copy.deepcopy(models[0]).to("meta"), val_logits).eval()
     names = {k: "model." + k for k in params}
     opt = adam(params.values(), cfg)
     order = [torch.Generator().manual_seed(s) for s in seeds]           # batch order, as fit()
@@ -241,8 +242,8 @@ def fit_batched(models: list[nn.Module], loss_fn: Callable, rows: list[torch.Ten
         with noise_stream(_Listed(noise)):
             return functional_call(base, {names[k]: v for k, v in p.items()}, (idx, extra))
 
-    def member_val(p):
-        return functional_call(vbase, {names[k]: v for k, v in p.items()}, ())
+    def member_val(p, extra):
+        return functional_call(vbase, {names[k]: v for k, v in p.items()}, (extra,))
 
     step = vmap(member_loss)
     val = vmap(member_val)
@@ -264,7 +265,7 @@ def fit_batched(models: list[nn.Module], loss_fn: Callable, rows: list[torch.Ten
             opt.step()
             totals += losses.detach().cpu() * bs
         with torch.no_grad():
-            logits = val({k: v.detach() for k, v in params.items()})
+            logits = val({k: v.detach() for k, v in params.items()}, stacked_extra)
         seconds = (time.perf_counter() - t0) / S
         for s in range(S):
             if stopped[s]:

@@ -130,10 +130,15 @@ def test_mle_seeds_as_a_batch_equal_their_own_fits(small):
     cfg = TrainConfig(epochs=3, patience=1)
     seeds = [0, 1, 2]
     Ps = [masks.keep_fraction(300, small.modality_names, {"audio": 0.2}, seed=s) for s in seeds]
-    for kw in [{"phi": "outer"}, {"phi": "add", "support": "batch"}]:
-        seq = [make_method("mle", backbone="mlp", **kw).fit(small, P, seed=s, cfg=cfg, device="cpu")
-               for P, s in zip(Ps, seeds)]
-        bat = make_method("mle", backbone="mlp", **kw).fit_seeds(small, Ps, seeds, cfg=cfg, device="cpu")
+    nv = len(small.splits["val"])
+    VPs = [masks.keep_fraction(nv, small.modality_names, {"audio": 0.2}, seed=s + 50) for s in seeds]
+    for name, kw, vps in [("mle", {"phi": "outer"}, None), ("mle", {"phi": "add", "support": "batch"}, None),
+                          ("mle", {"phi": "add"}, VPs), ("mle_zp", {"phi": "concat"}, VPs)]:
+        seq = [make_method(name, backbone="mlp", **kw).fit(small, P, seed=s, cfg=cfg, device="cpu",
+                                                           val_presence=None if vps is None else vps[k])
+               for k, (P, s) in enumerate(zip(Ps, seeds))]
+        bat = make_method(name, backbone="mlp", **kw).fit_seeds(small, Ps, seeds, cfg=cfg, device="cpu",
+                                                               val_presences=vps)
         for a, b in zip(seq, bat):
             assert [h["val_score"] for h in a.history] == pytest.approx([h["val_score"] for h in b.history], abs=1e-6)
             assert torch.allclose(a.predict(small, "test"), b.predict(small, "test"), atol=1e-4)

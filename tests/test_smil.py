@@ -170,7 +170,7 @@ def _masked_val(data, frac_missing=0.5, seed=3):
     return masks.independent(n, data.modality_names, {"audio": frac_missing}, seed=seed)
 
 
-@pytest.mark.parametrize("name", ["smil", "ae_impute"])
+@pytest.mark.parametrize("name", ["smil", "ae_impute", "mle", "hgr", "zp_concat"])
 def test_masked_validation_never_reads_a_hidden_validation_modality(avdigits, name):
     """Selecting on a masked validation split: scrambling the audio of the validation rows
     marked missing changes nothing, and SMIL's epoch score is the masked split's."""
@@ -178,7 +178,7 @@ def test_masked_validation_never_reads_a_hidden_validation_modality(avdigits, na
     P = masks.keep_fraction(200, small.modality_names, {"audio": 0.2}, seed=0)
     VP = _masked_val(small)
     cfg = TrainConfig(epochs=2, patience=None)
-    kw = {"backbone": "mlp"} if name == "smil" else {"backbone": "mlp", "cond": ["image"]}
+    kw = {"backbone": "mlp", "cond": ["image"]} if name == "ae_impute" else {"backbone": "mlp"}
     a = make_method(name, **kw).fit(small, P, seed=0, cfg=cfg, device="cpu", val_presence=VP)
     hidden = small.splits["val"][~VP[:, 1]]
     audio = small.modalities["audio"].clone()
@@ -189,6 +189,10 @@ def test_masked_validation_never_reads_a_hidden_validation_modality(avdigits, na
     if name == "smil":
         assert all("val_masked" in h and h["val_score"] == h["val_masked"] for h in a.history)
     assert [h["val_score"] for h in a.history] == [h["val_score"] for h in b.history]
+    if name in ("mle", "zp_concat"):                  # the batched fits too (hidden rows zeroed, never read)
+        a, b = (make_method(name, **kw).fit_seeds(d, [P, P], [0, 1], cfg=cfg, device="cpu", val_presences=[VP, VP])[0]
+                for d in (small, scrambled))
+        assert [h["val_score"] for h in a.history] == pytest.approx([h["val_score"] for h in b.history], abs=1e-6)
 
 
 def test_smil_controls_and_the_code_variants_x2_encoder(avdigits):

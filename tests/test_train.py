@@ -146,11 +146,15 @@ def test_batched_seeds_equal_sequential_fits(avdigits):
     n = len(small.splits["train"])
     cfg = TrainConfig(epochs=4, batch_size=64, patience=1)
     seeds = [0, 1, 2]
-    for name in ["zp_concat", "late_fusion"]:
+    nv = len(small.splits["val"])
+    for name, masked in [("zp_concat", False), ("late_fusion", False), ("zp_concat", True)]:
         Ps = [masks.keep_fraction(n, small.modality_names, {"audio": 0.3}, seed=s) for s in seeds]
-        seq = [make_method(name, backbone="mlp").fit(small, P, seed=s, cfg=cfg, device="cpu")
-               for P, s in zip(Ps, seeds)]
-        bat = make_method(name, backbone="mlp").fit_seeds(small, Ps, seeds, cfg=cfg, device="cpu")
+        # masked: each seed selects on its own masked validation split
+        VPs = [masks.keep_fraction(nv, small.modality_names, {"audio": 0.3}, seed=s + 50) for s in seeds] if masked else None
+        seq = [make_method(name, backbone="mlp").fit(small, P, seed=s, cfg=cfg, device="cpu",
+                                                     val_presence=None if VPs is None else VPs[k])
+               for k, (P, s) in enumerate(zip(Ps, seeds))]
+        bat = make_method(name, backbone="mlp").fit_seeds(small, Ps, seeds, cfg=cfg, device="cpu", val_presences=VPs)
         for a, b in zip(seq, bat):
             assert [h["val_score"] for h in a.history] == pytest.approx([h["val_score"] for h in b.history], abs=1e-6)
             assert len(a.history) == len(b.history)
@@ -174,6 +178,12 @@ def test_run_grid_batches_seeds_and_writes_the_same_records(avdigits, tmp_path):
     assert a == pytest.approx(b, abs=2e-3)
     again, _ = run_grid(small, methods, settings, [0, 1], cfg, "cpu", store=tmp_path / "a")
     assert again["reused"].all()
+    # a masked validation split: batched too, and the same records as one by one
+    a, _ = run_grid(small, methods, settings, [0, 1], cfg, "cpu", store=tmp_path / "c", validation="masked")
+    b, _ = run_grid(small, methods, settings, [0, 1], cfg, "cpu", store=tmp_path / "d", validation="masked", batch=False)
+    assert [results.read_record(p)["timings"]["batched_seeds"] for p in sorted((tmp_path / "c").glob("*.json"))] == [2, 2]
+    a, b = (f.sort_values(["seed", "test"])["accuracy"].to_numpy() for f in (a, b))
+    assert a == pytest.approx(b, abs=2e-3)
 
 
 def test_seeds_with_different_counts_are_not_batched_together(avdigits, tmp_path):

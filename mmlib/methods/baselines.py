@@ -90,7 +90,7 @@ class FusionBaseline(Method):
         P[train] = presence[:, self.cols].to(self.device)
         rows = train[P[train].any(1)]                                    # drop rows with nothing usable
         val = data.splits["val"].to(self.device)
-        val_P = full_presence(data, "val", val_presence)[:, self.cols].to(self.device)
+        P[val] = full_presence(data, "val", val_presence)[:, self.cols].to(self.device)   # selection: as it is
         late, task, ncols = self.fusion == "late", self.task, len(self.cols)
 
         def loss_fn(model, idx, P):
@@ -102,9 +102,9 @@ class FusionBaseline(Method):
                 return (per * p).sum() / p.sum().clamp(min=1)
             return task_loss(task, model(xs, p, ls), y[idx])
 
-        def val_logits(model):
-            return torch.cat([model({m: X[m][v] for m in self.used}, p, {m: ln[v] for m, ln in L.items()})
-                              for v, p in zip(val.split(EVAL_CHUNK), val_P.split(EVAL_CHUNK))])
+        def val_logits(model, P):
+            return torch.cat([model({m: X[m][v] for m in self.used}, P[v], {m: ln[v] for m, ln in L.items()})
+                              for v in val.split(EVAL_CHUNK)])
 
         def val_score(out):
             return validation_score(task, out, y[val])
@@ -115,7 +115,7 @@ class FusionBaseline(Method):
         P, rows, loss_fn, val_logits, val_score = self._setup(data, presence, seed, device, val_presence)
         with noise_stream(DropoutStream(seed)):           # the seed's own dropout masks (as fit_seeds)
             self.model, self.history = fit(self.model, lambda model, idx: loss_fn(model, idx, P), rows,
-                                           lambda model: val_score(val_logits(model)), cfg, seed=seed, desc=self.name)
+                                           lambda model: val_score(val_logits(model, P)), cfg, seed=seed, desc=self.name)
         return self
 
     def batchable(self) -> bool:
@@ -123,14 +123,16 @@ class FusionBaseline(Method):
         buffers (the CNNs' BatchNorm does)."""
         return self.backbone == "mlp"
 
-    def fit_seeds(self, data, presences: list, seeds: list[int], *, cfg=None, device=None) -> list["FusionBaseline"]:
+    def fit_seeds(self, data, presences: list, seeds: list[int], *, cfg=None, device=None,
+                  val_presences: list | None = None) -> list["FusionBaseline"]:
         """One fitted copy of this method per seed, trained together (see
-        :func:`mmlib.train.fit_batched`); each equals ``fit`` at its seed up to rounding."""
+        :func:`mmlib.train.fit_batched`); each equals ``fit`` at its seed up to rounding.
+        ``val_presences``: each seed's masked validation split (None: every modality)."""
         cfg = cfg or TrainConfig()
         members, parts = [], []
-        for presence, seed in zip(presences, seeds):        # (validation with every modality: a masked
-            m = copy.deepcopy(self)                          #  one differs per seed, so run_grid fits those
-            parts.append(m._setup(data, presence, seed, device))   # seeds one by one)
+        for k, (presence, seed) in enumerate(zip(presences, seeds)):   # each member's P holds its validation
+            m = copy.deepcopy(self)                                     # rows' presence too
+            parts.append(m._setup(data, presence, seed, device, None if val_presences is None else val_presences[k]))
             members.append(m)
         models, histories = fit_batched([m.model for m in members], parts[0][2], [p[1] for p in parts],
                                         [p[0] for p in parts], parts[0][3], parts[0][4], cfg, list(seeds),

@@ -129,7 +129,7 @@ class _TwoModality(Method):
     x1: str | None = field(default=None, kw_only=True)     # keyword-only: after each subclass's fields
     x2: str | None = field(default=None, kw_only=True)
 
-    def _setup(self, data, presence, seed, cfg, device):
+    def _setup(self, data, presence, seed, cfg, device, val_presence=None):
         self.cfg = cfg or TrainConfig()
         self.device = get_device(device)
         seed_everything(seed)
@@ -149,12 +149,15 @@ class _TwoModality(Method):
         counts = torch.bincount(self.labels[train], minlength=data.n_classes).float()
         self.log_rz = torch.log(counts / counts.sum()).clamp(min=-30)     # R_Z: all training labels
         self.val = data.splits["val"].to(dev)
+        # selection: the validation rows as they are (a masked split, or every row with x2)
+        self.has_x2[self.val] = full_presence(data, "val", val_presence)[:, iy].to(dev)
         return data
 
     def _val_accuracy(self, model) -> float:
-        """Model selection: accuracy on the complete validation split (Eq. 4 for MLE)."""
-        full = torch.ones_like(self.val, dtype=torch.bool)
-        return float((self._scores(model, self.val, full).argmax(1) == self.labels[self.val]).float().mean())
+        """Model selection: accuracy on the validation split, each row with what it has
+        (Eq. 4 where x2 is present, Eq. 5 or the method's rule where not)."""
+        has = self.has_x2[self.val]
+        return float((self._scores(model, self.val, has).argmax(1) == self.labels[self.val]).float().mean())
 
     def predict(self, data, split, presence=None):
         """log Q(z | ...) per row of ``split``; ``_scores`` is each subclass's rule."""
@@ -189,8 +192,8 @@ class MLE(_TwoModality):
         if self.support not in ("all", "batch", "all_detached"):
             raise ValueError(f"unknown support={self.support!r}; use 'all', 'batch' or 'all_detached'")
 
-    def fit(self, data, presence, *, seed=0, cfg=None, device=None):
-        data = self._setup(data, presence, seed, cfg, device)
+    def fit(self, data, presence, *, seed=0, cfg=None, device=None, val_presence=None):
+        data = self._setup(data, presence, seed, cfg, device, val_presence)
         self.model = MLENet(tuple(self.X.shape[1:]), tuple(self.X2.shape[1:]), self.n_classes,
                             self.phi, self.k, self.backbone).to(self.device)
         n_c = len(self.complete)
@@ -265,12 +268,14 @@ class MLE(_TwoModality):
     def batchable(self) -> bool:
         return self.backbone == "mlp"
 
-    def fit_seeds(self, data, presences: list, seeds: list[int], *, cfg=None, device=None) -> list["MLE"]:
-        """One fitted copy per seed, trained together (:func:`mmlib.train.fit_batched`)."""
+    def fit_seeds(self, data, presences: list, seeds: list[int], *, cfg=None, device=None,
+                  val_presences: list | None = None) -> list["MLE"]:
+        """One fitted copy per seed, trained together (:func:`mmlib.train.fit_batched`);
+        ``val_presences``: each seed's masked validation split (None: every modality)."""
         members = []
-        for presence, seed in zip(presences, seeds):
+        for k, (presence, seed) in enumerate(zip(presences, seeds)):
             m = copy.deepcopy(self)
-            m._setup(data, presence, seed, cfg, device)
+            m._setup(data, presence, seed, cfg, device, None if val_presences is None else val_presences[k])
             m.model = MLENet(tuple(m.X.shape[1:]), tuple(m.X2.shape[1:]), m.n_classes, m.phi, m.k,
                              m.backbone).to(m.device)
             if len(m.complete) == 0 and m.incomplete != "zero":
@@ -281,9 +286,23 @@ class MLE(_TwoModality):
         first = members[0]
         val = first.val
 
-        def val_logits(model):
-            return torch.cat([log_q_z_given_xy(model.pair_scores(model.f(first.X[v]), model.g(first.X2[v])), first.log_rz)
-                              for v in val.split(512)])
+        def val_logits(model, e):
+            """:meth:`_scores` on the validation rows without data-dependent shapes: Eq. 4 on x2
+            (zeroed where hidden, so never read) and the missing-x2 rule, picked per row."""
+            out = []
+            for v in val.split(512):
+                has = e["has_x2"][v]
+                fx = model.f(first.X[v])
+                x2 = first.X2[v] * has.to(first.X2.dtype).reshape(-1, *([1] * (first.X2.dim() - 1)))
+                with_x2 = log_q_z_given_xy(model.pair_scores(fx, model.g(x2)), first.log_rz)
+                if first.incomplete == "zero":
+                    without = log_q_z_given_xy(model.pair_scores(fx, torch.zeros_like(model.g(x2))), first.log_rz)
+                else:
+                    comp = e["complete"]
+                    log_ry = torch.full((comp.shape[0],), -math.log(comp.shape[0]), device=fx.device)
+                    without = log_q_z_given_x(model.cross_scores(fx, model.g(first.X2[comp])), first.log_rz, log_ry)
+                out.append(torch.where(has[:, None], with_x2, without))
+            return torch.cat(out)
 
         rows = [m.complete if m.incomplete == "discard" else m.train_idx for m in members]
         models, histories = fit_batched(
@@ -356,8 +375,8 @@ class HGR(_TwoModality):
     k: int = 32
     backbone: str = "cnn"
 
-    def fit(self, data, presence, *, seed=0, cfg=None, device=None):
-        data = self._setup(data, presence, seed, cfg, device)
+    def fit(self, data, presence, *, seed=0, cfg=None, device=None, val_presence=None):
+        data = self._setup(data, presence, seed, cfg, device, val_presence)
         net = MLENet(tuple(self.X.shape[1:]), tuple(self.X2.shape[1:]), self.n_classes, self.phi, self.k, self.backbone)
         net.h2 = nn.Linear(self.n_classes, self.k, bias=False)
         self.model = net.to(self.device)
@@ -424,8 +443,8 @@ class AEImpute(_TwoModality):
     k: int = 32
     backbone: str = "cnn"
 
-    def fit(self, data, presence, *, seed=0, cfg=None, device=None):
-        data = self._setup(data, presence, seed, cfg, device)
+    def fit(self, data, presence, *, seed=0, cfg=None, device=None, val_presence=None):
+        data = self._setup(data, presence, seed, cfg, device, val_presence)
         dx, dy = self.X[0].numel(), self.X2[0].numel()
         self.ae = MLP(dx, [256, 64, 256], dy).to(self.device)      # x -> bottleneck -> y
         opt = torch.optim.Adam(self.ae.parameters(), lr=self.cfg.lr)
