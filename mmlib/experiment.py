@@ -69,8 +69,33 @@ def validation_presence(data: MultimodalDataset, val_missing: dict | None, seed:
     return masks.from_spec(val_missing, len(data.splits["val"]), data.modality_names, seed + VAL_SEED_OFFSET)
 
 
+def corrupted(data: MultimodalDataset, corruption: dict, seed: int) -> tuple[MultimodalDataset, dict]:
+    """Missing *inside* modalities (M3S): the data a method is fitted on, with spans of the
+    training and validation rows zeroed (fixed per seed, drawn by :func:`masks.span_masks`),
+    and one copy per test corruption with spans of the test rows zeroed.
+
+    ``corruption``: ``{"band": [low, high], "axis": "time", "test": {"40-60%": [0.4, 0.6], ...}}``
+    (``band``: the hidden fraction of each training and validation row, per modality; each
+    test label draws its own spans, the same for every method at a seed). The fit data keeps
+    the clean features in ``info["clean"]`` for a method that is meant to see them.
+    Returns ``(fit data, {label: test data})``."""
+    shapes = {m: tuple(x.shape[1:]) for m, x in data.modalities.items()}
+    band, axis = corruption.get("band"), corruption.get("axis", "time")
+    tests = corruption.get("test") or {}
+    if band is None or not tests:
+        raise ValueError(f"a corruption needs a 'band' and at least one 'test' band, got {corruption}")
+    kept = masks.span_masks(shapes, len(data), data.splits, {"train": band, "val": band}, seed, data.lengths, axis)
+    out = {}
+    for label, b in tests.items():
+        stream = 1 + int(hashlib.sha1(str(label).encode()).hexdigest()[:6], 16)      # stable per label
+        out[label] = data.with_spans(masks.span_masks(shapes, len(data), data.splits, {"test": b}, seed,
+                                                      data.lengths, axis, stream=stream))
+    return data.with_spans(kept, keep_clean=True), out
+
+
 def run_identity(data: MultimodalDataset, method: Method, presence: torch.Tensor, seed: int,
-                 cfg: TrainConfig, profile: str | None, val_missing: dict | None = None) -> dict:
+                 cfg: TrainConfig, profile: str | None, val_missing: dict | None = None,
+                 corruption: dict | None = None) -> dict:
     """What makes two runs the same fit: the data (fingerprint), the method and its config,
     the part of the training presence matrix the method uses (a hash of it: the lower bound
     gives the same fit at every audio missing rate), the seed, the training budget and the
@@ -82,6 +107,8 @@ def run_identity(data: MultimodalDataset, method: Method, presence: torch.Tensor
              "seed": int(seed), "train_config": cfg.to_dict() | {"progress": None}, "profile": profile}
     if val_missing is not None:                  # selection on a masked validation split changes the fit
         ident["val_missing"] = val_missing
+    if corruption is not None:                   # spans zeroed inside the modalities
+        ident["corruption"] = corruption
     return ident
 
 
@@ -111,11 +138,12 @@ def evaluate(method: Method, data: MultimodalDataset, split: str = "test",
 def run(data: MultimodalDataset, method: str | Method, missing: dict, seed: int,
         cfg: TrainConfig | None = None, device=None, records_dir=None, reuse: bool = True,
         profile: str | None = None, tags: dict | None = None, method_kwargs: dict | None = None,
-        patterns=None, val_missing: dict | None = None) -> tuple[dict, Method | None]:
+        patterns=None, val_missing: dict | None = None, corruption: dict | None = None) -> tuple[dict, Method | None]:
     """Fit and evaluate; return ``(record, fitted method)``. When the record exists in
     ``records_dir`` and ``reuse`` is True it is loaded instead, and the method is None.
     ``val_missing``: a spec for the validation split's mask (:func:`validation_presence`;
-    None: model selection sees every modality)."""
+    None: model selection sees every modality). ``corruption``: spans zeroed inside the
+    modalities (:func:`corrupted`); the metrics are then keyed ``"<pattern>@<test label>"``."""
     cfg = cfg or TrainConfig()
     method_kwargs = method_kwargs or {}
     m = make_method(method, **method_kwargs) if isinstance(method, str) else method
@@ -125,7 +153,10 @@ def run(data: MultimodalDataset, method: str | Method, missing: dict, seed: int,
     if val_presence is not None and "val_presence" not in inspect.signature(m.fit).parameters:
         raise ValueError(f"{m.name} cannot select on a masked validation split (its fit() takes no val_presence); "
                          "run it with val_missing=None")
-    identity = run_identity(data, m, presence, seed, cfg, profile, val_missing)
+    if corruption is not None and not getattr(m, "reads_data_at_predict", False):
+        raise ValueError(f"{m.name} predicts from the data it was fitted on, so it cannot be tested on a corrupted "
+                         "copy; run it without a corruption")
+    identity = run_identity(data, m, presence, seed, cfg, profile, val_missing, corruption)
     if records_dir is not None and reuse:
         path = record_path(records_dir, identity)
         if path.is_file():
@@ -133,21 +164,29 @@ def run(data: MultimodalDataset, method: str | Method, missing: dict, seed: int,
     device = get_device(device)
     started = utc_now()
     t0 = time.perf_counter()
-    m.fit(data, presence, seed=seed, cfg=cfg, device=device,
+    fit_data, tests = (data, None) if corruption is None else corrupted(data, corruption, seed)
+    m.fit(fit_data, presence, seed=seed, cfg=cfg, device=device,
           **({"val_presence": val_presence} if val_presence is not None else {}))
-    record = make_record(data, m, identity, missing, presence, time.perf_counter() - t0, device, started,
-                         tags, patterns)
+    record = make_record(fit_data, m, identity, missing, presence, time.perf_counter() - t0, device, started,
+                         tags, patterns, test_sets=tests)
     if records_dir is not None:
         write_record(records_dir, record)
     return record, m
 
 
 def make_record(data: MultimodalDataset, m: Method, identity: dict, missing: dict, presence: torch.Tensor,
-                fit_seconds: float, device, started: str, tags=None, patterns=None, batched: int = 1) -> dict:
-    """Evaluate a fitted method on the test split and describe the run as a record."""
+                fit_seconds: float, device, started: str, tags=None, patterns=None, batched: int = 1,
+                test_sets: dict | None = None) -> dict:
+    """Evaluate a fitted method on the test split and describe the run as a record.
+    ``test_sets``: ``{label: dataset}`` copies of the data to test on instead (e.g. corrupted
+    ones), the metrics keyed ``"<pattern>@<label>"``."""
     t0 = time.perf_counter()
     pooled: dict = {}
-    scores = evaluate(m, data, "test", patterns, pooled=pooled)
+    if test_sets is None:
+        scores = evaluate(m, data, "test", patterns, pooled=pooled)
+    else:
+        scores = {f"{k}@{label}": v for label, d in test_sets.items()
+                  for k, v in evaluate(m, d, "test", patterns).items()}
     eval_s = time.perf_counter() - t0
     hist = getattr(m, "history", [])
     extra = {"trace": m.trace} if getattr(m, "trace", None) else {}     # e.g. RedCore's RA and eta per update
@@ -220,7 +259,7 @@ def variant_label(kwargs: dict) -> str:
 def run_grid(data: MultimodalDataset, methods: list, settings: dict[str, dict], seeds: list[int],
              cfg: TrainConfig, device=None, store=None, profile: str | None = None, keep=(),
              patterns=None, log=None, batch: bool = True, validation: str = "full",
-             pooled: bool = False) -> tuple["pd.DataFrame", dict]:
+             pooled: bool = False, corruption: dict | None = None) -> tuple["pd.DataFrame", dict]:
     """Every method under every setting at every seed, through :func:`run` (a run whose
     record is in ``store`` is read, not refitted). Runs at one seed share their masks, so
     the frame is ready for paired comparisons (:mod:`mmlib.report`).
@@ -234,7 +273,8 @@ def run_grid(data: MultimodalDataset, methods: list, settings: dict[str, dict], 
     (model selection on the validation split with every modality) or "masked" (the
     validation split masked like the training split, by the setting's spec and the seed).
     ``pooled``: add a row per run with ``test="pooled"``, the metrics over every test
-    pattern's predictions together (see :func:`evaluate`).
+    pattern's predictions together (see :func:`evaluate`). ``corruption``: spans zeroed
+    inside the modalities, the same for every method at a seed (:func:`corrupted`).
 
     Returns ``(frame, fitted)``; the frame has one row per (method, setting, seed, test
     pattern): ``method`` (its registry key), ``variant`` (the entry's options, see
@@ -248,7 +288,7 @@ def run_grid(data: MultimodalDataset, methods: list, settings: dict[str, dict], 
         raise ValueError(f"validation must be 'full' or 'masked', got {validation!r}")
     rows, fitted = [], {}
     keep = set(keep)
-    if batch and len(seeds) > 1:                            # seeds as a batch dimension where the method allows it
+    if batch and len(seeds) > 1 and corruption is None:     # seeds as a batch dimension where the method allows it
         for entry in methods:
             key, kwargs = (entry, {}) if isinstance(entry, str) else entry
             for label, spec in settings.items():
@@ -263,7 +303,7 @@ def run_grid(data: MultimodalDataset, methods: list, settings: dict[str, dict], 
                 want = seed == seeds[0] and ((key, label) in keep)
                 rec, m = run(data, key, spec, seed, cfg, device, records_dir=store, reuse=not want,
                              profile=profile, method_kwargs=kwargs, patterns=patterns,
-                             val_missing=spec if validation == "masked" else None)
+                             val_missing=spec if validation == "masked" else None, corruption=corruption)
                 if want:
                     fitted[(key, label)] = m
                 sel = rec["selection"]

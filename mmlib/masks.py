@@ -19,8 +19,9 @@ Patterns (each paper of the book uses one):
 (e) :func:`test_patterns` -- every non-empty subset of the modalities, for evaluation.
 
 Missing *inside* a modality (M3S) is a feature mask rather than a presence matrix:
-:func:`span` zeroes a contiguous span of each sample's time (or feature) axis, and
-:func:`describe_span` counts what it hid.
+:func:`span` zeroes a contiguous span of each sample's time (or feature) axis,
+:func:`describe_span` counts what it hid, and :func:`span_masks` draws one fixed mask per
+row and modality for a whole dataset (each split from its own seeded stream).
 
 Specs are plain dicts (they go into run records and papermill parameters), built into a
 matrix by :func:`from_spec`. Impossible specs raise ``ValueError`` naming the problem.
@@ -231,3 +232,48 @@ def describe_span(kept: torch.Tensor, lengths: torch.Tensor | None = None) -> di
                                         "min": float(frac.min()) if n else 0.0,
                                         "max": float(frac.max()) if n else 0.0},
             "untouched": int((frac == 0).sum())}
+
+
+SPLIT_STREAM = {"train": 0, "val": 1, "test": 2}
+
+
+def span_masks(shapes: dict[str, tuple], n: int, rows: dict[str, torch.Tensor], bands: dict[str, tuple | None],
+               seed: int, lengths: dict[str, torch.Tensor] | None = None, axis: str = "time",
+               stream: int = 0) -> dict[str, torch.Tensor]:
+    """Fixed span masks (:func:`span`) for the rows of each split, per modality: True where
+    a value is kept. A sequence modality (shape ``(T, d)``) loses a span of time steps
+    inside its true length (``axis="time"``; ``"feature"``: a span of its ``d`` features, at
+    every step), a vector modality (shape ``(d,)``) a span of its features. ``bands[split]``
+    is the split's ``(low, high)`` range of hidden fractions (None: untouched). Each
+    (split, modality) draws from its own stream of ``seed`` (and ``stream``, so that a second
+    test corruption is a fresh draw), so a split's masks do not depend on the others.
+
+    Returns ``{modality: bool mask}`` over all ``n`` rows of the dataset, shaped to
+    broadcast against the features: ``(n, T, 1)`` (time spans), ``(n, 1, d)`` (feature spans of
+    a sequence) or ``(n, d)`` (a vector)."""
+    import numpy as np
+    if axis not in ("time", "feature"):
+        raise ValueError(f"span axis must be 'time' or 'feature', got {axis!r}")
+    unknown = set(bands) - set(SPLIT_STREAM)
+    if unknown:
+        raise ValueError(f"unknown split(s) {sorted(unknown)} in the span bands; use {sorted(SPLIT_STREAM)}")
+    lengths = lengths or {}
+    out = {}
+    for j, (m, shape) in enumerate(shapes.items()):
+        seq = len(shape) == 2 and axis == "time"
+        width = shape[0] if seq else shape[-1]
+        kept = torch.ones(n, width, dtype=torch.bool)
+        for split, band in bands.items():
+            if band is None or split not in rows or len(rows[split]) == 0:
+                continue
+            idx = rows[split].cpu()
+            state = int(np.random.SeedSequence([seed, 20_000 + stream, SPLIT_STREAM[split], j]).generate_state(1)[0])
+            ln = lengths[m].cpu()[idx] if (seq and m in lengths) else None
+            kept[idx] = span(len(idx), width, tuple(band), state, ln)
+        out[m] = kept[:, :, None] if seq else (kept[:, None, :] if len(shape) == 2 else kept)
+    return out
+
+
+def apply_spans(x: torch.Tensor, kept: torch.Tensor) -> torch.Tensor:
+    """Zero what a span mask of :func:`span_masks` hides (it broadcasts against ``x``)."""
+    return x * kept.to(device=x.device, dtype=x.dtype)

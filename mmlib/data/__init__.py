@@ -82,6 +82,15 @@ class MultimodalDataset:
             self.task, self.class_names, {s: i.to(device) for s, i in self.splits.items()}, self.info,
             {m: ln.to(device) for m, ln in self.lengths.items()})
 
+    def with_spans(self, kept: dict[str, torch.Tensor], keep_clean: bool = False) -> "MultimodalDataset":
+        """The same dataset with what the span masks ``kept`` hide set to zero (see
+        :func:`mmlib.masks.span_masks`). ``keep_clean``: the uncorrupted features stay
+        reachable as ``info["clean"]`` (only a method that is *meant* to see them reads it)."""
+        from ..masks import apply_spans
+        mods = {m: (apply_spans(x, kept[m]) if m in kept else x) for m, x in self.modalities.items()}
+        info = {**self.info, **({"clean": self.modalities} if keep_clean else {})}
+        return MultimodalDataset(self.name, mods, self.y, self.task, self.class_names, self.splits, info, self.lengths)
+
     def select(self, modalities: list[str]) -> "MultimodalDataset":
         """The same samples with only the named modalities (in the order given)."""
         for m in modalities:

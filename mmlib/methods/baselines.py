@@ -35,6 +35,7 @@ class FusionBaseline(Method):
     ``ignore_missing=True`` trains as if nothing were missing (the upper bound).
     ``use="always_present"`` picks the modalities present in every training sample.
     """
+    reads_data_at_predict = True      # predict() reads the data it is given (e.g. a corrupted test copy)
     name: str = "zp_concat"
     fusion: str = "concat"
     use: list | str | None = None

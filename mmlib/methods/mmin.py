@@ -86,23 +86,29 @@ class ImagineNet(nn.Module):
 class _EveryModality(Method):
     """Prediction for the methods of this file: the network in chunks of rows, on the
     device, with the given presence."""
+    reads_data_at_predict = True      # predict() reads the data it is given (e.g. a corrupted test copy)
 
     @torch.no_grad()
-    def _run(self, model, idx, present, pick):
+    def _run(self, model, idx, present, pick, X=None):
+        """``X``: the features to read (default: the training data's, on the device)."""
         model.eval()
-        return torch.cat([pick(model({m: self.X[m][b] for m in self.names}, p, {m: ln[b] for m, ln in self.L.items()}))
+        X = self.X if X is None else X
+        return torch.cat([pick(model({m: X[m][b.to(X[m].device)].to(self.device) for m in self.names}, p,
+                                     {m: ln[b] for m, ln in self.L.items()}))
                           for b, p in zip(idx.split(EVAL_CHUNK), present.split(EVAL_CHUNK))])
 
-    def _logits(self, model, idx, present):
-        return self._run(model, idx, present, lambda out: out[0])
+    def _logits(self, model, idx, present, X=None):
+        return self._run(model, idx, present, lambda out: out[0], X)
 
     def predict(self, data, split, presence=None):
+        """Logits of ``split``'s rows, read from ``data`` (which may be a corrupted copy)."""
         idx = data.splits[split].to(self.device)
-        return self._logits(self.model, idx, full_presence(data, split, presence).to(self.device)).cpu()
+        return self._logits(self.model, idx, full_presence(data, split, presence).to(self.device), data.modalities).cpu()
 
     def embed(self, data, split, presence=None):
         idx = data.splits[split].to(self.device)
-        return self._run(self.model, idx, full_presence(data, split, presence).to(self.device), self._embedding).cpu()
+        return self._run(self.model, idx, full_presence(data, split, presence).to(self.device), self._embedding,
+                         data.modalities).cpu()
 
 
 @dataclass(eq=False)

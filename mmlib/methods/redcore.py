@@ -206,6 +206,7 @@ def kl_standard_normal(mu, logvar):
 @dataclass(eq=False)
 class RedCore(Method):
     """RedCore on any number of modalities (the fields are its hyperparameters)."""
+    reads_data_at_predict = True      # predict() reads the data it is given (e.g. a corrupted test copy)
     name: str = "redcore"
     regulate: bool = True             # Red: eta regulated by the relative advantage (False: "Core")
     unimodal_ce: bool = True          # every modality predicts the label (False: "Red", joint only)
@@ -330,12 +331,15 @@ class RedCore(Method):
 
     # -- prediction ----------------------------------------------------------------------------------
     @torch.no_grad()
-    def _logits(self, idx, present, what="predict"):
+    def _logits(self, idx, present, what="predict", X=None):
+        """The joint decoder's logits (or the joint code) of rows ``idx``; ``X``: the features to
+        read (default: the training data's, on the device), e.g. a corrupted test copy."""
         self.model.eval()
+        X = self.X if X is None else X
         outs = []
         for s in range(0, len(idx), EVAL_CHUNK):
             b, p = idx[s:s + EVAL_CHUNK], present[s:s + EVAL_CHUNK]
-            parts, joint = self.model({m: self.X[m][b] for m in self.names}, p,
+            parts, joint = self.model({m: X[m][b.to(X[m].device)].to(self.device) for m in self.names}, p,
                                       {m: ln[b] for m, ln in self.L.items()}, sample=self.sample_at_eval)
             outs.append(self.model.dec[-1](joint) if what == "predict" else joint)
         return torch.cat(outs)
@@ -345,11 +349,11 @@ class RedCore(Method):
 
     def predict(self, data, split, presence=None):
         idx = data.splits[split].to(self.device)
-        return self._logits(idx, full_presence(data, split, presence).to(self.device)).cpu()
+        return self._logits(idx, full_presence(data, split, presence).to(self.device), X=data.modalities).cpu()
 
     def embed(self, data, split, presence=None):
         idx = data.splits[split].to(self.device)
-        return self._logits(idx, full_presence(data, split, presence).to(self.device), "embed").cpu()
+        return self._logits(idx, full_presence(data, split, presence).to(self.device), "embed", X=data.modalities).cpu()
 
 
 def _redcore(name, **fixed):
