@@ -90,7 +90,9 @@ def corrupted(data: MultimodalDataset, corruption: dict, seed: int) -> tuple[Mul
         stream = 1 + int(hashlib.sha1(str(label).encode()).hexdigest()[:6], 16)      # stable per label
         out[label] = data.with_spans(masks.span_masks(shapes, len(data), data.splits, {"test": b}, seed,
                                                       data.lengths, axis, stream=stream))
-    return data.with_spans(kept, keep_clean=True), out
+    fit = data.with_spans(kept, keep_clean=True)
+    fit.info["spans"] = {"band": list(band), "axis": axis, "masks": kept}    # what a span-aware method needs
+    return fit, out
 
 
 def run_identity(data: MultimodalDataset, method: Method, presence: torch.Tensor, seed: int,

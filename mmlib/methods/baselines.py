@@ -36,6 +36,7 @@ class FusionBaseline(Method):
     ``use="always_present"`` picks the modalities present in every training sample.
     """
     reads_data_at_predict = True      # predict() reads the data it is given (e.g. a corrupted test copy)
+    augment = None                    # a hook (rows, inputs) -> inputs on training batches (M3S sets it)
     name: str = "zp_concat"
     fusion: str = "concat"
     use: list | str | None = None
@@ -96,6 +97,8 @@ class FusionBaseline(Method):
 
         def loss_fn(model, idx, P):
             xs, p, ls = {m: X[m][idx] for m in self.used}, P[idx], {m: ln[idx] for m, ln in L.items()}
+            if self.augment is not None:
+                xs = self.augment(idx, xs)
             if late:   # each modality's classifier learns from the samples that have it
                 logits = model.fusion.unimodal_logits(model.features(xs, p, ls))      # (B, M, C)
                 per = torch.stack([task_loss(task, logits[:, j], y[idx], reduction="none")
@@ -110,6 +113,12 @@ class FusionBaseline(Method):
         def val_score(out):
             return validation_score(task, out, y[val])
         return P, rows, loss_fn, val_logits, val_score
+
+    def prepare(self, data, presence, *, seed=0, cfg=None, device=None, val_presence=None):
+        """What :meth:`fit` trains, for a wrapper that trains it its own way (M3S): the network,
+        the loss of a batch of rows, the training rows and the validation score."""
+        P, rows, loss_fn, val_logits, val_score = self._setup(data, presence, seed, device, val_presence)
+        return self.model, (lambda model, idx: loss_fn(model, idx, P)), rows, (lambda model: val_score(val_logits(model, P)))
 
     def fit(self, data, presence, *, seed=0, cfg=None, device=None, val_presence=None):
         cfg = cfg or TrainConfig()

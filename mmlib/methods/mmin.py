@@ -131,7 +131,18 @@ class MMINLite(_EveryModality):
     n_blocks: int = 2
     sequence: str = "pooled"
 
+    augment = None                    # a hook (rows, inputs) -> inputs on the student's batches (M3S sets it)
+
     def fit(self, data, presence, *, seed=0, cfg=None, device=None, val_presence=None):
+        cfg = cfg or TrainConfig()
+        model, loss_fn, rows, val_score = self.prepare(data, presence, seed=seed, cfg=cfg, device=device,
+                                                       val_presence=val_presence)
+        self.model, self.history = fit(model, loss_fn, rows, val_score, cfg, seed=seed, desc=self.name)
+        return self
+
+    def prepare(self, data, presence, *, seed=0, cfg=None, device=None, val_presence=None):
+        """Everything before the student's training loop (the teacher included): the student,
+        the loss of a batch of rows, the training rows and the validation score."""
         cfg = cfg or TrainConfig()
         s = fit_setup(self, data, presence, val_presence, seed, device)          # plumbing: data on the device
         dev, P, train, rows, val, self.val_P, y = s.device, s.P, s.train, s.rows, s.val, s.val_P, s.y
@@ -170,6 +181,8 @@ class MMINLite(_EveryModality):
 
         def loss_fn(model, idx):
             xs, ls = batch(idx)
+            if self.augment is not None:
+                xs = self.augment(idx, xs)
             shown = P[idx]
             if self.imagine and not self.pdt:                           # IDT: hide part of what is present
                 shown = P[idx] & (torch.rand(shown.shape, generator=gen).to(dev) >= self.drop)
@@ -192,8 +205,7 @@ class MMINLite(_EveryModality):
         def val_score(model):
             return validation_score("multiclass", self._logits(model, val, self.val_P), y[val])
 
-        self.model, self.history = fit(self.model, loss_fn, rows, val_score, cfg, seed=seed, desc=self.name)
-        return self
+        return self.model, loss_fn, rows, val_score
 
     def _embedding(self, out):
         return out[2]                                  # the imagined embedding
