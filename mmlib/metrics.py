@@ -68,9 +68,14 @@ def multilabel_report(y_true, y_pred) -> dict[str, float]:
             "f1_macro": f1(y_true, y_pred, "macro"), "f1_weighted": f1(y_true, y_pred, "weighted")}
 
 
+def f1_2(y_true, y_pred) -> float:
+    """Weighted F1 of the sign (>= 0 against < 0): Self-MM's and MMSA's "F1-Score"."""
+    return f1(_np(y_true) >= 0, _np(y_pred) >= 0, "weighted")
+
+
 def regression_report(y_true, y_pred) -> dict[str, float]:
     return {"mae": mae(y_true, y_pred), "corr": corr(y_true, y_pred),
-            "acc2": acc2(y_true, y_pred), "acc7": acc7(y_true, y_pred)}
+            "acc2": acc2(y_true, y_pred), "f1_2": f1_2(y_true, y_pred), "acc7": acc7(y_true, y_pred)}
 
 
 def report(task: str, y_true, y_pred) -> dict[str, float]:

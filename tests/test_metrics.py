@@ -45,3 +45,13 @@ def test_report_and_unknown_average():
         metrics.f1([0], [0], "bogus")
     with pytest.raises(ValueError, match="unknown task"):
         metrics.report("ranking", [0], [0])
+
+
+def test_f1_of_the_sign_is_the_weighted_f1_of_acc2s_classes():
+    import numpy as np
+
+    from mmlib import metrics
+    y, p = np.array([1.0, -1, 2, -2]), np.array([0.5, 0.2, 1, -1])
+    # signs: true (+,-,+,-), predicted (+,+,+,-): class "+" P = 2/3, R = 1, F1 = 0.8; "-" P = 1, R = 1/2, F1 = 2/3
+    assert metrics.f1_2(y, p) == __import__("pytest").approx((0.8 + 2 / 3) / 2)
+    assert set(metrics.report("regression", y, p)) == {"mae", "corr", "acc2", "f1_2", "acc7"}
