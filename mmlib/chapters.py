@@ -153,6 +153,13 @@ CHAPTERS = {c.name: c for c in [
                   "full": [{"missing_rates": REDCORE_RATES + [[r, r, r] for r in (0.1, 0.2, 0.4, 0.5, 0.7, 0.8)]},
                            {"dataset": ["gaussian"], "missing_rates": GAUSSIAN_RATES + [[0.0, 0.0, 0.0], [0.9, 0.9, 0.9]]}]},
             page_params={"missing_rates": [0.8, 0.2, 0.5]}),
+    # band = the fraction of every modality zeroed in each training, validation and test sample (Table 3's three)
+    Chapter("04_m3s", "M3S: missing modality meets meta sampling", "The papers",
+            "notebooks/04_m3s.ipynb", "book/chapters/04_m3s.ipynb",
+            grid={"quick": {"band": [[0.4, 0.6]]},
+                  "default": {"band": [[0.2, 0.4], [0.4, 0.6], [0.6, 0.8]]},
+                  "full": {"band": [[0.2, 0.4], [0.4, 0.6], [0.6, 0.8]]}},
+            page_params={"band": [0.4, 0.6]}),
     Chapter("avdigits_datasheet", "avdigits", "Data", "notebooks/avdigits_datasheet.ipynb",
             "book/datasheets/avdigits.ipynb", seeded=False),
     Chapter("affect_datasheet", "affect", "Data", "notebooks/affect_datasheet.ipynb",

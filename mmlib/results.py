@@ -142,6 +142,7 @@ def load_records(directory: str | Path, pattern: str = "*.json") -> pd.DataFrame
                                                     _flat(r.get("missing", ident.get("missing", {}))).items()},
                 **{f"config.{k}": v for k, v in _flat(ident.get("method_config") or {}).items()},
                 **{f"val_missing.{k}": v for k, v in _flat(ident.get("val_missing") or {}).items()},
+                **{f"corruption.{k}": v for k, v in _flat(ident.get("corruption") or {}).items()},
                 **{f"tag.{k}": v for k, v in r.get("tags", {}).items()},
                 "fit_seconds": r.get("timings", {}).get("fit_seconds"),
                 "epochs_run": r.get("selection", {}).get("epochs_run"),

@@ -138,6 +138,20 @@ def test_redcore_chapter_records(built):
     assert any(x.claim.startswith("(this book) on gaussian, RedCore is closer to the Bayes oracle") for x in v)
 
 
+def test_m3s_chapter_records(built):
+    """The M3S chapter: the three settings on both tasks, tested on the fixed corruption of
+    the band (and at 60-80 % for the 40-60 % models), with its verdicts written."""
+    site, _ = built
+    from mmlib import report
+    df = results.load_records(site / "book/records", "[!.]*.json")
+    m = df[df["method"].isin(["m3s", "m3s_orig", "m3s_spl_trn"])]
+    assert {"m3s", "m3s_orig", "m3s_spl_trn"} <= set(m["method"])
+    assert {"acoustic+visual+lexical@40-60%", "acoustic+visual+lexical@60-80%"} <= set(m["test"])
+    assert {"mmin_lite", "zp_concat"} <= set(m["config.base"]) and m["corruption.band"].map(lambda b: b[0]).eq(0.4).all()
+    v = report.read_verdicts(site / "book/verdicts/04_m3s.json")
+    assert any(x.claim.startswith("(1) M3S beats ORIG") for x in v) and all(x.verdict in report.VERDICTS for x in v)
+
+
 def test_sweep_skips_finished_runs(built):
     site, _ = built
     infos = sweep.run_chapter("00_missing_modalities", "quick", device="cpu", book_dir=site / "book",
