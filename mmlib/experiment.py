@@ -294,7 +294,10 @@ def run_grid(data: MultimodalDataset, methods: list, settings: dict[str, dict], 
         for entry in methods:
             key, kwargs = (entry, {}) if isinstance(entry, str) else entry
             for label, spec in settings.items():
-                n = fit_seeds_batched(data, key, kwargs, spec, seeds, cfg, device, store, profile,
+                # a kept model (first seed) is fitted on its own by run() below: leave it out of the batch, so
+                # that its record is that one fit's (batched and single fits agree only to rounding)
+                todo = [s for s in seeds if not (s == seeds[0] and (key, label) in keep)]
+                n = fit_seeds_batched(data, key, kwargs, spec, todo, cfg, device, store, profile,
                                       spec if validation == "masked" else None)
                 if log and n:
                     log(f"{key} {label}: {n} seeds fitted as one batch")

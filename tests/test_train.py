@@ -231,3 +231,17 @@ def test_no_early_stop_before_min_epochs_and_old_identities_unchanged():
     stops = [k.update(e, 0.5 if e == 0 else 0.4, dict) for e in range(8)]
     assert stops == [False] * 5 + [True, True, True]            # patience fires at epoch 2, held until epoch 5
     assert "min_epochs" not in TrainConfig().to_dict() and TrainConfig(min_epochs=3).to_dict()["min_epochs"] == 3
+
+
+def test_a_kept_model_is_fitted_on_its_own_and_the_other_seeds_as_a_batch(avdigits, tmp_path):
+    """run_grid(keep=...) returns the first seed's model: that seed is fitted once, alone (its record is that
+    fit's), and the other seeds as one batch."""
+    from mmlib.experiment import run_grid
+    small = avdigits.with_train_subset(300)
+    cfg = TrainConfig(epochs=2, batch_size=64, patience=None)
+    settings = {"0.7": {"kind": "keep_fraction", "keep": {"audio": 0.3}}}
+    f, fitted = run_grid(small, [("zp_concat", {"backbone": "mlp"})], settings, [0, 1, 2], cfg, "cpu",
+                         store=tmp_path, keep=[("zp_concat", "0.7")])
+    assert ("zp_concat", "0.7") in fitted
+    batched = {r["identity"]["seed"]: r["timings"]["batched_seeds"] for r in map(results.read_record, tmp_path.glob("*.json"))}
+    assert batched == {0: 1, 1: 2, 2: 2}
