@@ -84,3 +84,26 @@ def test_the_three_settings_run_and_orig_needs_no_spans():
         make_method("m3s").fit(d, None, cfg=cfg, device="cpu")
     with pytest.raises(ValueError, match="unknown M3S setting"):
         make_method("m3s", setting="maml")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name,opts", [("iemocap", {"fold": 1}), ("mosi", {"task": "regression"})])
+def test_chapter_runs_on_the_real_formats(tmp_path, name, opts):
+    """`mmbook run 04_m3s --data-root ROOT -p dataset=...` on files in the MMIN (IEMOCAP) and MMSA
+    (MOSI) layouts: every setting is trained and tested on the band's corruption."""
+    import papermill as pm
+    from test_real_data import write_mmin, write_mmsa
+
+    from mmlib import results, sweep
+    root = tmp_path / name
+    if name == "mosi":
+        write_mmsa(root, name="mosi", sizes=(40, 16, 16))
+    else:
+        write_mmin(root, fold=1, sizes=(48, 16, 16))
+    pm.execute_notebook(str(sweep.ROOT / "notebooks/04_m3s.ipynb"), str(tmp_path / "out.ipynb"), kernel_name="python3",
+                        parameters={"dataset": name, "data_root": str(root), "data_options": opts, "page": False,
+                                    "profile": "quick", "seeds": [0], "results_dir": str(tmp_path / "records")},
+                        cwd=str(sweep.ROOT), progress_bar=False)
+    df = results.load_records(tmp_path / "records", "*.json")
+    assert set(df["dataset"]) == {name} and {"m3s", "m3s_orig", "m3s_spl_trn"} <= set(df["method"])
+    assert df["test"].str.endswith("@40-60%").any() and df["test"].str.endswith("@60-80%").any()
