@@ -107,3 +107,19 @@ def test_chapter_runs_on_the_real_formats(tmp_path, name, opts):
     df = results.load_records(tmp_path / "records", "*.json")
     assert set(df["dataset"]) == {name} and {"m3s", "m3s_orig", "m3s_spl_trn"} <= set(df["method"])
     assert df["test"].str.endswith("@40-60%").any() and df["test"].str.endswith("@60-80%").any()
+
+
+def test_misa_lite_losses_and_a_fit_that_learns():
+    from mmlib.methods.misa import cmd, diff_loss
+    x = torch.randn(200, 8)
+    assert float(cmd(x, x)) == 0.0 and float(cmd(x, x + 1.0)) > 1.0                 # the mean moment moves
+    a = torch.tensor([[1.0, 0], [1, 0], [-1, 0], [-1, 0]])           # centred, unit 0, signs + + - -
+    b = torch.tensor([[0.0, 1], [0, -1], [0, 1], [0, -1]])           # unit 1, signs + - + -: orthogonal over samples
+    assert float(diff_loss(a, b)) < 1e-10 and float(diff_loss(a, a)) > 0.1
+    d = load_dataset("affect", task="regression")
+    rec, m = run(d, "misa_lite", {"kind": "full"}, 0, TrainConfig(epochs=8, patience=None, batch_size=128), "cpu",
+                 patterns=[tuple(d.modality_names)])
+    assert rec["metrics"]["acoustic+visual+lexical"]["corr"] > 0.4
+    rec, _ = run(d, "m3s", {"kind": "full"}, 0, TrainConfig(epochs=2, patience=None, batch_size=128), "cpu",
+                 corruption=CORR, patterns=[tuple(d.modality_names)], method_kwargs={"base": "misa_lite"})
+    assert "acoustic+visual+lexical@40-60%" in rec["metrics"]
