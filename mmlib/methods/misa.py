@@ -34,10 +34,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..models import MLP
-from ..train import TrainConfig, fit
-from . import Method
-from .common import EVAL_CHUNK, fit_setup, full_presence, task_loss, validation_score
-from .mmin import Encoders
+from .common import fit_setup, task_loss, validation_score
+from .mmin import Encoders, _EveryModality
 
 
 def cmd(x: torch.Tensor, y: torch.Tensor, moments: int = 5) -> torch.Tensor:
@@ -75,10 +73,8 @@ class MISANet(nn.Module):
 
 
 @dataclass(eq=False)
-class MISALite(Method):
+class MISALite(_EveryModality):
     """MISA's four losses on the book's encoders (the fields are its hyperparameters)."""
-    reads_data_at_predict = True      # predict() reads the data it is given (e.g. a corrupted test copy)
-    augment = None                    # a hook (rows, inputs) -> inputs on training batches (M3S sets it)
     name: str = "misa_lite"
     alpha: float = 1.0                # L_sim (CMD)
     beta: float = 0.01                # L_diff (MISA: 0.3; see the module docstring)
@@ -87,13 +83,6 @@ class MISALite(Method):
     d: int = 64
     hidden: int = 64
     sequence: str = "pooled"
-
-    def fit(self, data, presence, *, seed=0, cfg=None, device=None, val_presence=None):
-        cfg = cfg or TrainConfig()
-        model, loss_fn, rows, val_score = self.prepare(data, presence, seed=seed, cfg=cfg, device=device,
-                                                       val_presence=val_presence)
-        self.model, self.history = fit(model, loss_fn, rows, val_score, cfg, seed=seed, desc=self.name)
-        return self
 
     def prepare(self, data, presence, *, seed=0, cfg=None, device=None, val_presence=None):
         """The network, the loss of a batch of rows, the training rows and the validation score."""
@@ -127,26 +116,8 @@ class MISALite(Method):
 
         return self.model, loss_fn, s.rows, val_score
 
-    @torch.no_grad()
-    def _logits(self, model, idx, present, X=None):
-        model.eval()
-        X = self.X if X is None else X
-        return torch.cat([model({m: X[m][b.to(X[m].device)].to(self.device) for m in self.names}, p,
-                                {m: ln[b] for m, ln in self.L.items()})[0]
-                          for b, p in zip(idx.split(EVAL_CHUNK), present.split(EVAL_CHUNK))])
-
-    def predict(self, data, split, presence=None):
-        idx = data.splits[split].to(self.device)
-        return self._logits(self.model, idx, full_presence(data, split, presence).to(self.device), data.modalities).cpu()
-
-    @torch.no_grad()
-    def embed(self, data, split, presence=None):
-        idx = data.splits[split].to(self.device)
-        p = full_presence(data, split, presence).to(self.device)
-        self.model.eval()
-        return torch.cat([self.model({m: data.modalities[m][b.cpu()].to(self.device) for m in self.names}, pb,
-                                     {m: ln[b] for m, ln in self.L.items()})[2].flatten(1)
-                          for b, pb in zip(idx.split(EVAL_CHUNK), p.split(EVAL_CHUNK))]).cpu()
+    def _embedding(self, out):
+        return out[2].flatten(1)                        # the shared representations
 
 
 METHODS = {"misa_lite": lambda **kw: MISALite(**kw)}

@@ -84,9 +84,18 @@ class ImagineNet(nn.Module):
 
 
 class _EveryModality(Method):
-    """Prediction for the methods of this file: the network in chunks of rows, on the
-    device, with the given presence."""
+    """Training and prediction shared by the methods that read every modality (MMIN, CRA,
+    AMAE, MISA): ``fit`` trains what the method's ``prepare`` builds; prediction runs the
+    network in chunks of rows, on the device, with the given presence."""
     reads_data_at_predict = True      # predict() reads the data it is given (e.g. a corrupted test copy)
+    augment = None                    # a hook (rows, inputs) -> inputs on training batches (M3S sets it)
+
+    def fit(self, data, presence, *, seed=0, cfg=None, device=None, val_presence=None):
+        cfg = cfg or TrainConfig()
+        model, loss_fn, rows, val_score = self.prepare(data, presence, seed=seed, cfg=cfg, device=device,
+                                                       val_presence=val_presence)
+        self.model, self.history = fit(model, loss_fn, rows, val_score, cfg, seed=seed, desc=self.name)
+        return self
 
     @torch.no_grad()
     def _run(self, model, idx, present, pick, X=None):
@@ -130,15 +139,6 @@ class MMINLite(_EveryModality):
     hidden: int = 64
     n_blocks: int = 2
     sequence: str = "pooled"
-
-    augment = None                    # a hook (rows, inputs) -> inputs on the student's batches (M3S sets it)
-
-    def fit(self, data, presence, *, seed=0, cfg=None, device=None, val_presence=None):
-        cfg = cfg or TrainConfig()
-        model, loss_fn, rows, val_score = self.prepare(data, presence, seed=seed, cfg=cfg, device=device,
-                                                       val_presence=val_presence)
-        self.model, self.history = fit(model, loss_fn, rows, val_score, cfg, seed=seed, desc=self.name)
-        return self
 
     def prepare(self, data, presence, *, seed=0, cfg=None, device=None, val_presence=None):
         """Everything before the student's training loop (the teacher included): the student,
