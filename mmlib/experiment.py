@@ -57,8 +57,16 @@ def count_parameters(method) -> int:
     return total
 
 
-# the validation split's mask at seed s is drawn from its own stream, seed s + VAL_SEED_OFFSET
+# the validation split's mask at seed s is drawn from its own stream, seed s + VAL_SEED_OFFSET; a masked
+# test split's (``test_missing``) from seed s + TEST_SEED_OFFSET
 VAL_SEED_OFFSET = 10_000
+TEST_SEED_OFFSET = 20_000
+
+
+def masked_test_presence(data: MultimodalDataset, test_missing: dict, seed: int) -> torch.Tensor:
+    """The test split's presence matrix for a spec (MLA's protocol masks the test split like
+    training), from its own seeded stream: the same for every method at a seed."""
+    return masks.from_spec(test_missing, len(data.splits["test"]), data.modality_names, seed + TEST_SEED_OFFSET)
 
 
 def validation_presence(data: MultimodalDataset, val_missing: dict | None, seed: int) -> torch.Tensor | None:
@@ -97,7 +105,7 @@ def corrupted(data: MultimodalDataset, corruption: dict, seed: int) -> tuple[Mul
 
 def run_identity(data: MultimodalDataset, method: Method, presence: torch.Tensor, seed: int,
                  cfg: TrainConfig, profile: str | None, val_missing: dict | None = None,
-                 corruption: dict | None = None) -> dict:
+                 corruption: dict | None = None, test_missing: dict | None = None) -> dict:
     """What makes two runs the same fit: the data (fingerprint), the method and its config,
     the part of the training presence matrix the method uses (a hash of it: the lower bound
     gives the same fit at every audio missing rate), the seed, the training budget and the
@@ -111,6 +119,8 @@ def run_identity(data: MultimodalDataset, method: Method, presence: torch.Tensor
         ident["val_missing"] = val_missing
     if corruption is not None:                   # spans zeroed inside the modalities
         ident["corruption"] = corruption
+    if test_missing is not None:                 # the record also holds the metrics on a masked test split
+        ident["test_missing"] = test_missing
     return ident
 
 
@@ -140,12 +150,15 @@ def evaluate(method: Method, data: MultimodalDataset, split: str = "test",
 def run(data: MultimodalDataset, method: str | Method, missing: dict, seed: int,
         cfg: TrainConfig | None = None, device=None, records_dir=None, reuse: bool = True,
         profile: str | None = None, tags: dict | None = None, method_kwargs: dict | None = None,
-        patterns=None, val_missing: dict | None = None, corruption: dict | None = None) -> tuple[dict, Method | None]:
+        patterns=None, val_missing: dict | None = None, corruption: dict | None = None,
+        test_missing: dict | None = None) -> tuple[dict, Method | None]:
     """Fit and evaluate; return ``(record, fitted method)``. When the record exists in
     ``records_dir`` and ``reuse`` is True it is loaded instead, and the method is None.
     ``val_missing``: a spec for the validation split's mask (:func:`validation_presence`;
     None: model selection sees every modality). ``corruption``: spans zeroed inside the
-    modalities (:func:`corrupted`); the metrics are then keyed ``"<pattern>@<test label>"``."""
+    modalities (:func:`corrupted`); the metrics are then keyed ``"<pattern>@<test label>"``.
+    ``test_missing``: a spec that also masks the test split (:func:`masked_test_presence`); its
+    metrics are keyed ``"masked"``, beside the per-pattern ones."""
     cfg = cfg or TrainConfig()
     method_kwargs = method_kwargs or {}
     m = make_method(method, **method_kwargs) if isinstance(method, str) else method
@@ -158,7 +171,7 @@ def run(data: MultimodalDataset, method: str | Method, missing: dict, seed: int,
     if corruption is not None and not getattr(m, "reads_data_at_predict", False):
         raise ValueError(f"{m.name} predicts from the data it was fitted on, so it cannot be tested on a corrupted "
                          "copy; run it without a corruption")
-    identity = run_identity(data, m, presence, seed, cfg, profile, val_missing, corruption)
+    identity = run_identity(data, m, presence, seed, cfg, profile, val_missing, corruption, test_missing)
     if records_dir is not None and reuse:
         path = record_path(records_dir, identity)
         if path.is_file():
@@ -170,7 +183,8 @@ def run(data: MultimodalDataset, method: str | Method, missing: dict, seed: int,
     m.fit(fit_data, presence, seed=seed, cfg=cfg, device=device,
           **({"val_presence": val_presence} if val_presence is not None else {}))
     record = make_record(fit_data, m, identity, missing, presence, time.perf_counter() - t0, device, started,
-                         tags, patterns, test_sets=tests)
+                         tags, patterns, test_sets=tests,
+                         test_mask=None if test_missing is None else masked_test_presence(data, test_missing, seed))
     if records_dir is not None:
         write_record(records_dir, record)
     return record, m
@@ -178,10 +192,12 @@ def run(data: MultimodalDataset, method: str | Method, missing: dict, seed: int,
 
 def make_record(data: MultimodalDataset, m: Method, identity: dict, missing: dict, presence: torch.Tensor,
                 fit_seconds: float, device, started: str, tags=None, patterns=None, batched: int = 1,
-                test_sets: dict | None = None) -> dict:
+                test_sets: dict | None = None, test_mask: torch.Tensor | None = None) -> dict:
     """Evaluate a fitted method on the test split and describe the run as a record.
     ``test_sets``: ``{label: dataset}`` copies of the data to test on instead (e.g. corrupted
-    ones), the metrics keyed ``"<pattern>@<label>"``."""
+    ones), the metrics keyed ``"<pattern>@<label>"``. ``test_mask``: a presence matrix of the
+    test split, its metrics keyed ``"masked"``. A method that exposes ``embed_modality`` also
+    gets the modality gap of every pair of modalities on the test split (``modality_gap``)."""
     t0 = time.perf_counter()
     pooled: dict = {}
     if test_sets is None:
@@ -189,9 +205,14 @@ def make_record(data: MultimodalDataset, m: Method, identity: dict, missing: dic
     else:
         scores = {f"{k}@{label}": v for label, d in test_sets.items()
                   for k, v in evaluate(m, d, "test", patterns).items()}
+    if test_mask is not None:
+        y = data.y[data.splits["test"]]
+        scores["masked"] = metrics.report(data.task, y, decide(data.task, m.predict(data, "test", test_mask)))
+    extra = {"trace": m.trace} if getattr(m, "trace", None) else {}     # e.g. RedCore's RA and eta per update
+    if hasattr(m, "embed_modality"):
+        extra["modality_gap"] = modality_gaps(m, data)
     eval_s = time.perf_counter() - t0
     hist = getattr(m, "history", [])
-    extra = {"trace": m.trace} if getattr(m, "trace", None) else {}     # e.g. RedCore's RA and eta per update
     return {
         "identity": identity, "tags": tags or {}, "missing": missing,
         "presence": pack_presence(presence), "presence_summary": masks.describe(presence, data.modality_names),
@@ -206,9 +227,25 @@ def make_record(data: MultimodalDataset, m: Method, identity: dict, missing: dic
     }
 
 
+def modality_gap(h_a: torch.Tensor, h_b: torch.Tensor) -> float:
+    """Liang et al. (2022)'s modality gap: the distance between the centres of two modalities'
+    L2-normalised embeddings, || mean_i h_a(x_i)/|h_a(x_i)| - mean_i h_b(x_i)/|h_b(x_i)| ||."""
+    na = torch.nn.functional.normalize(h_a.float(), dim=1).mean(0)
+    nb = torch.nn.functional.normalize(h_b.float(), dim=1).mean(0)
+    return float((na - nb).norm())
+
+
+def modality_gaps(m: Method, data: MultimodalDataset, split: str = "test") -> dict[str, float]:
+    """The modality gap of every pair of the modalities a method uses, keyed ``"a|b"``."""
+    used = [n for n in data.modality_names if n in getattr(m, "used", data.modality_names)]
+    h = {n: m.embed_modality(data, split, n) for n in used}
+    return {f"{a}|{b}": modality_gap(h[a], h[b]) for i, a in enumerate(used) for b in used[i + 1:]
+            if h[a].shape[1] == h[b].shape[1]}
+
+
 def fit_seeds_batched(data: MultimodalDataset, method: str, method_kwargs: dict, missing: dict, seeds: list[int],
                       cfg: TrainConfig, device=None, records_dir=None, profile: str | None = None,
-                      val_missing: dict | None = None) -> int:
+                      val_missing: dict | None = None, test_missing: dict | None = None) -> int:
     """Fit, as one batch, the seeds of a method whose records are not in ``records_dir``
     (when the method can: ``batchable()``), and write their records. Returns how many were
     fitted; methods that cannot batch, or a single seed, are left to :func:`run`.
@@ -219,7 +256,7 @@ def fit_seeds_batched(data: MultimodalDataset, method: str, method_kwargs: dict,
     todo = []
     for seed in seeds:
         presence = masks.from_spec(missing, len(data.splits["train"]), data.modality_names, seed)
-        identity = run_identity(data, proto, presence, seed, cfg, profile, val_missing)
+        identity = run_identity(data, proto, presence, seed, cfg, profile, val_missing, test_missing=test_missing)
         if not record_path(records_dir, identity).is_file():
             todo.append((seed, presence, identity))
     groups = {}
@@ -240,8 +277,9 @@ def fit_seeds_batched(data: MultimodalDataset, method: str, method_kwargs: dict,
                                                                 **({} if vps is None else {"val_presences": vps}))
         per = (time.perf_counter() - t0) / len(group)
         for (seed, presence, identity), m in zip(group, members):
+            tm = None if test_missing is None else masked_test_presence(data, test_missing, seed)
             write_record(records_dir, make_record(data, m, identity, missing, presence, per, device, started,
-                                                  batched=len(group)))
+                                                  batched=len(group), test_mask=tm))
             fitted += 1
     return fitted
 
@@ -261,7 +299,8 @@ def variant_label(kwargs: dict) -> str:
 def run_grid(data: MultimodalDataset, methods: list, settings: dict[str, dict], seeds: list[int],
              cfg: TrainConfig, device=None, store=None, profile: str | None = None, keep=(),
              patterns=None, log=None, batch: bool = True, validation: str = "full",
-             pooled: bool = False, corruption: dict | None = None) -> tuple["pd.DataFrame", dict]:
+             pooled: bool = False, corruption: dict | None = None,
+             test: str = "patterns") -> tuple["pd.DataFrame", dict]:
     """Every method under every setting at every seed, through :func:`run` (a run whose
     record is in ``store`` is read, not refitted). Runs at one seed share their masks, so
     the frame is ready for paired comparisons (:mod:`mmlib.report`).
@@ -276,7 +315,9 @@ def run_grid(data: MultimodalDataset, methods: list, settings: dict[str, dict], 
     validation split masked like the training split, by the setting's spec and the seed).
     ``pooled``: add a row per run with ``test="pooled"``, the metrics over every test
     pattern's predictions together (see :func:`evaluate`). ``corruption``: spans zeroed
-    inside the modalities, the same for every method at a seed (:func:`corrupted`).
+    inside the modalities, the same for every method at a seed (:func:`corrupted`). ``test``:
+    "patterns" (each test pattern on the complete test split) or "masked" (also the test split
+    masked by the setting's spec, as MLA's protocol: a row with ``test="masked"``).
 
     Returns ``(frame, fitted)``; the frame has one row per (method, setting, seed, test
     pattern): ``method`` (its registry key), ``variant`` (the entry's options, see
@@ -288,6 +329,8 @@ def run_grid(data: MultimodalDataset, methods: list, settings: dict[str, dict], 
     import pandas as pd
     if validation not in ("full", "masked"):
         raise ValueError(f"validation must be 'full' or 'masked', got {validation!r}")
+    if test not in ("patterns", "masked"):
+        raise ValueError(f"test must be 'patterns' or 'masked', got {test!r}")
     rows, fitted = [], {}
     keep = set(keep)
     if batch and len(seeds) > 1 and corruption is None:     # seeds as a batch dimension where the method allows it
@@ -298,7 +341,8 @@ def run_grid(data: MultimodalDataset, methods: list, settings: dict[str, dict], 
                 # that its record is that one fit's (batched and single fits agree only to rounding)
                 todo = [s for s in seeds if not (s == seeds[0] and (key, label) in keep)]
                 n = fit_seeds_batched(data, key, kwargs, spec, todo, cfg, device, store, profile,
-                                      spec if validation == "masked" else None)
+                                      spec if validation == "masked" else None,
+                                      spec if test == "masked" else None)
                 if log and n:
                     log(f"{key} {label}: {n} seeds fitted as one batch")
     for seed in seeds:
@@ -308,13 +352,15 @@ def run_grid(data: MultimodalDataset, methods: list, settings: dict[str, dict], 
                 want = seed == seeds[0] and ((key, label) in keep)
                 rec, m = run(data, key, spec, seed, cfg, device, records_dir=store, reuse=not want,
                              profile=profile, method_kwargs=kwargs, patterns=patterns,
-                             val_missing=spec if validation == "masked" else None, corruption=corruption)
+                             val_missing=spec if validation == "masked" else None, corruption=corruption,
+                             test_missing=spec if test == "masked" else None)
                 if want:
                     fitted[(key, label)] = m
                 sel = rec["selection"]
                 conf = {f"config.{k}": "+".join(map(str, v)) if isinstance(v, list) else v
                         for k, v in rec["identity"]["method_config"].items()}
                 tests = dict(rec["metrics"])
+                conf.update({f"gap.{k}": v for k, v in rec.get("modality_gap", {}).items()})
                 if pooled:
                     tests["pooled"] = rec.get("pooled_metrics") or {}
                 for test, ms in tests.items():

@@ -69,9 +69,9 @@ def decide(task: str, scores: torch.Tensor) -> torch.Tensor:
 
 
 def _registry() -> dict:
-    from . import baselines, generative, m3s, misa, mle, mmin, redcore, smil
+    from . import balance, baselines, generative, m3s, misa, mla, mle, mmin, redcore, smil
     return {**baselines.BASELINES, **generative.METHODS, **mle.METHODS, **smil.METHODS, **redcore.METHODS,
-            **mmin.METHODS, **m3s.METHODS, **misa.METHODS}
+            **mmin.METHODS, **m3s.METHODS, **misa.METHODS, **balance.METHODS, **mla.METHODS}
 
 
 def available() -> list[str]:

@@ -82,7 +82,7 @@ class FusionBaseline(Method):
         n_out = data.n_classes if data.task != "regression" else 1
         shapes = {m: tuple(data.modalities[m].shape[1:]) for m in self.used}
         self.model = MultimodalNet(self.used, shapes, n_out, self.fusion, self.feat_dim, self.hidden,
-                                   self.backbone, self.sequence).to(self.device)
+                                   self.backbone, self.sequence, self._head_options(data)).to(self.device)
 
         X = {m: data.modalities[m].to(self.device) for m in self.used}
         L = {m: data.lengths[m].to(self.device) for m in self.used if m in data.lengths}   # padded sequences
@@ -93,6 +93,7 @@ class FusionBaseline(Method):
         rows = train[P[train].any(1)]                                    # drop rows with nothing usable
         val = data.splits["val"].to(self.device)
         P[val] = full_presence(data, "val", val_presence)[:, self.cols].to(self.device)   # selection: as it is
+        self._tensors = (X, L, y)                  # for subclasses that write their own loss (OGM-GE, QMF)
         late, task, ncols = self.fusion == "late", self.task, len(self.cols)
 
         def loss_fn(model, idx, P):
@@ -113,6 +114,10 @@ class FusionBaseline(Method):
         def val_score(out):
             return validation_score(task, out, y[val])
         return P, rows, loss_fn, val_logits, val_score
+
+    def _head_options(self, data) -> dict:
+        """Extra arguments of the fusion head (e.g. FiLM's conditioning modality)."""
+        return {}
 
     def prepare(self, data, presence, *, seed=0, cfg=None, device=None, val_presence=None):
         """What :meth:`fit` trains, for a wrapper that trains it its own way (M3S): the network,
@@ -168,6 +173,18 @@ class FusionBaseline(Method):
 
     def predict(self, data, split, presence=None):
         return self._forward(data, split, presence, "predict")
+
+    def embed_modality(self, data, split, modality: str) -> torch.Tensor:
+        """The encoder output h_m of one modality for every row of a split (e.g. the modality gap)."""
+        from ..models import encode
+        idx = data.splits[split]
+        x = data.modalities[modality][idx].to(self.device)
+        ln = data.lengths[modality][idx].to(self.device) if modality in data.lengths else None
+        self.model.eval()
+        with torch.no_grad():
+            return torch.cat([encode(self.model.encoders[modality], x[s:s + EVAL_CHUNK],
+                                     None if ln is None else ln[s:s + EVAL_CHUNK])
+                              for s in range(0, len(idx), EVAL_CHUNK)]).cpu()
 
     def embed(self, data, split, presence=None):
         return self._forward(data, split, presence, "embed")

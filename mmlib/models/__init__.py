@@ -283,7 +283,118 @@ class LateFusion(nn.Module):
         return fused, torch.cat(feats, dim=1)
 
 
-FUSIONS = {"concat": ConcatFusion, "sum": SumFusion, "late": LateFusion}
+# --- the linear fusions of the balancing literature (MLA's Table 1). Each one reads the features of
+# the *present* modalities only: an absent modality's feature vector is zero (h_m = 0), the read-out
+# every method of the MLA chapter declares for its unimodal columns.
+def _present(feats, presence):
+    return [f * presence[:, j:j + 1].to(f.dtype) for j, f in enumerate(feats)]
+
+
+class SumLinear(nn.Module):
+    """MLA's "Sum": one linear layer per modality, the logits summed."""
+
+    def __init__(self, in_dims: list[int], n_out: int, **_):
+        super().__init__()
+        self.heads = nn.ModuleList(nn.Linear(d, n_out) for d in in_dims)
+
+    def unimodal_logits(self, feats):
+        return torch.stack([h(f) for h, f in zip(self.heads, feats)], dim=1)       # (B, M, C)
+
+    def forward(self, feats, presence):
+        logits = (self.unimodal_logits(feats) * presence.to(feats[0].dtype).unsqueeze(-1)).sum(1)
+        return logits, torch.cat(_present(feats, presence), 1)
+
+
+class ConcatLinear(nn.Module):
+    """MLA's "Concat": one linear layer on [h_1; ...; h_M]. Modality m's read-out is its slice
+    of the weight and 1/M of the bias, W[:, slice_m] h_m + b / M (as the authors' code reads
+    unimodal accuracy); the fused logits are the sum of the present modalities' read-outs
+    (all present: exactly W [h_1; ...; h_M] + b)."""
+
+    def __init__(self, in_dims: list[int], n_out: int, **_):
+        super().__init__()
+        self.dims = list(in_dims)
+        self.out = nn.Linear(sum(in_dims), n_out)
+
+    def unimodal_logits(self, feats):
+        W, b, M, s = self.out.weight, self.out.bias, len(feats), 0
+        outs = []
+        for f in feats:
+            outs.append(f @ W[:, s:s + f.shape[1]].T + b / M)
+            s += f.shape[1]
+        return torch.stack(outs, dim=1)
+
+    def forward(self, feats, presence):
+        logits = (self.unimodal_logits(feats) * presence.to(feats[0].dtype).unsqueeze(-1)).sum(1)
+        return logits, torch.cat(_present(feats, presence), 1)
+
+
+class FiLMFusion(nn.Module):
+    """FiLM (Perez et al. 2018) as MLA's appendix runs it: a linear "condition encoder" on the
+    conditioning modality's features gives (gamma, beta), twice its width; the other
+    modalities' features (summed, when there are several) are modulated, gamma * h + beta,
+    and a linear layer classifies."""
+
+    def __init__(self, in_dims: list[int], n_out: int, cond: int = -1, **_):
+        super().__init__()
+        self.cond = cond % len(in_dims)
+        d = in_dims[self.cond]
+        if any(x != d for x in in_dims):
+            raise ValueError(f"FiLM needs features of one width per modality, got {in_dims}")
+        self.film = nn.Linear(d, 2 * d)
+        self.out = nn.Linear(d, n_out)
+
+    def forward(self, feats, presence):
+        feats = _present(feats, presence)
+        gamma, beta = self.film(feats[self.cond]).chunk(2, dim=1)
+        other = sum(f for j, f in enumerate(feats) if j != self.cond)
+        h = gamma * other + beta
+        return self.out(h), h
+
+
+class BiGatedFusion(nn.Module):
+    """Bilinear gated fusion (Kiela et al. 2018) as MLA's appendix runs it: the gate is
+    sigmoid(fc_x(h_cond)), it multiplies fc_y of the other modalities' (summed) features,
+    and a linear layer classifies."""
+
+    def __init__(self, in_dims: list[int], n_out: int, cond: int = -1, **_):
+        super().__init__()
+        self.cond = cond % len(in_dims)
+        d = in_dims[self.cond]
+        if any(x != d for x in in_dims):
+            raise ValueError(f"BiGated needs features of one width per modality, got {in_dims}")
+        self.fc_x, self.fc_y, self.out = nn.Linear(d, d), nn.Linear(d, d), nn.Linear(d, n_out)
+
+    def forward(self, feats, presence):
+        feats = _present(feats, presence)
+        other = sum(f for j, f in enumerate(feats) if j != self.cond)
+        h = torch.sigmoid(self.fc_x(feats[self.cond])) * self.fc_y(other)
+        return self.out(h), h
+
+
+class QMFFusion(nn.Module):
+    """QMF (Zhang et al. 2023): a linear head per modality; the fused logits weigh each present
+    modality's logits by its energy confidence c_m = logsumexp(logits_m) / 10, held constant
+    (detached), as the QMF code does."""
+
+    def __init__(self, in_dims: list[int], n_out: int, **_):
+        super().__init__()
+        self.heads = nn.ModuleList(nn.Linear(d, n_out) for d in in_dims)
+
+    def unimodal_logits(self, feats):
+        return torch.stack([h(f) for h, f in zip(self.heads, feats)], dim=1)
+
+    def confidence(self, logits):
+        return (torch.logsumexp(logits, dim=-1) / 10).detach()                     # (B, M)
+
+    def forward(self, feats, presence):
+        logits = self.unimodal_logits(feats)
+        w = self.confidence(logits) * presence.to(logits.dtype)
+        return (logits * w.unsqueeze(-1)).sum(1), torch.cat(_present(feats, presence), 1)
+
+
+FUSIONS = {"concat": ConcatFusion, "sum": SumFusion, "late": LateFusion, "sum_linear": SumLinear,
+           "concat_linear": ConcatLinear, "film": FiLMFusion, "bigated": BiGatedFusion, "qmf": QMFFusion}
 
 
 class MultimodalNet(nn.Module):
@@ -298,7 +409,7 @@ class MultimodalNet(nn.Module):
 
     def __init__(self, modalities: list[str], sample_shapes: dict[str, tuple], n_out: int,
                  fusion: str = "concat", feat_dim: int = 64, hidden: int = 64, backbone: str = "cnn",
-                 sequence: str = "pooled"):
+                 sequence: str = "pooled", head_options: dict | None = None):
         super().__init__()
         if fusion not in FUSIONS:
             raise ValueError(f"unknown fusion {fusion!r}; use one of {sorted(FUSIONS)}")
@@ -307,7 +418,7 @@ class MultimodalNet(nn.Module):
                                        for m in modalities})
         dims = [self.encoders[m].out_dim for m in modalities]
         self.fusion = (LateFusion(dims, n_out) if fusion == "late"
-                       else FUSIONS[fusion](dims, n_out, hidden=hidden))
+                       else FUSIONS[fusion](dims, n_out, hidden=hidden, **(head_options or {})))
 
     def features(self, xs: dict, presence: torch.Tensor, lengths: dict | None = None) -> list[torch.Tensor]:
         feats = []

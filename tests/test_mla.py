@@ -1,0 +1,145 @@
+"""MLA (alternating unimodal learning, HGM, dynamic fusion) and the balancing baselines."""
+import pytest
+import torch
+
+from mmlib import masks
+from mmlib.data import load_dataset
+from mmlib.experiment import modality_gap, run, run_grid, masked_test_presence
+from mmlib.methods import make_method
+from mmlib.methods.mla import dynamic_fusion, rls_update, rls_update_code
+from mmlib.models import ConcatLinear
+from mmlib.train import TrainConfig
+
+CFG = TrainConfig(epochs=2, patience=None)
+
+
+@pytest.fixture(scope="module")
+def dominant():
+    return load_dataset("gaussian", preset="dominant", n=1200)
+
+
+def test_hgm_step_annihilates_the_mean_feature_and_the_projected_update_is_orthogonal_to_it():
+    g = torch.Generator().manual_seed(0)
+    P0 = torch.eye(16, dtype=torch.float64)
+    hbar = torch.rand(16, generator=g, dtype=torch.float64) + 0.5
+    P = rls_update(P0, hbar, alpha=1e-4)
+    assert (P @ hbar).norm() < 1e-3 * hbar.norm()                      # P_t hbar ~ 0 for small alpha
+    assert torch.allclose(P, P.T, atol=1e-10)                           # RLS keeps P symmetric
+    grad = torch.randn(5, 16, generator=g, dtype=torch.float64)         # a head-weight gradient (C x s)
+    assert ((grad @ P) @ hbar).abs().max() < 1e-3 * (grad @ hbar).abs().max()   # the update leaves g(hbar) alone
+    # a second mean feature: both stay protected (the projector accumulates)
+    h2 = torch.rand(16, generator=g, dtype=torch.float64)
+    P2 = rls_update(P, h2, alpha=1e-4)
+    assert (P2 @ hbar).norm() < 1e-3 * hbar.norm() and (P2 @ h2).norm() < 1e-3 * h2.norm()
+    # the authors' GSPlugin version: Frobenius norm 1 after each update, a different matrix
+    Pc = rls_update_code(P0, hbar, alpha=0.1)
+    assert abs(float(torch.linalg.norm(Pc)) - 1.0) < 1e-9 and not torch.allclose(Pc / Pc.norm(), P / P.norm())
+
+
+def test_dynamic_fusion_weights_sum_to_one_favour_the_confident_modality_and_skip_absent_ones():
+    confident = torch.tensor([[8.0, 0.0, 0.0]])
+    unsure = torch.tensor([[0.3, 0.2, 0.1]])
+    logits = torch.stack([torch.cat([confident, unsure]), torch.cat([unsure, confident])], 1)   # (2, M=2, C=3)
+    present = torch.ones(2, 2, dtype=torch.bool)
+    fused, w = dynamic_fusion(logits, present, "sample")
+    assert torch.allclose(w.sum(1), torch.ones(2))
+    assert w[0, 0] > 0.5 > w[0, 1] and w[1, 1] > 0.5 > w[1, 0]          # the lower-entropy modality weighs more
+    assert torch.allclose(fused, (w.unsqueeze(-1) * logits).sum(1))
+    only = torch.tensor([[True, False], [True, False]])
+    fused2, w2 = dynamic_fusion(logits, only, "sample")
+    assert torch.equal(w2[:, 1], torch.zeros(2)) and torch.allclose(fused2, logits[:, 0])
+    _, w3 = dynamic_fusion(logits, present, "off")
+    assert torch.allclose(w3, torch.full((2, 2), 0.5))
+    _, wb = dynamic_fusion(logits, present, "batch")                      # the code: one weight per batch
+    assert torch.allclose(wb[0], wb[1]) and torch.allclose(wb.sum(1), torch.ones(2))
+
+
+def test_alternation_by_iteration_changes_only_the_current_modality_encoder(dominant, monkeypatch):
+    from torch.optim.optimizer import register_optimizer_step_post_hook
+    m = make_method("mla")
+    seen, changed, snap = [], [], {}
+
+    def post(opt, args, kwargs):
+        enc = m.model.encoders
+        now = {k: [p.detach().clone() for p in e.parameters()] for k, e in enc.items()}
+        if snap:
+            changed.append({k for k in now if any(not torch.equal(a, b) for a, b in zip(now[k], snap[k]))})
+        snap.clear()
+        snap.update(now)
+    handle = register_optimizer_step_post_hook(post)
+    try:
+        m.fit(dominant, None, seed=0, cfg=TrainConfig(epochs=1, patience=None, batch_size=256), device="cpu")
+    finally:
+        handle.remove()
+    M = len(dominant.modality_names)
+    assert changed and all(len(c) == 1 for c in changed)                # one encoder per iteration
+    names = [next(iter(c)) for c in changed]
+    order = dominant.modality_names
+    assert all(order.index(b) == (order.index(a) + 1) % M for a, b in zip(names, names[1:]))   # Eq. 1: t mod M
+
+
+def test_concat_linear_slices_sum_to_the_fused_logits():
+    torch.manual_seed(0)
+    head = ConcatLinear([4, 6, 5], 3)
+    feats = [torch.randn(7, 4), torch.randn(7, 6), torch.randn(7, 5)]
+    full, _ = head(feats, torch.ones(7, 3, dtype=torch.bool))
+    assert torch.allclose(head.unimodal_logits(feats).sum(1), full, atol=1e-6)
+    assert torch.allclose(full, head.out(torch.cat(feats, 1)), atol=1e-6)
+    one, _ = head(feats, torch.tensor([[False, True, False]] * 7))
+    assert torch.allclose(one, head.unimodal_logits(feats)[:, 1])       # the declared unimodal read-out
+
+
+def test_ogm_ge_never_slows_the_weaker_modality(avdigits, dominant):
+    for d in (avdigits, dominant):
+        m = make_method("ogm_ge", backbone="mlp")
+        m.fit(d, None, seed=0, cfg=TrainConfig(epochs=2, patience=None, batch_size=256), device="cpu")
+        k = torch.tensor(m.coefficients)                                 # (batches, M)
+        assert (k <= 1).all() and (k > 0).all()
+        assert ((k < 1).sum(1) <= 1).all()                               # at most the dominant one is slowed
+        assert (k == 1).any(1).all()                                     # the weaker modality keeps its gradient
+        if len(d.modality_names) == 2:                                   # (with three, rho_m > 1 needs s_m > the
+            assert (k < 1).any()                                         # others' sum: rare) modulation does happen
+
+
+def test_every_balancing_method_fits_and_reports_each_modality(dominant):
+    for name in ["sum_linear", "concat_linear", "film", "bigated", "ogm_ge", "qmf", "mla", "mla_code"]:
+        kw = {} if name.startswith("mla") else {"backbone": "mlp"}
+        rec, m = run(dominant, name, {"kind": "full"}, 0, CFG, "cpu", method_kwargs=kw)
+        assert {"m0", "m1", "m2", "m0+m1+m2"} <= set(rec["metrics"]), name
+        assert rec["metrics"]["m0+m1+m2"]["accuracy"] > 0.4, name         # chance is 0.25
+        assert set(rec["modality_gap"]) == {"m0|m1", "m0|m2", "m1|m2"}, name
+
+
+def test_mla_beats_chance_clearly_and_hgm_changes_the_fit(dominant):
+    cfg = TrainConfig(epochs=8, patience=None)
+    a, _ = run(dominant, "mla", {"kind": "full"}, 0, cfg, "cpu")
+    b, _ = run(dominant, "mla", {"kind": "full"}, 0, cfg, "cpu", method_kwargs={"hgm": "off"})
+    assert a["metrics"]["m0+m1+m2"]["accuracy"] > 0.7
+    assert a["metrics"]["m1"] != b["metrics"]["m1"] or a["metrics"]["m0"] != b["metrics"]["m0"]
+
+
+def test_masked_test_split_is_the_same_for_every_method_and_cpm_keeps_a_modality(dominant):
+    spec = {"kind": "cpm", "rate": 0.5}
+    p0, p1 = masked_test_presence(dominant, spec, 0), masked_test_presence(dominant, spec, 0)
+    assert torch.equal(p0, p1) and p0.any(1).all()
+    assert abs(masks.describe(p0, dominant.modality_names)["overall_missing_rate"] - 0.5) < 0.02
+    f, _ = run_grid(dominant, ["mla", ("late_fusion", {"backbone": "mlp"})], {"0.5": spec}, [0], CFG, "cpu",
+                    validation="masked", test="masked")
+    masked = f[f["test"] == "masked"]
+    assert set(masked["method"]) == {"mla", "late_fusion"}
+    rec, m = run(dominant, "mla", spec, 0, CFG, "cpu", test_missing=spec)
+    pred = m.predict(dominant, "test", p0).argmax(1)
+    y = dominant.y[dominant.splits["test"]]
+    assert rec["metrics"]["masked"]["accuracy"] == pytest.approx(float((pred == y).float().mean()))
+
+
+def test_modality_gap_is_zero_for_one_modality_and_positive_between_different_ones():
+    g = torch.Generator().manual_seed(0)
+    h = torch.randn(50, 8, generator=g)
+    assert modality_gap(h, 3 * h) == pytest.approx(0.0, abs=1e-6)       # scale-free (L2-normalised)
+    assert modality_gap(h.abs(), -h.abs()) > 1.0
+
+
+def test_unknown_option_names_the_parameter(dominant):
+    with pytest.raises(ValueError, match="hgm='sometimes'"):
+        make_method("mla", hgm="sometimes").fit(dominant, None, seed=0, cfg=CFG, device="cpu")
