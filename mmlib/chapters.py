@@ -160,6 +160,18 @@ CHAPTERS = {c.name: c for c in [
                   "default": {"band": [[0.2, 0.4], [0.4, 0.6], [0.6, 0.8]]},
                   "full": {"band": [[0.2, 0.4], [0.4, 0.6], [0.6, 0.8]]}},
             page_params={"band": [0.4, 0.6]}),
+    # missing_rate = eta of the CPM-Nets mask on affect (Table 2; 0: Table 1 and 3 on affect, complete); the
+    # other datasets' Table 1 and 3 and Figure 2's two panels (the modality missing in avdigits' training) are
+    # grid points of their own; the page (affect, complete) reads them all
+    Chapter("05_mla", "MLA: multimodal learning by alternating unimodal adaptation", "The papers",
+            "notebooks/05_mla.ipynb", "book/chapters/05_mla.ipynb",
+            grid={"quick": [{"missing_rate": [0.5]}, {"dataset": ["gaussian"]}],
+                  "default": [{"missing_rate": [0.0, 0.1, 0.3, 0.5, 0.7]}, {"dataset": ["avdigits", "gaussian"]},
+                              {"dataset": ["avdigits"], "isolation": ["audio", "image"]}],
+                  "full": [{"missing_rate": [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7]},
+                           {"dataset": ["avdigits", "gaussian"]},
+                           {"dataset": ["avdigits"], "isolation": ["audio", "image"]}]},
+            page_params={"missing_rate": 0.0}),
     Chapter("avdigits_datasheet", "avdigits", "Data", "notebooks/avdigits_datasheet.ipynb",
             "book/datasheets/avdigits.ipynb", seeded=False),
     Chapter("affect_datasheet", "affect", "Data", "notebooks/affect_datasheet.ipynb",

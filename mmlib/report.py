@@ -226,6 +226,33 @@ def compare_over(df: pd.DataFrame, a: dict, b: dict, metric: str, settings: list
     return out
 
 
+def decide_equivalence(ci: tuple[float, float], n: int, margin: float) -> str:
+    """The verdict on a claim "a equals b within +-``margin``" (two one-sided tests at the
+    interval's level): reproduced when the whole interval lies inside (-margin, margin),
+    contradicted when it lies wholly outside, else inconclusive."""
+    if n < 2 or any(math.isnan(x) for x in ci):
+        return "not testable"
+    lo, hi = ci
+    if -margin < lo and hi < margin:
+        return "reproduced"
+    if lo >= margin or hi <= -margin:
+        return "contradicted"
+    return "inconclusive"
+
+
+def equivalent(df: pd.DataFrame, a: dict, b: dict, metric: str, margin: float, *, claim: str = "",
+               setting: str = "", scale: float = 100.0, level: float = LEVEL) -> Verdict:
+    """Test "a equals b within +-``margin``" (in display units) from paired seeds; the
+    verdict's ``direction`` is ``"="``."""
+    va, vb = per_seed(df, metric, a), per_seed(df, metric, b)
+    pr = paired(va * scale, vb * scale, level)
+    v = Verdict(claim, _label(a), _label(b), metric, setting, "=", pr.effect, pr.ci[0], pr.ci[1],
+                pr.n, pr.p, diffs=pr.diffs)
+    v.reason = "" if pr.n >= 2 else f"{pr.n} paired seed(s) (a: {len(va)}, b: {len(vb)})"
+    v.verdict = decide_equivalence(pr.ci, pr.n, margin)
+    return v
+
+
 def _label(sel: dict) -> str:
     return ", ".join(f"{k}={v}" for k, v in sel.items())
 

@@ -159,6 +159,24 @@ def test_m3s_chapter_records(built):
     assert any(x.claim.startswith("(1) M3S beats ORIG") for x in v) and all(x.verdict in report.VERDICTS for x in v)
 
 
+def test_mla_chapter_records(built):
+    """The MLA chapter: Table 1's eight methods with a record per modality and Multi, Table 2's
+    masked test split, the modality gap in the records, and its verdicts written."""
+    site, _ = built
+    from mmlib import report
+    df = results.load_records(site / "book/records", "[!.]*.json")
+    g = df[(df["dataset"] == "gaussian") & df["method"].isin(["sum_linear", "concat_linear", "late_fusion", "film",
+                                                              "bigated", "ogm_ge", "qmf", "mla"])]
+    assert set(g["method"]) == {"sum_linear", "concat_linear", "late_fusion", "film", "bigated", "ogm_ge", "qmf", "mla"}
+    assert {"m0", "m1", "m2", "m0+m1+m2"} <= set(g["test"])
+    masked = df[(df["test"] == "masked") & (df["dataset"] == "affect")]
+    assert {"mla", "qmf", "late_fusion", "cra", "mmin_lite", "zp_concat"} <= set(masked["method"])
+    v = report.read_verdicts(site / "book/verdicts/05_mla.json")
+    assert any(x.claim.startswith("(1) MLA has the best Multi accuracy") for x in v)
+    assert any(x.claim.startswith("(10) HGM off, DF off equals late fusion") and x.direction == "=" for x in v)
+    assert all(x.verdict in report.VERDICTS for x in v)
+
+
 def test_sweep_skips_finished_runs(built):
     site, _ = built
     infos = sweep.run_chapter("00_missing_modalities", "quick", device="cpu", book_dir=site / "book",

@@ -143,3 +143,24 @@ def test_modality_gap_is_zero_for_one_modality_and_positive_between_different_on
 def test_unknown_option_names_the_parameter(dominant):
     with pytest.raises(ValueError, match="hgm='sometimes'"):
         make_method("mla", hgm="sometimes").fit(dominant, None, seed=0, cfg=CFG, device="cpu")
+
+
+@pytest.mark.slow
+def test_chapter_runs_on_the_mmin_iemocap_layout(tmp_path):
+    """`mmbook run 05_mla --data-root ROOT -p dataset='"iemocap"'`: Table 1 and Table 2 on files in
+    the MMIN layout (random contents: the plumbing, not the numbers)."""
+    import papermill as pm
+    from test_real_data import write_mmin
+
+    from mmlib import report, results, sweep
+    root = tmp_path / "iemocap"
+    write_mmin(root, fold=1, sizes=(48, 16, 16))
+    pm.execute_notebook(str(sweep.ROOT / "notebooks/05_mla.ipynb"), str(tmp_path / "out.ipynb"), kernel_name="python3",
+                        parameters={"dataset": "iemocap", "data_root": str(root), "data_options": {"fold": 1},
+                                    "profile": "quick", "seeds": [0, 1], "results_dir": str(tmp_path / "records")},
+                        cwd=str(sweep.ROOT), progress_bar=False)
+    df = results.load_records(tmp_path / "records", "*.json")
+    assert set(df["dataset"]) == {"iemocap"} and {"mla", "qmf", "ogm_ge", "mmin_lite"} <= set(df["method"])
+    assert "masked" in set(df["test"]) and "acoustic+visual+lexical" in set(df["test"])
+    v = report.read_verdicts(report.verdicts_path(tmp_path / "records", "05_mla"))
+    assert any(x.claim.startswith("(1) MLA has the best Multi accuracy (iemocap") for x in v)

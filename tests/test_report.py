@@ -153,3 +153,11 @@ def test_compare_series():
                               claim="drops less", direction="<")
     assert v.n == 3 and v.effect == pytest.approx(0.5) and v.verdict == "inconclusive"
     assert report.compare_series(pd.Series({0: 1.0}), pd.Series({0: 2.0})).verdict == "not testable"
+
+
+def test_equivalence_verdict_needs_the_whole_interval_inside_the_margin():
+    from mmlib.report import decide_equivalence
+    assert decide_equivalence((-0.4, 0.6), 5, 1.0) == "reproduced"
+    assert decide_equivalence((-0.4, 1.6), 5, 1.0) == "inconclusive"
+    assert decide_equivalence((1.2, 3.0), 5, 1.0) == "contradicted"
+    assert decide_equivalence((-0.4, 0.6), 1, 1.0) == "not testable"

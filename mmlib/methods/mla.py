@@ -1,4 +1,4 @@
-"""MLA: multimodal learning with alternating unimodal adaptation (Zhang, Latham, Yao et al., CVPR 2024).
+"""MLA: multimodal learning with alternating unimodal adaptation (Zhang, Yoon, Bansal and Yao, CVPR 2024).
 
 The idea in three parts, each a function below, in the order of the paper's Algorithm 1:
 
