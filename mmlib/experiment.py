@@ -363,9 +363,9 @@ def run_grid(data: MultimodalDataset, methods: list, settings: dict[str, dict], 
                 conf.update({f"gap.{k}": v for k, v in rec.get("modality_gap", {}).items()})
                 if pooled:
                     tests["pooled"] = rec.get("pooled_metrics") or {}
-                for test, ms in tests.items():
+                for pattern, ms in tests.items():
                     rows.append({"method": rec["identity"]["method"], "variant": variant_label(kwargs),
-                                 "setting": label, "seed": seed, "test": test, **conf,
+                                 "setting": label, "seed": seed, "test": pattern, **conf,
                                  **ms, "epochs_run": sel["epochs_run"], "best_epoch": sel.get("best_epoch"),
                                  "max_epochs": rec["identity"]["train_config"]["epochs"],
                                  "fit_seconds": rec["timings"]["fit_seconds"], "reused": m is None,

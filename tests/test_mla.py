@@ -123,10 +123,10 @@ def test_masked_test_split_is_the_same_for_every_method_and_cpm_keeps_a_modality
     p0, p1 = masked_test_presence(dominant, spec, 0), masked_test_presence(dominant, spec, 0)
     assert torch.equal(p0, p1) and p0.any(1).all()
     assert abs(masks.describe(p0, dominant.modality_names)["overall_missing_rate"] - 0.5) < 0.02
-    f, _ = run_grid(dominant, ["mla", ("late_fusion", {"backbone": "mlp"})], {"0.5": spec}, [0], CFG, "cpu",
+    f, _ = run_grid(dominant, ["mla", ("late_fusion", {"backbone": "mlp"})], {"0.5": spec}, [0, 1], CFG, "cpu",
                     validation="masked", test="masked")
     masked = f[f["test"] == "masked"]
-    assert set(masked["method"]) == {"mla", "late_fusion"}
+    assert len(masked) == 4 and set(masked["method"]) == {"mla", "late_fusion"}      # every run, every seed
     rec, m = run(dominant, "mla", spec, 0, CFG, "cpu", test_missing=spec)
     pred = m.predict(dominant, "test", p0).argmax(1)
     y = dominant.y[dominant.splits["test"]]
