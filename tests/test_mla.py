@@ -146,21 +146,28 @@ def test_unknown_option_names_the_parameter(dominant):
 
 
 @pytest.mark.slow
-def test_chapter_runs_on_the_mmin_iemocap_layout(tmp_path):
-    """`mmbook run 05_mla --data-root ROOT -p dataset='"iemocap"'`: Table 1 and Table 2 on files in
-    the MMIN layout (random contents: the plumbing, not the numbers)."""
+@pytest.mark.parametrize("name", ["iemocap", "crema_d"])
+def test_chapter_runs_on_the_real_layouts(tmp_path, name):
+    """`mmbook run 05_mla --data-root ROOT -p dataset=...`: Table 1 and Table 2 on files in the MMIN
+    IEMOCAP layout and in the MLA authors' CREMA-D layout (random contents: the plumbing, not the numbers)."""
     import papermill as pm
+    from test_mla_data import write_crema_d
     from test_real_data import write_mmin
 
     from mmlib import report, results, sweep
-    root = tmp_path / "iemocap"
-    write_mmin(root, fold=1, sizes=(48, 16, 16))
+    root = tmp_path / name
+    if name == "iemocap":
+        write_mmin(root, fold=1, sizes=(48, 16, 16))
+        opts, full = {"fold": 1}, "acoustic+visual+lexical"
+    else:
+        write_crema_d(root, n=(40, 12))
+        opts, full = {}, "audio+visual"
     pm.execute_notebook(str(sweep.ROOT / "notebooks/05_mla.ipynb"), str(tmp_path / "out.ipynb"), kernel_name="python3",
-                        parameters={"dataset": "iemocap", "data_root": str(root), "data_options": {"fold": 1},
+                        parameters={"dataset": name, "data_root": str(root), "data_options": opts,
                                     "profile": "quick", "seeds": [0, 1], "results_dir": str(tmp_path / "records")},
                         cwd=str(sweep.ROOT), progress_bar=False)
     df = results.load_records(tmp_path / "records", "*.json")
-    assert set(df["dataset"]) == {"iemocap"} and {"mla", "qmf", "ogm_ge", "mmin_lite"} <= set(df["method"])
-    assert "masked" in set(df["test"]) and "acoustic+visual+lexical" in set(df["test"])
+    assert set(df["dataset"]) == {name} and {"mla", "qmf", "ogm_ge", "mmin_lite"} <= set(df["method"])
+    assert "masked" in set(df["test"]) and full in set(df["test"])
     v = report.read_verdicts(report.verdicts_path(tmp_path / "records", "05_mla"))
-    assert any(x.claim.startswith("(1) MLA has the best Multi accuracy (iemocap") for x in v)
+    assert any(x.claim.startswith(f"(1) MLA has the best Multi accuracy ({name}") for x in v)

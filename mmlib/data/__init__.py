@@ -197,4 +197,4 @@ def check_folder(name: str, root: str | Path, **kwargs) -> list[str]:
 
 
 from . import affect, avdigits, gaussian  # noqa: E402,F401  (registers the embedded datasets)
-from . import avmnist, mmimdb, mmin, mosi  # noqa: E402,F401  (registers the real-format readers)
+from . import avmnist, features, mla_sets, mmimdb, mmin, mosi  # noqa: E402,F401  (registers the real-format readers)
