@@ -83,6 +83,23 @@ def test_crema_d_layout(tmp_path):
     assert float(d.modalities["visual"].max()) <= 1.0 and torch.isfinite(d.modalities["audio"]).all()
 
 
+def test_kinetics_sounds_layout(tmp_path):
+    """Kinetics-Sounds: the same audio-video layout under kinsound/, ".mp4" lists, and a class file
+    whose useful lines are "name > ... > ..." (the code keeps the name of those lines only)."""
+    write_crema_d(tmp_path / "tmp")
+    root = tmp_path / "ks"
+    (root / "kinsound").mkdir(parents=True)
+    for sub in ("audio", "visual"):
+        (tmp_path / "tmp" / sub).rename(root / "kinsound" / sub)
+    (root / "stat_ks.txt").write_text("# header\n" + "".join(f"{c} > x > y\n" for c in CREMA))
+    for split in ("train", "test"):
+        text = (tmp_path / "tmp" / f"my_{split}_cre.txt").read_text().replace(".flv ", ".mp4 ")
+        (root / f"my_{split}_ks.txt").write_text(text)
+    assert check_folder("kinetics_sounds", root) == []
+    d = load_dataset("kinetics_sounds", root)
+    assert d.class_names == sorted(CREMA) and len(d) == 18
+
+
 def test_food101_and_mvsa_layouts(tmp_path):
     write_food101(tmp_path / "food")
     d = load_dataset("food101", tmp_path / "food", text_bins=64)
