@@ -50,6 +50,7 @@ sweep: install
 
 # Build the HTML from the executed pages; warnings are errors.
 html: install mathjax
+	$(BIN)/mmbook pages
 	$(BIN)/jupyter-book build . --toc book/_toc.yml --config _config.yml -W -n --keep-going
 
 benchmark: install

@@ -44,6 +44,7 @@ def main(argv=None) -> int:
     s.add_argument("--no-page", action="store_true", help="only the grid, not the book page")
     sub.add_parser("list", help="chapters, datasets, methods and profiles")
     sub.add_parser("toc", help="write book/_toc.yml from the chapter registry (mmlib/chapters.py)")
+    sub.add_parser("pages", help="check that every chapter page ran to the end (before building the HTML)")
     d = sub.add_parser("data", help="real datasets: check a folder before running on it")
     dsub = d.add_subparsers(dest="data_cmd", required=True)
     dc = dsub.add_parser("check", help="say what is missing or malformed in a data folder (file, key, shape, dtype)")
@@ -75,6 +76,14 @@ def main(argv=None) -> int:
         print("wrote book/_toc.yml")
         return 0
 
+    if a.cmd == "pages":
+        problems = sweep.unfinished_pages()
+        for p in problems:
+            print(f"mmbook: page not published: {p}", file=sys.stderr)
+        if not problems:
+            print(f"all {len(sweep.CHAPTERS)} pages ran to the end")
+        return 1 if problems else 0
+
     if a.cmd == "list":
         from .data import available as datasets
         from .methods import available as methods
@@ -94,6 +103,7 @@ def main(argv=None) -> int:
                   "results_dir": "book/records", **dict(a.param)}
         if a.data_root:
             params["data_root"] = a.data_root
+        sweep.check_parameters(sweep.ROOT / ch.notebook, params, f"chapter {ch.name}")
         out = Path(a.output) if a.output else sweep.BOOK / "runs" / ch.name / f"{sweep.key(params)}.ipynb"
         # one thread, as in a sweep, so the same run gives the same numbers either way
         seconds = sweep.execute(sweep.ROOT / ch.notebook, out.resolve(), params, sweep.THREADS)

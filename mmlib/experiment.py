@@ -19,7 +19,8 @@ import torch
 from . import masks, metrics
 from .data import MultimodalDataset
 from .methods import Method, decide, make_method
-from .results import provenance, read_record, record_path, utc_now, versions, write_record
+from .results import (CorruptRecord, log_record_use, provenance, read_record, record_path, set_aside, utc_now,
+                      versions, write_record)
 from .train import TrainConfig, get_device
 
 
@@ -175,7 +176,13 @@ def run(data: MultimodalDataset, method: str | Method, missing: dict, seed: int,
     if records_dir is not None and reuse:
         path = record_path(records_dir, identity)
         if path.is_file():
-            return read_record(path), None
+            try:
+                rec = read_record(path)
+                log_record_use(path)
+                return rec, None
+            except CorruptRecord as e:                  # e.g. truncated by a kill: set aside, fit again
+                import warnings
+                warnings.warn(f"{e}; moved to {set_aside(path).name}, the run is redone")
     device = get_device(device)
     started = utc_now()
     t0 = time.perf_counter()
@@ -186,7 +193,7 @@ def run(data: MultimodalDataset, method: str | Method, missing: dict, seed: int,
                          tags, patterns, test_sets=tests,
                          test_mask=None if test_missing is None else masked_test_presence(data, test_missing, seed))
     if records_dir is not None:
-        write_record(records_dir, record)
+        log_record_use(write_record(records_dir, record))
     return record, m
 
 
@@ -278,8 +285,8 @@ def fit_seeds_batched(data: MultimodalDataset, method: str, method_kwargs: dict,
         per = (time.perf_counter() - t0) / len(group)
         for (seed, presence, identity), m in zip(group, members):
             tm = None if test_missing is None else masked_test_presence(data, test_missing, seed)
-            write_record(records_dir, make_record(data, m, identity, missing, presence, per, device, started,
-                                                  batched=len(group), test_mask=tm))
+            log_record_use(write_record(records_dir, make_record(data, m, identity, missing, presence, per, device,
+                                                                 started, batched=len(group), test_mask=tm)))
             fitted += 1
     return fitted
 

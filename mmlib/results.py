@@ -23,6 +23,7 @@ import os
 import platform
 import subprocess
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -122,9 +123,41 @@ def write_record(directory: str | Path, record: dict) -> Path:
     return write_json_atomic(record_path(directory, record["identity"]), record)
 
 
+# A sweep sets this variable to a file in which every record a notebook run reads or writes is
+# listed (one path per line): its marker then names the records it stands for (mmlib.sweep).
+RECORD_LOG_ENV = "MMLIB_RECORD_LOG"
+
+
+def log_record_use(path: str | Path) -> None:
+    """Note that a run used (read or wrote) the record at ``path``, if a sweep asks for it."""
+    log = os.environ.get(RECORD_LOG_ENV)
+    if log:
+        with open(log, "a") as f:
+            f.write(str(Path(path).resolve()) + "\n")
+
+
+class CorruptRecord(ValueError):
+    """A record file that cannot be parsed (e.g. truncated by a kill)."""
+
+
 def read_record(path: str | Path) -> dict:
-    with open(path) as f:
-        return json.load(f)
+    """A record; a file that is not a readable record raises :class:`CorruptRecord` naming it."""
+    try:
+        with open(path) as f:
+            r = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CorruptRecord(f"{path}: not a readable record ({e})") from e
+    if not isinstance(r, dict) or "identity" not in r:
+        raise CorruptRecord(f"{path}: not a readable record (no 'identity')")
+    return r
+
+
+def set_aside(path: str | Path) -> Path:
+    """Move a corrupt record out of the store (``<name>.corrupt``), so its run is redone."""
+    path = Path(path)
+    dest = path.with_name(path.name + ".corrupt")
+    os.replace(path, dest)
+    return dest
 
 
 def load_records(directory: str | Path, pattern: str = "*.json") -> pd.DataFrame:
@@ -134,7 +167,11 @@ def load_records(directory: str | Path, pattern: str = "*.json") -> pd.DataFrame
     for p in sorted(Path(directory).rglob(pattern)):
         if p.name.startswith(".tmp-"):
             continue
-        r = read_record(p)
+        try:
+            r = read_record(p)
+        except CorruptRecord as e:
+            warnings.warn(f"{e}; left out (the run that wrote it is redone at the next sweep)")
+            continue
         ident = r["identity"]
         base = {"dataset": ident["dataset"], "data_fingerprint": ident.get("data_fingerprint"),
                 "method": ident["method"], "seed": ident["seed"],

@@ -41,21 +41,81 @@ def hide_injected_parameters(path: Path) -> None:
     nbformat.write(nb, path)
 
 
-def execute(src: Path, out: Path, params: dict, threads: int | None = None) -> float:
-    """Execute one notebook with papermill (cwd: the project root); return seconds."""
+def notebook_parameters(src: Path) -> list[str]:
+    """The names a notebook's parameters cell defines (papermill reads them)."""
     import papermill as pm
+    return list(pm.inspect_notebook(str(src)))
+
+
+def check_parameters(src: Path, params: dict, what: str) -> None:
+    """Refuse a parameter the notebook does not define (a misspelt name would silently run
+    the defaults), naming the valid ones."""
+    known = notebook_parameters(src)
+    unknown = [k for k in params if k not in known]
+    if unknown:
+        raise ValueError(f"{what}: unknown parameter(s) {unknown}; its parameters are {known}")
+
+
+def execute(src: Path, out: Path, params: dict, threads: int | None = None, failed: Path | None = None,
+            record_log: Path | None = None) -> float:
+    """Execute one notebook with papermill (cwd: the project root); return seconds.
+
+    The notebook is executed into a hidden partial file beside ``out`` and moves to ``out``
+    only when every cell ran, so a kill or a failed run never leaves a half-run page where the
+    last good one was. A failed run's notebook is kept at ``failed`` (default: ``out``, for
+    grid runs whose executed notebook is the report). ``record_log``: a file in which the run
+    lists every record it reads or writes (see :func:`mmlib.results.log_record_use`)."""
+    import papermill as pm
+    from .results import RECORD_LOG_ENV
     if threads:
         os.environ["OMP_NUM_THREADS"] = str(threads)
         os.environ["MKL_NUM_THREADS"] = str(threads)
+    if record_log is not None:
+        os.environ[RECORD_LOG_ENV] = str(record_log)
+    else:
+        os.environ.pop(RECORD_LOG_ENV, None)
     out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.with_name(f".{out.stem}.partial{out.suffix}")
     t0 = time.perf_counter()
     try:
-        pm.execute_notebook(str(src), str(out), parameters=params, cwd=str(ROOT),
+        pm.execute_notebook(str(src), str(partial), parameters=params, cwd=str(ROOT),
                             progress_bar=False, log_output=False, kernel_name="python3")
+    except BaseException:
+        if partial.exists():
+            hide_injected_parameters(partial)
+            dest = Path(failed or out)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(partial, dest)
+        raise
     finally:
-        if out.exists():
-            hide_injected_parameters(out)
+        os.environ.pop(RECORD_LOG_ENV, None)
+    hide_injected_parameters(partial)
+    os.replace(partial, out)
     return time.perf_counter() - t0
+
+
+def marker_trusted(marker: Path, log=print) -> bool:
+    """A grid run counts as done only if its marker parses, says "ok" and lists records that
+    all exist and parse (a marker whose records were deleted or truncated is not trusted:
+    the run is redone)."""
+    from .results import CorruptRecord, read_record
+    if not marker.is_file():
+        return False
+    try:
+        info = json.loads(marker.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        log(f"  marker {marker} is unreadable ({e}); the run is redone")
+        return False
+    if info.get("status") != "ok" or "records" not in info:
+        return False
+    for rel in info["records"]:
+        p = Path(rel) if Path(rel).is_absolute() else ROOT / rel
+        try:
+            read_record(p)
+        except (OSError, CorruptRecord):
+            log(f"  marker {marker.name}: its record {rel} is missing or unreadable; the run is redone")
+            return False
+    return True
 
 
 def describe_failure(e: Exception) -> str:
@@ -63,20 +123,29 @@ def describe_failure(e: Exception) -> str:
     exception's name and message (papermill's own message starts with an empty line and a
     coloured traceback); otherwise the exception's type and first line."""
     if hasattr(e, "ename") and hasattr(e, "evalue"):
-        return f"cell [{getattr(e, 'exec_count', '?')}] raised {e.ename}: {str(e.evalue).strip().splitlines()[0] if str(e.evalue).strip() else ''}"
+        lines = [ln for ln in str(e.evalue).splitlines() if ln.strip()]
+        return f"cell [{getattr(e, 'exec_count', '?')}] raised {e.ename}: {lines[-1].strip() if lines else ''}"
     lines = [ln for ln in str(e).splitlines() if ln.strip()]
     return f"{type(e).__name__}: {lines[0] if lines else ''}"
 
 
 def _run_point(args) -> dict:
-    src, out, marker, params, threads = args
+    src, out, marker, params, threads, failed = args
+    import tempfile
+    fd, log = tempfile.mkstemp(prefix=".records-", suffix=".txt", dir=Path(marker).parent if Path(marker).parent.is_dir()
+                               else None)
+    os.close(fd)
     try:
-        seconds = execute(Path(src), Path(out), params, threads)
+        seconds = execute(Path(src), Path(out), params, threads, failed=Path(failed) if failed else None,
+                          record_log=Path(log))
         status, error = "ok", None
     except Exception as e:                                   # keep going; report at the end
         seconds, status, error = None, "failed", describe_failure(e)
-    info = {"params": params, "status": status, "seconds": seconds, "notebook": str(out),
-            "error": error}
+    used = sorted({ln.strip() for ln in Path(log).read_text().splitlines() if ln.strip()})
+    Path(log).unlink(missing_ok=True)
+    rel = [str(Path(p).relative_to(ROOT)) if Path(p).is_relative_to(ROOT) else p for p in used]
+    info = {"params": params, "status": status, "seconds": seconds,
+            "notebook": str(out if status == "ok" else (failed or out)), "error": error, "records": rel}
     if status == "ok":
         write_json_atomic(marker, info)
     return info
@@ -127,6 +196,7 @@ def sweep_book(names: list[str] | None = None, prof: str = "default", jobs: int 
         common = {"profile": prof, "device": device, "results_dir": str(records),
                   **({"data_root": data_root} if data_root else {}), **(extra or {})}
         src = str(ROOT / ch.notebook)
+        check_parameters(Path(src), {**common, **ch.page_point(prof), "page": True}, f"chapter {ch.name}")
         page_point = ch.page_point(prof)
         grid_left[ch.name] = 0
         for p in ch.points(prof):
@@ -135,17 +205,18 @@ def sweep_book(names: list[str] | None = None, prof: str = "default", jobs: int 
             params = {**common, **p, "page": False}
             k = key(params)
             marker = book / "runs" / ch.name / f"{k}.json"
-            if marker.is_file() and json.loads(marker.read_text()).get("status") == "ok":
+            if marker_trusted(marker, log):
                 infos.append({"chapter": ch.name, "params": params, "status": "skipped"})
                 continue
             todo.append({"chapter": ch.name, "page": False, "args": (src, str(book / "runs" / ch.name / f"{k}.ipynb"),
-                                                                     str(marker), params, THREADS)})
+                                                                     str(marker), params, THREADS, None)})
             grid_left[ch.name] += 1
         if page:
             params = {**common, **page_point, "page": True}
             out = book / Path(ch.page).relative_to("book")
             todo.append({"chapter": ch.name, "page": True,
-                         "args": (src, str(out), str(book / "runs" / ch.name / "page.json"), params, THREADS)})
+                         "args": (src, str(out), str(book / "runs" / ch.name / "page.json"), params, THREADS,
+                                  str(book / "runs" / ch.name / "page.failed.ipynb"))})
     for ch in chapters:
         n = sum(1 for t in todo if t["chapter"] == ch.name and not t["page"])
         log(f"[{ch.name}] profile={prof}: {n} runs to do, "
@@ -190,6 +261,38 @@ def sweep_book(names: list[str] | None = None, prof: str = "default", jobs: int 
         msg = "; ".join(f"[{i['chapter']}] {i['params']} -> {i['notebook']}: {i['error']}" for i in failed)
         raise RuntimeError(f"{len(failed)} run(s) failed (executed notebooks kept as reports): {msg}")
     return infos
+
+
+def unfinished_pages(book_dir: str | Path = BOOK) -> list[str]:
+    """The chapter pages the HTML build must not publish: missing, empty or unreadable files,
+    and notebooks whose execution did not finish (papermill marks a failed or interrupted
+    run in the notebook's metadata; a cell with an error output counts too)."""
+    import nbformat
+    book = Path(book_dir)
+    problems = []
+    for ch in CHAPTERS.values():
+        p = book / Path(ch.page).relative_to("book")
+        rel = f"book/{Path(ch.page).relative_to('book')}"
+        if not p.is_file():
+            problems.append(f"{rel}: missing (run `mmbook sweep {ch.name}`)")
+            continue
+        if p.stat().st_size == 0:
+            problems.append(f"{rel}: empty file")
+            continue
+        try:
+            nb = nbformat.read(p, as_version=4)
+        except Exception as e:                                  # nbformat raises several kinds
+            problems.append(f"{rel}: not a readable notebook ({type(e).__name__}: {str(e).splitlines()[0][:120]})")
+            continue
+        pm = nb.metadata.get("papermill", {})
+        code = [c for c in nb.cells if c.cell_type == "code"]
+        if pm.get("exception"):
+            problems.append(f"{rel}: its execution failed (see book/runs/{ch.name}/page.failed.ipynb)")
+        elif any(c.get("metadata", {}).get("papermill", {}).get("status") not in (None, "completed") for c in code):
+            problems.append(f"{rel}: its execution did not finish")
+        elif any(o.get("output_type") == "error" for c in code for o in c.get("outputs", [])):
+            problems.append(f"{rel}: a cell raised an error")
+    return problems
 
 
 def run_chapter(name: str, prof: str = "default", jobs: int = 1, device: str = "auto",

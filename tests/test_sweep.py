@@ -1,0 +1,128 @@
+"""A re-executor's sweep: pages replaced only on success, markers trusted only with their records,
+corrupt records named and redone, misspelt parameters refused, unfinished pages never published."""
+import json
+import warnings
+
+import nbformat
+import pytest
+from nbformat.v4 import new_code_cell, new_notebook
+
+from mmlib import sweep
+from mmlib.cli import main as cli
+from mmlib.data import load_dataset
+from mmlib.experiment import run
+from mmlib.results import RECORD_LOG_ENV, load_records, read_record, record_path, write_record
+from mmlib.train import TrainConfig
+
+CFG = TrainConfig(epochs=1, patience=None)
+
+
+def _notebook(path, body="assert x == 1\ny = x + 1"):
+    params = new_code_cell("x = 1")
+    params.metadata["tags"] = ["parameters"]
+    nbformat.write(new_notebook(cells=[params, new_code_cell(body)],
+                                metadata={"kernelspec": {"name": "python3", "display_name": "Python 3",
+                                                         "language": "python"}}), path)
+    return path
+
+
+@pytest.mark.slow
+def test_a_failed_run_keeps_the_last_good_page_and_reports_the_failure(tmp_path):
+    src = _notebook(tmp_path / "src.ipynb")
+    page, failed = tmp_path / "book" / "page.ipynb", tmp_path / "runs" / "page.failed.ipynb"
+    sweep.execute(src, page, {"x": 1}, failed=failed)
+    good = page.read_text()
+    with pytest.raises(Exception):
+        sweep.execute(src, page, {"x": 2}, failed=failed)
+    assert page.read_text() == good                                   # the last good page is still there
+    assert failed.is_file() and "AssertionError" in failed.read_text()   # and the failed run is kept as a report
+    assert not list(page.parent.glob(".*partial*"))                   # no half-run file left behind
+    assert sweep.notebook_parameters(src) == ["x"]
+
+
+def test_misspelt_parameters_are_refused_with_the_valid_names(capsys):
+    assert cli(["run", "00_missing_modalities", "-p", "missing_rat=0.5", "--profile", "quick"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown parameter(s) ['missing_rat']" in err and "'missing_rate'" in err
+    with pytest.raises(ValueError, match="unknown parameter"):
+        sweep.sweep_book(["00_missing_modalities"], "quick", extra={"seedz": [0]}, log=lambda *a: None)
+
+
+def _record(tmp_path, name="r"):
+    rec = {"identity": {"method": name, "seed": 0}, "metrics": {}}
+    return write_record(tmp_path / "records", rec)
+
+
+def test_a_marker_is_trusted_only_with_its_records(tmp_path):
+    seen = []
+    rec = _record(tmp_path)
+    marker = tmp_path / "m.json"
+    marker.write_text(json.dumps({"status": "ok", "records": [str(rec)]}))
+    assert sweep.marker_trusted(marker, seen.append)
+    rec.write_text(rec.read_text()[:20])                               # truncated by a kill
+    assert not sweep.marker_trusted(marker, seen.append) and "missing or unreadable" in seen[-1]
+    rec.unlink()                                                       # deleted
+    assert not sweep.marker_trusted(marker, seen.append)
+    marker.write_text('{"status": "o')                                 # the marker itself truncated
+    assert not sweep.marker_trusted(marker, seen.append) and str(marker) in seen[-1]
+    marker.write_text(json.dumps({"status": "ok"}))                    # an old marker that lists no records
+    assert not sweep.marker_trusted(marker, seen.append)
+
+
+def test_runs_list_the_records_they_read_and_write(tmp_path, monkeypatch):
+    d = load_dataset("gaussian", preset="dominant", n=400)
+    log = tmp_path / "used.txt"
+    monkeypatch.setenv(RECORD_LOG_ENV, str(log))
+    rec, m = run(d, "late_fusion", {"kind": "full"}, 0, CFG, "cpu", records_dir=tmp_path / "store",
+                 method_kwargs={"backbone": "mlp"})
+    rec2, m2 = run(d, "late_fusion", {"kind": "full"}, 0, CFG, "cpu", records_dir=tmp_path / "store",
+                   method_kwargs={"backbone": "mlp"})
+    path = record_path(tmp_path / "store", rec["identity"]).resolve()
+    assert m is not None and m2 is None                                # written, then read
+    assert log.read_text().splitlines() == [str(path), str(path)]
+
+
+def test_a_corrupt_record_is_named_set_aside_and_refitted(tmp_path):
+    d = load_dataset("gaussian", preset="dominant", n=400)
+    kw = dict(records_dir=tmp_path / "store", method_kwargs={"backbone": "mlp"})
+    rec, _ = run(d, "late_fusion", {"kind": "full"}, 0, CFG, "cpu", **kw)
+    path = record_path(tmp_path / "store", rec["identity"])
+    path.write_text(path.read_text()[:100])                            # truncated
+    with pytest.warns(UserWarning, match=f"{path.name}: not a readable record"):
+        frame = load_records(tmp_path / "store")
+    assert frame.empty
+    with pytest.warns(UserWarning, match="is redone"):
+        rec2, m = run(d, "late_fusion", {"kind": "full"}, 0, CFG, "cpu", **kw)
+    assert m is not None and read_record(path)["identity"] == rec["identity"]
+    assert (path.parent / (path.name + ".corrupt")).is_file()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert len(load_records(tmp_path / "store")) > 0                # the store reads cleanly again
+
+
+def test_unfinished_pages_are_named_before_the_html_build(tmp_path):
+    book = tmp_path / "book"
+    assert any("missing" in p for p in sweep.unfinished_pages(book))
+    for ch in sweep.CHAPTERS.values():                                 # every page present and finished
+        p = book / ch.page.removeprefix("book/")
+        p.parent.mkdir(parents=True, exist_ok=True)
+        nb = new_notebook(cells=[new_code_cell("1")])
+        nb.cells[0].metadata["papermill"] = {"status": "completed"}
+        nbformat.write(nb, p)
+    assert sweep.unfinished_pages(book) == []
+    pages = list(sweep.CHAPTERS.values())
+    (book / pages[0].page.removeprefix("book/")).write_text("")        # a 0-byte page
+    nb = nbformat.read(book / pages[1].page.removeprefix("book/"), 4)
+    nb.cells[0].metadata["papermill"] = {"status": "running"}          # killed mid-run
+    nbformat.write(nb, book / pages[1].page.removeprefix("book/"))
+    nb.metadata["papermill"] = {"exception": True}
+    nbformat.write(nb, book / pages[2].page.removeprefix("book/"))
+    probs = sweep.unfinished_pages(book)
+    assert [p.split(":")[0] for p in probs] == [pages[i].page for i in range(3)]
+    assert "empty file" in probs[0] and "did not finish" in probs[1] and "execution failed" in probs[2]
+
+
+def test_failure_summary_names_the_cell_and_the_exception():
+    class Fake(Exception):
+        ename, evalue, exec_count = "KeyError", "\n'MLA (Ours)' not found\n", 16
+    assert sweep.describe_failure(Fake()) == "cell [16] raised KeyError: 'MLA (Ours)' not found"
