@@ -126,3 +126,31 @@ def test_failure_summary_names_the_cell_and_the_exception():
     class Fake(Exception):
         ename, evalue, exec_count = "KeyError", "\n'MLA (Ours)' not found\n", 16
     assert sweep.describe_failure(Fake()) == "cell [16] raised KeyError: 'MLA (Ours)' not found"
+
+
+def test_corrupt_data_files_and_out_of_range_labels_are_named(tmp_path):
+    """mmbook data check on corrupt HDF5 / .npy files and on labels outside the class range."""
+    import numpy as np
+    import shutil
+    from test_real_data import write_avmnist, write_mmimdb, write_mmin
+
+    from mmlib.data import check_folder
+    write_mmin(tmp_path / "iemocap", fold=1)
+    shutil.copy(tmp_path / "iemocap" / "target/1/trn_label.npy", tmp_path / "good.npy")
+    np.save(tmp_path / "iemocap" / "target/1/trn_label.npy", np.array([0, 5, 7, 1, 2, 3]))
+    assert any("trn_label.npy: class ids must be 0..3" in p and "0..7" in p for p in check_folder("iemocap", tmp_path / "iemocap"))
+    shutil.copy(tmp_path / "good.npy", tmp_path / "iemocap" / "target/1/trn_label.npy")
+    (tmp_path / "iemocap" / "A/comparE_mean_std.h5").write_bytes(b"not hdf5 at all")
+    probs = check_folder("iemocap", tmp_path / "iemocap")
+    assert len(probs) == 1 and "comparE_mean_std.h5: not a readable HDF5 file (" in probs[0]
+    write_avmnist(tmp_path / "av")
+    (tmp_path / "av" / "train_labels.npy").write_bytes(b"\x93NUMPY garbage")
+    probs = check_folder("avmnist", tmp_path / "av")
+    assert len(probs) == 1 and "train_labels.npy: not a readable .npy file (" in probs[0]
+    write_mmimdb(tmp_path / "imdb")
+    import h5py
+    with h5py.File(tmp_path / "imdb" / "multimodal_imdb.hdf5", "r+") as h:
+        g = h["genres"][()]
+        g[0, 0] = -3
+        h["genres"][...] = g
+    assert any("multi-hot 0/1 expected, found values [-3" in p for p in check_folder("mmimdb", tmp_path / "imdb"))

@@ -193,7 +193,11 @@ def check_folder(name: str, root: str | Path, **kwargs) -> list[str]:
     if name not in _CHECKS:
         raise ValueError(f"{name!r} is embedded in the project, not read from a folder; "
                          f"folders can be checked for {sorted(_CHECKS)}")
-    return _CHECKS[name](root, **kwargs)
+    from .checks import UnreadableFile
+    try:
+        return _CHECKS[name](root, **kwargs)
+    except UnreadableFile as e:                  # a corrupt file: named, with the cause
+        return [str(e)]
 
 
 from . import affect, avdigits, gaussian  # noqa: E402,F401  (registers the embedded datasets)

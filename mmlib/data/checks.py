@@ -80,9 +80,27 @@ def all_finite(arr, block: int = 4096) -> bool:
     return True
 
 
+class UnreadableFile(ValueError):
+    """A file that exists but cannot be read as its format; the message names it and the cause."""
+
+
 def npy(path: Path):
-    """A memory-mapped view of a .npy file (nothing read yet)."""
-    return np.load(path, mmap_mode="r", allow_pickle=False)
+    """A memory-mapped view of a .npy file (nothing read yet); an unreadable file raises
+    :class:`UnreadableFile` naming it."""
+    try:
+        return np.load(path, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+        raise UnreadableFile(f"{path}: not a readable .npy file ({e})") from e
+
+
+def h5(path: Path):
+    """An open HDF5 file (use it in a ``with``); an unreadable one raises :class:`UnreadableFile`
+    naming it (h5py's own message does not)."""
+    h5py = require_h5py()
+    try:
+        return h5py.File(path, "r")
+    except OSError as e:
+        raise UnreadableFile(f"{path}: not a readable HDF5 file ({e})") from e
 
 
 def require_h5py():

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from . import MultimodalDataset, register, register_check
-from .checks import Checker, require_h5py
+from .checks import Checker, h5
 
 FILE = "multimodal_imdb.hdf5"
 KEYS = {"features": ("text", 300), "vgg_features": ("image", 4096)}
@@ -30,17 +30,19 @@ SPLIT_AT = (15552, 18160)
 
 
 def _check(root, split_at=SPLIT_AT) -> Checker:
-    h5py = require_h5py()
     c = Checker("mmimdb", root)
     f = c.file(FILE)
     if f is None:
         return c
-    with h5py.File(f, "r") as h:
+    with h5(f) as h:
         n = None
         if "genres" not in h:
             c.add(f"{FILE}: key 'genres' is missing (have {sorted(h.keys())})")
         elif c.array(f"{FILE}['genres']", h["genres"], (None, len(GENRES)), "numeric"):
             n = h["genres"].shape[0]
+            g = np.asarray(h["genres"][()])
+            if g.size and not np.isin(g, (0, 1)).all():
+                c.add(f"{FILE}['genres']: multi-hot 0/1 expected, found values {sorted(set(np.unique(g).tolist()) - {0, 1})[:5]}")
         for k, (_, dim) in KEYS.items():
             if k not in h:
                 c.add(f"{FILE}: key {k!r} is missing (have {sorted(h.keys())})")
@@ -60,11 +62,10 @@ def check_mmimdb(root, split_at=SPLIT_AT, **_) -> list[str]:
 
 @register("mmimdb")
 def load_mmimdb(root=None, split_at=SPLIT_AT) -> MultimodalDataset:
-    h5py = require_h5py()
     split_at = tuple(split_at)
     c = _check(root, split_at)
     c.raise_if_any()
-    with h5py.File(c.root / FILE, "r") as h:
+    with h5(c.root / FILE) as h:
         mods = {m: torch.from_numpy(h[k][()].astype(np.float32)) for k, (m, _) in KEYS.items()}
         y = torch.from_numpy((h["genres"][()] > 0).astype(np.float32))
     n, (a, b) = len(y), split_at

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from . import MultimodalDataset, register, register_check
-from .checks import Checker, npy, pad_sequences, require_h5py
+from .checks import Checker, h5, npy, pad_sequences
 
 FEATURES = {"acoustic": ("A/comparE.h5", 130), "visual": ("V/denseface.h5", 342), "lexical": ("L/bert_large.h5", 1024)}
 SETS = {"trn": "train", "val": "val", "tst": "test"}
@@ -40,7 +40,6 @@ def _names(path) -> list[str]:
 
 
 def _check(name: str, root, fold: int):
-    h5py = require_h5py()
     c = Checker(name, root)
     if not 1 <= int(fold) <= FOLDS[name]:
         c.add(f"fold {fold}: {name} has folds 1..{FOLDS[name]}")
@@ -51,8 +50,15 @@ def _check(name: str, root, fold: int):
         n = None
         if fl is not None:
             lab = npy(fl)
-            if c.array(f"target/{fold}/{s}_label.npy", lab, (None, 4) if lab.ndim == 2 else (None,), "numeric"):
+            rel = f"target/{fold}/{s}_label.npy"
+            if c.array(rel, lab, (None, 4) if lab.ndim == 2 else (None,), "numeric"):
                 n = len(lab)
+                a = np.asarray(lab)
+                if a.ndim == 1 and len(a) and (a.min() < 0 or a.max() > 3 or not np.all(a == np.round(a))):
+                    c.add(f"{rel}: class ids must be 0..3 ({', '.join(CLASSES)}), found {a.min():g}..{a.max():g}")
+                elif a.ndim == 2 and len(a) and not (np.isin(a, (0, 1)).all() and (a.sum(1) == 1).all()):
+                    bad = int(np.flatnonzero(~(np.isin(a, (0, 1)).all(1) & (a.sum(1) == 1)))[0])
+                    c.add(f"{rel}: one-hot rows expected (one 1 among 4), row {bad} is {a[bad].tolist()}")
         if fn is not None:
             try:
                 names = _names(fn)
@@ -66,7 +72,7 @@ def _check(name: str, root, fold: int):
         f = c.file(rel)
         if f is None:
             continue
-        with h5py.File(f, "r") as h:
+        with h5(f) as h:
             for s, names in wanted.items():
                 missing = [u for u in names if u not in h]
                 if missing:
@@ -76,7 +82,7 @@ def _check(name: str, root, fold: int):
                         break                                       # one bad utterance is enough to report
     f = c.file("A/comparE_mean_std.h5")
     if f is not None:
-        with h5py.File(f, "r") as h:
+        with h5(f) as h:
             if str(fold) not in h:
                 c.add(f"A/comparE_mean_std.h5: group {str(fold)!r} (this fold) is missing (have {sorted(h.keys())})")
             else:
@@ -96,7 +102,6 @@ def _loader(name: str):
 
     @register(name)
     def load(root=None, fold: int = 1, max_len: int | None = None) -> MultimodalDataset:
-        h5py = require_h5py()
         c, wanted = _check(name, root, fold)
         c.raise_if_any()
         order = [u for s in SETS for u in wanted[s]]
@@ -104,12 +109,12 @@ def _loader(name: str):
         for s in SETS:
             lab = np.load(c.root / f"target/{fold}/{s}_label.npy")
             labels.append(lab.argmax(1) if lab.ndim == 2 else lab.astype(np.int64))
-        with h5py.File(c.root / "A/comparE_mean_std.h5", "r") as h:
+        with h5(c.root / "A/comparE_mean_std.h5") as h:
             mean = h[str(fold)]["mean"][()].reshape(-1).astype(np.float32)
             std = h[str(fold)]["std"][()].reshape(-1).astype(np.float32)
         mods, lengths = {}, {}
         for m, (rel, _) in FEATURES.items():
-            with h5py.File(c.root / rel, "r") as h:
+            with h5(c.root / rel) as h:
                 seqs = [h[u][()].astype(np.float32) for u in order]
             if m == "acoustic":
                 seqs = [(s - mean) / (std + 1e-8) for s in seqs]

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from . import MultimodalDataset, register, register_check
-from .checks import Checker, require_h5py
+from .checks import Checker, h5
 
 SPLITS = {"train": "train", "valid": "val", "test": "test"}
 TASKS = ("regression", "binary", "7class", "3class")
@@ -56,19 +56,18 @@ def _labels(score: np.ndarray, task: str):
 
 # ---------------------------------------------------------------------------- MFN h5
 def _mfn_check(root) -> Checker:
-    h5py = require_h5py()
     c = Checker("mosi_mfn", root)
     for s in SPLITS:
         fx, fy = c.file(f"X_{s}.h5"), c.file(f"y_{s}.h5")
         n = None
         if fx is not None:
-            with h5py.File(fx, "r") as f:
+            with h5(fx) as f:
                 if "data" not in f:
                     c.add(f"X_{s}.h5: key 'data' is missing (have {sorted(f.keys())})")
                 elif c.array(f"X_{s}.h5['data']", f["data"], (None, None, 325), "float"):
                     n = f["data"].shape[0]
         if fy is not None:
-            with h5py.File(fy, "r") as f:
+            with h5(fy) as f:
                 if "data" not in f:
                     c.add(f"y_{s}.h5: key 'data' is missing (have {sorted(f.keys())})")
                 else:
@@ -85,14 +84,13 @@ def check_mosi_mfn(root, **_) -> list[str]:
 
 @register("mosi_mfn")
 def load_mosi_mfn(root=None, task: str = "binary") -> MultimodalDataset:
-    h5py = require_h5py()
     c = _mfn_check(root)
     c.raise_if_any()
     xs, ys, split = [], [], []
     for s, name in SPLITS.items():
-        with h5py.File(c.root / f"X_{s}.h5", "r") as f:
+        with h5(c.root / f"X_{s}.h5") as f:
             xs.append(f["data"][()].astype(np.float32))
-        with h5py.File(c.root / f"y_{s}.h5", "r") as f:
+        with h5(c.root / f"y_{s}.h5") as f:
             ys.append(f["data"][()].reshape(-1))
         split += [name] * len(xs[-1])
     X, score = np.concatenate(xs), np.concatenate(ys)
