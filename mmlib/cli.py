@@ -34,7 +34,9 @@ def main(argv=None) -> int:
     s.add_argument("chapters", nargs="*", help=f"default: all ({', '.join(sweep.CHAPTERS)})")
     r = sub.add_parser("run", help="run one chapter once, at the parameters given")
     r.add_argument("chapter")
-    r.add_argument("-p", "--param", type=_param, action="append", default=[], metavar="NAME=VALUE")
+    for p in (s, r):
+        p.add_argument("-p", "--param", type=_param, action="append", default=[], metavar="NAME=VALUE",
+                       help="a notebook parameter, e.g. dataset='\"crema_d\"' (sweep: for every run)")
     r.add_argument("-o", "--output", help="executed notebook (default: book/runs/<chapter>/<key>.ipynb)")
     for p in (s, r):
         p.add_argument("--profile", default="default", choices=sorted(sweep.PROFILES))
@@ -55,9 +57,14 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
 
     if a.cmd == "data":
-        from .data import check_folder
+        from .data import check_folder, reader_options
         try:
-            problems = check_folder(a.name, a.root, **dict(a.option))
+            opts = dict(a.option)
+            known = reader_options(a.name)
+            if set(opts) - set(known):
+                raise ValueError(f"unknown option(s) {sorted(set(opts) - set(known))} for {a.name}; "
+                                 f"its options are {known}")
+            problems = check_folder(a.name, a.root, **opts)
         except ValueError as e:
             print(f"mmbook: error: {e}", file=sys.stderr)
             return 2
@@ -96,7 +103,7 @@ def main(argv=None) -> int:
     try:
         if a.cmd == "sweep":
             sweep.sweep_book(a.chapters or None, a.profile, jobs=a.jobs, device=a.device, data_root=a.data_root,
-                             page=not a.no_page)
+                             extra=dict(a.param) or None, page=not a.no_page)
             return 0
         ch = sweep.chapter(a.chapter)
         params = {"profile": a.profile, "device": a.device,

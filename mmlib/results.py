@@ -96,6 +96,10 @@ def key(obj) -> str:
     return hashlib.sha1(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
 def write_json_atomic(path: str | Path, obj) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -103,6 +107,7 @@ def write_json_atomic(path: str | Path, obj) -> Path:
     try:
         with os.fdopen(fd, "w") as f:
             json.dump(obj, f, indent=1, sort_keys=True, default=float)
+        os.chmod(tmp, 0o666 & ~_UMASK)          # mkstemp makes 0600; records are shared like any file
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

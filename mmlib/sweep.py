@@ -124,7 +124,7 @@ def describe_failure(e: Exception) -> str:
     coloured traceback); otherwise the exception's type and first line."""
     if hasattr(e, "ename") and hasattr(e, "evalue"):
         lines = [ln for ln in str(e.evalue).splitlines() if ln.strip()]
-        return f"cell [{getattr(e, 'exec_count', '?')}] raised {e.ename}: {lines[-1].strip() if lines else ''}"
+        return f"cell [{getattr(e, 'exec_count', '?')}] raised {e.ename}: {lines[0].strip() if lines else ''}"
     lines = [ln for ln in str(e).splitlines() if ln.strip()]
     return f"{type(e).__name__}: {lines[0] if lines else ''}"
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import math
+import numbers
 import random
 import time
 from dataclasses import dataclass, asdict
@@ -56,6 +57,16 @@ class TrainConfig:
     patience: int | None = 5
     progress: bool = False
     min_epochs: int = 0
+
+    def __post_init__(self):
+        for name in ("epochs", "batch_size"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1:
+                raise ValueError(f"TrainConfig: {name} must be an integer >= 1, got {v!r}")
+        if self.patience is not None and (not isinstance(self.patience, numbers.Integral) or self.patience < 1):
+            raise ValueError(f"TrainConfig: patience must be None or an integer >= 1, got {self.patience!r}")
+        if not self.lr > 0:
+            raise ValueError(f"TrainConfig: lr must be > 0, got {self.lr!r}")
 
     def to_dict(self) -> dict:
         d = asdict(self)

@@ -154,3 +154,22 @@ def test_corrupt_data_files_and_out_of_range_labels_are_named(tmp_path):
         g[0, 0] = -3
         h["genres"][...] = g
     assert any("multi-hot 0/1 expected, found values [-3" in p for p in check_folder("mmimdb", tmp_path / "imdb"))
+
+
+def test_sweep_takes_notebook_parameters_and_data_check_refuses_unknown_options(tmp_path, capsys):
+    from test_real_data import write_mmin
+    write_mmin(tmp_path / "iemocap", fold=1)
+    assert cli(["data", "check", "iemocap", str(tmp_path / "iemocap"), "-o", "flod=1"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown option(s) ['flod'] for iemocap" in err and "'fold'" in err
+    assert cli(["sweep", "05_mla", "--profile", "quick", "-p", "datset=\"crema_d\""]) == 2
+    assert "unknown parameter(s) ['datset']" in capsys.readouterr().err
+
+
+def test_train_config_and_record_files_are_checked_and_shared(tmp_path):
+    import os
+    for bad in ({"epochs": 0}, {"batch_size": -1}, {"epochs": 2.5}, {"patience": 0}, {"lr": 0.0}):
+        with pytest.raises(ValueError, match="TrainConfig: " + next(iter(bad))):
+            TrainConfig(**bad)
+    p = _record(tmp_path)
+    assert os.stat(p).st_mode & 0o044                                   # readable by group / others (umask allowing)

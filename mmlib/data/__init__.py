@@ -174,6 +174,15 @@ def load_dataset(name: str, root: str | Path | None = None, **kwargs) -> Multimo
     return _REGISTRY[name](root=root, **kwargs)
 
 
+def reader_options(name: str) -> list[str]:
+    """The options a dataset's reader takes (its keyword arguments besides ``root``)."""
+    import inspect
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown dataset {name!r}; available: {available()}")
+    return [p for p, v in inspect.signature(_REGISTRY[name]).parameters.items()
+            if p != "root" and v.kind not in (v.VAR_KEYWORD, v.VAR_POSITIONAL)]
+
+
 _CHECKS: dict[str, Callable[..., list[str]]] = {}
 
 
