@@ -173,3 +173,34 @@ def test_train_config_and_record_files_are_checked_and_shared(tmp_path):
             TrainConfig(**bad)
     p = _record(tmp_path)
     assert os.stat(p).st_mode & 0o044                                   # readable by group / others (umask allowing)
+
+
+def test_a_page_reads_only_its_own_datasets_records(tmp_path):
+    """Defect 1: a real-data run in the same record store must not enter an embedded dataset's
+    tables. Pages read records through run_grid, whose identities hold the data's fingerprint."""
+    from mmlib.experiment import run_grid
+    a = load_dataset("gaussian", preset="dominant", n=400)
+    b = load_dataset("gaussian", preset="dominant", n=400, seed=1)          # "another folder", same names
+    store = tmp_path / "store"
+    fb, _ = run_grid(b, [("late_fusion", {"backbone": "mlp"})], {"c": {"kind": "full"}}, [0], CFG, "cpu", store=store)
+    fa, _ = run_grid(a, [("late_fusion", {"backbone": "mlp"})], {"c": {"kind": "full"}}, [0], CFG, "cpu", store=store)
+    assert not fa["reused"].any() and set(fa["path"]).isdisjoint(fb["path"])
+    assert len(load_records(store)["data_fingerprint"].unique()) == 2
+
+
+def test_real_layout_variants_are_accepted_or_explained(tmp_path):
+    """MMIN's own sibling layout (feature/ next to target/) reads; an MMSA folder with only the
+    other alignment says which option to pass."""
+    import shutil
+    from test_real_data import write_mmin, write_mmsa
+    from mmlib.data import check_folder
+    root = tmp_path / "mmin"
+    write_mmin(root, fold=1)
+    (root / "feature").mkdir()
+    for m in ("A", "V", "L"):
+        shutil.move(str(root / m), str(root / "feature" / m))
+    assert check_folder("iemocap", root) == []
+    assert len(load_dataset("iemocap", root)) > 0
+    write_mmsa(tmp_path / "mosi", aligned=True)
+    probs = check_folder("mosi", tmp_path / "mosi")
+    assert len(probs) == 1 and "the folder has aligned_50.pkl: pass aligned=true" in probs[0]

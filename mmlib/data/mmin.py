@@ -39,6 +39,13 @@ def _names(path) -> list[str]:
     return out
 
 
+def _rel(c, rel: str) -> str:
+    """Feature files under ROOT/ (the book's layout) or under ROOT/feature/ (MMIN's own: its
+    feature_root and target_root as siblings)."""
+    sib = c.root / "feature"
+    return f"feature/{rel}" if (sib / rel.split("/")[0]).is_dir() and not (c.root / rel.split("/")[0]).is_dir() else rel
+
+
 def _check(name: str, root, fold: int):
     c = Checker(name, root)
     if not 1 <= int(fold) <= FOLDS[name]:
@@ -69,6 +76,7 @@ def _check(name: str, root, fold: int):
                 c.add(f"target/{fold}/{s}_int2name.npy: {len(names)} ids for {n} labels")
             wanted[s] = names
     for m, (rel, dim) in FEATURES.items():
+        rel = _rel(c, rel)
         f = c.file(rel)
         if f is None:
             continue
@@ -80,7 +88,7 @@ def _check(name: str, root, fold: int):
                 for u in [u for u in names if u in h]:
                     if not c.array(f"{rel}[{u!r}]", h[u], (None, dim), "float"):
                         break                                       # one bad utterance is enough to report
-    f = c.file("A/comparE_mean_std.h5")
+    f = c.file(_rel(c, "A/comparE_mean_std.h5"))
     if f is not None:
         with h5(f) as h:
             if str(fold) not in h:
@@ -109,12 +117,12 @@ def _loader(name: str):
         for s in SETS:
             lab = np.load(c.root / f"target/{fold}/{s}_label.npy")
             labels.append(lab.argmax(1) if lab.ndim == 2 else lab.astype(np.int64))
-        with h5(c.root / "A/comparE_mean_std.h5") as h:
+        with h5(c.root / _rel(c, "A/comparE_mean_std.h5")) as h:
             mean = h[str(fold)]["mean"][()].reshape(-1).astype(np.float32)
             std = h[str(fold)]["std"][()].reshape(-1).astype(np.float32)
         mods, lengths = {}, {}
         for m, (rel, _) in FEATURES.items():
-            with h5(c.root / rel) as h:
+            with h5(c.root / _rel(c, rel)) as h:
                 seqs = [h[u][()].astype(np.float32) for u in order]
             if m == "acoustic":
                 seqs = [(s - mean) / (std + 1e-8) for s in seqs]

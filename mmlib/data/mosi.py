@@ -119,6 +119,11 @@ def _mmsa_file(name: str, aligned: bool) -> str:
 def _mmsa_check(name: str, root, aligned: bool):
     c = Checker(name, root)
     fname = _mmsa_file(name, aligned)
+    other = _mmsa_file(name, not aligned) if name != "sims" else fname
+    if not c.problems and not (c.root / fname).is_file() and other != fname and (c.root / other).is_file():
+        c.add(f"{fname}: missing file; the folder has {other}: pass aligned={str(not aligned).lower()} "
+              f"(-o aligned={str(not aligned).lower()}, or data_options={{\"aligned\": {str(not aligned).lower()}}})")
+        return c, None
     path = c.file(fname)
     data = None
     if path is not None:
