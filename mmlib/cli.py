@@ -47,6 +47,9 @@ def main(argv=None) -> int:
     sub.add_parser("list", help="chapters, datasets, methods and profiles")
     sub.add_parser("toc", help="write book/_toc.yml from the chapter registry (mmlib/chapters.py)")
     sub.add_parser("pages", help="check that every chapter page ran to the end (before building the HTML)")
+    st = sub.add_parser("status", help="per chapter, which grid points and pages are done, failed or to do")
+    st.add_argument("chapters", nargs="*")
+    st.add_argument("--profile", default="default", choices=sorted(sweep.PROFILES))
     d = sub.add_parser("data", help="real datasets: check a folder before running on it")
     dsub = d.add_subparsers(dest="data_cmd", required=True)
     dc = dsub.add_parser("check", help="say what is missing or malformed in a data folder (file, key, shape, dtype)")
@@ -90,6 +93,15 @@ def main(argv=None) -> int:
         if not problems:
             print(f"all {len(sweep.CHAPTERS)} pages ran to the end")
         return 1 if problems else 0
+
+    if a.cmd == "status":
+        rows = sweep.status(a.chapters or None, a.profile)
+        for r in rows:
+            sec = f"{r['seconds']:.0f} s" if r["seconds"] else ""
+            print(f"{r['chapter']:24s} {r['status']:7s} {sec:>7s}  {r['point']}")
+        counts = {s_: sum(r["status"] == s_ for r in rows) for s_ in ("done", "failed", "to do")}
+        print(", ".join(f"{n} {s_}" for s_, n in counts.items()))
+        return 0
 
     if a.cmd == "list":
         from .data import available as datasets

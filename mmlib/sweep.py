@@ -173,6 +173,78 @@ def _task_key(name: str, params: dict) -> str:
     return f"{name}/{key({k: v for k, v in params.items() if k not in ('device', 'results_dir', 'data_root')})}"
 
 
+class SweepLock:
+    """One sweep per book folder at a time: a lock file holding the sweep's process id. A second
+    sweep on the same folder is refused (naming the first); a lock left by a killed sweep (its
+    process is gone) is taken over."""
+
+    def __init__(self, book: Path):
+        self.path = Path(book) / "runs" / ".sweep.lock"
+
+    def __enter__(self):
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                try:
+                    pid = int(self.path.read_text().strip() or 0)
+                except (OSError, ValueError):
+                    pid = 0
+                if pid and _alive(pid):
+                    raise RuntimeError(f"another sweep (process {pid}) is running on {self.path.parent.parent}; "
+                                       f"wait for it, or remove {self.path} if it is not")
+                self.path.unlink(missing_ok=True)             # stale: its sweep was killed
+                continue
+            with os.fdopen(fd, "w") as f:
+                f.write(str(os.getpid()))
+            return self
+        raise RuntimeError(f"could not take the sweep lock {self.path}")
+
+    def __exit__(self, *exc):
+        self.path.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def status(names: list[str] | None = None, prof: str = "default", book_dir: str | Path = BOOK,
+           data_root: str | None = None, extra: dict | None = None) -> list[dict]:
+    """Per grid point and page of each chapter: "done" (its marker is trusted), "failed" (its
+    last run left a report but no marker) or "to do", with the seconds the last run took."""
+    book = Path(book_dir)
+    times = _timings(book)
+    rows = []
+    for ch in [chapter(n) for n in (names or CHAPTERS)]:
+        records = book.resolve() / "records"
+        records = records.relative_to(ROOT) if records.is_relative_to(ROOT) else records
+        common = {"profile": prof, "device": "auto", "results_dir": str(records),
+                  **({"data_root": data_root} if data_root else {}), **(extra or {})}
+        for p in ch.points(prof):
+            if p == ch.page_point(prof):
+                continue
+            params = {**common, **p, "page": False}
+            k = key(params)
+            marker = book / "runs" / ch.name / f"{k}.json"
+            state = ("done" if marker_trusted(marker, log=lambda *a: None) else
+                     "failed" if (book / "runs" / ch.name / f"{k}.ipynb").is_file() else "to do")
+            rows.append({"chapter": ch.name, "point": {q: v for q, v in p.items() if q != "seeds"}, "status": state,
+                         "seconds": times.get(_task_key(ch.name, {**params, "device": "auto"}))})
+        page = book / Path(ch.page).relative_to("book")
+        failed = (book / "runs" / ch.name / "page.failed.ipynb").is_file()
+        rows.append({"chapter": ch.name, "point": "page",
+                     "status": "failed" if failed and not page.is_file() else "done" if page.is_file() else "to do",
+                     "seconds": times.get(_task_key(ch.name, {**common, **ch.page_point(prof), "page": True}))})
+    return rows
+
+
 def sweep_book(names: list[str] | None = None, prof: str = "default", jobs: int = 1, device: str = "auto",
                data_root: str | None = None, extra: dict | None = None, page: bool = True,
                book_dir: str | Path = BOOK, log=print) -> list[dict]:
@@ -240,21 +312,22 @@ def sweep_book(names: list[str] | None = None, prof: str = "default", jobs: int 
         log(f"  {info['status']:>6} [{t['chapter']}] {what} ({info['seconds'] or 0:.0f} s)")
 
     t0 = time.perf_counter()
-    if jobs <= 1:
-        while todo:
-            t = max(ready(), key=lambda t: t["expected"])
-            todo.remove(t)
-            finished(t, _run_point(t["args"]))
-    else:
-        with ProcessPoolExecutor(jobs) as ex:
-            running = {}
-            while todo or running:
-                for t in sorted(ready(), key=lambda t: -t["expected"])[: jobs - len(running)]:
-                    todo.remove(t)
-                    running[ex.submit(_run_point, t["args"])] = t
-                done, _ = wait(running, return_when=FIRST_COMPLETED)
-                for f in done:
-                    finished(running.pop(f), f.result())
+    with SweepLock(book):
+        if jobs <= 1:
+            while todo:
+                t = max(ready(), key=lambda t: t["expected"])
+                todo.remove(t)
+                finished(t, _run_point(t["args"]))
+        else:
+            with ProcessPoolExecutor(jobs) as ex:
+                running = {}
+                while todo or running:
+                    for t in sorted(ready(), key=lambda t: -t["expected"])[: jobs - len(running)]:
+                        todo.remove(t)
+                        running[ex.submit(_run_point, t["args"])] = t
+                    done, _ = wait(running, return_when=FIRST_COMPLETED)
+                    for f in done:
+                        finished(running.pop(f), f.result())
     log(f"[{', '.join(names)}] done in {time.perf_counter() - t0:.0f} s")
     failed = [i for i in infos if i["status"] == "failed"]
     if failed:

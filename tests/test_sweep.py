@@ -204,3 +204,36 @@ def test_real_layout_variants_are_accepted_or_explained(tmp_path):
     write_mmsa(tmp_path / "mosi", aligned=True)
     probs = check_folder("mosi", tmp_path / "mosi")
     assert len(probs) == 1 and "the folder has aligned_50.pkl: pass aligned=true" in probs[0]
+
+
+def test_one_sweep_per_book_folder_and_a_killed_sweeps_lock_is_taken_over(tmp_path):
+    import os
+    import subprocess
+    import sys
+    lock = sweep.SweepLock(tmp_path)
+    with lock:
+        assert lock.path.read_text() == str(os.getpid())
+        with pytest.raises(RuntimeError, match=f"another sweep \\(process {os.getpid()}\\) is running"):
+            with sweep.SweepLock(tmp_path):
+                pass
+    assert not lock.path.exists()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    lock.path.write_text(str(dead.pid))                                 # left by a killed sweep
+    with sweep.SweepLock(tmp_path) as again:
+        assert again.path.read_text() == str(os.getpid())
+
+
+def test_status_says_what_is_done_failed_or_to_do(tmp_path):
+    rows = sweep.status(["05_mla"], "quick", book_dir=tmp_path)
+    assert rows and all(r["status"] == "to do" for r in rows) and rows[-1]["point"] == "page"
+    grid = [r for r in rows if r["point"] != "page"]
+    ch = sweep.chapter("05_mla")
+    records = tmp_path.resolve() / "records"
+    first = {"profile": "quick", "device": "auto", "results_dir": str(records), **ch.points("quick")[0], "page": False}
+    k = sweep.key(first)
+    rec = _record(tmp_path)
+    (tmp_path / "runs" / "05_mla").mkdir(parents=True)
+    (tmp_path / "runs" / "05_mla" / f"{k}.json").write_text(json.dumps({"status": "ok", "records": [str(rec)]}))
+    assert sweep.status(["05_mla"], "quick", book_dir=tmp_path)[0]["status"] == "done"
+    assert len(grid) == len(ch.points("quick"))
