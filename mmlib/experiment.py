@@ -148,6 +148,12 @@ def evaluate(method: Method, data: MultimodalDataset, split: str = "test",
     return out
 
 
+def _check_seed(seed) -> None:
+    import numbers
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+        raise ValueError(f"a seed must be a non-negative integer, got {seed!r}")
+
+
 def run(data: MultimodalDataset, method: str | Method, missing: dict, seed: int,
         cfg: TrainConfig | None = None, device=None, records_dir=None, reuse: bool = True,
         profile: str | None = None, tags: dict | None = None, method_kwargs: dict | None = None,
@@ -161,6 +167,7 @@ def run(data: MultimodalDataset, method: str | Method, missing: dict, seed: int,
     ``test_missing``: a spec that also masks the test split (:func:`masked_test_presence`); its
     metrics are keyed ``"masked"``, beside the per-pattern ones."""
     cfg = cfg or TrainConfig()
+    _check_seed(seed)
     method_kwargs = method_kwargs or {}
     m = make_method(method, **method_kwargs) if isinstance(method, str) else method
     names = data.modality_names
@@ -334,6 +341,10 @@ def run_grid(data: MultimodalDataset, methods: list, settings: dict[str, dict], 
     (the record's file in the store, e.g. to read its per-epoch ``history``).
     """
     import pandas as pd
+    if isinstance(seeds, (str, bytes)) or not hasattr(seeds, "__len__") or len(seeds) == 0:
+        raise ValueError(f"seeds must be a non-empty list of integers, got {seeds!r}")
+    for s_ in seeds:
+        _check_seed(s_)
     if validation not in ("full", "masked"):
         raise ValueError(f"validation must be 'full' or 'masked', got {validation!r}")
     if test not in ("patterns", "masked"):

@@ -237,3 +237,20 @@ def test_status_says_what_is_done_failed_or_to_do(tmp_path):
     (tmp_path / "runs" / "05_mla" / f"{k}.json").write_text(json.dumps({"status": "ok", "records": [str(rec)]}))
     assert sweep.status(["05_mla"], "quick", book_dir=tmp_path)[0]["status"] == "done"
     assert len(grid) == len(ch.points("quick"))
+
+
+def test_bad_seeds_and_split_points_get_clear_errors(tmp_path):
+    from mmlib.experiment import run_grid
+    from test_real_data import write_mmimdb
+    d = load_dataset("gaussian", preset="dominant", n=400)
+    for bad in ([], "0,1", [0, 1.5], [-1]):
+        with pytest.raises(ValueError, match="seed"):
+            run_grid(d, ["late_fusion"], {"c": {"kind": "full"}}, bad, CFG, "cpu")
+    with pytest.raises(ValueError, match="a seed must be a non-negative integer, got '3'"):
+        run(d, "late_fusion", {"kind": "full"}, "3", CFG, "cpu")
+    write_mmimdb(tmp_path / "imdb")
+    for bad in ("6,9", "69", [6.5, 9], 6):
+        with pytest.raises(ValueError, match="split_at must be two integers"):
+            load_dataset("mmimdb", tmp_path / "imdb", split_at=bad)
+    with pytest.raises(ValueError, match="needs the key 'rate'"):
+        run(d, "late_fusion", {"kind": "cpm"}, 0, CFG, "cpu")

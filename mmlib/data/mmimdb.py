@@ -29,6 +29,18 @@ GENRES = ["Drama", "Comedy", "Romance", "Thriller", "Crime", "Action", "Adventur
 SPLIT_AT = (15552, 18160)
 
 
+def _split_at(split_at) -> tuple[int, int]:
+    try:
+        if isinstance(split_at, (str, bytes)):
+            raise TypeError
+        a, b = (int(x) for x in split_at)
+        if [a, b] != [float(x) for x in split_at]:
+            raise ValueError
+    except (TypeError, ValueError):
+        raise ValueError(f"mmimdb: split_at must be two integers (validation start, test start), got {split_at!r}") from None
+    return a, b
+
+
 def _check(root, split_at=SPLIT_AT) -> Checker:
     c = Checker("mmimdb", root)
     f = c.file(FILE)
@@ -57,12 +69,12 @@ def _check(root, split_at=SPLIT_AT) -> Checker:
 
 @register_check("mmimdb")
 def check_mmimdb(root, split_at=SPLIT_AT, **_) -> list[str]:
-    return _check(root, tuple(split_at)).problems
+    return _check(root, _split_at(split_at)).problems
 
 
 @register("mmimdb")
 def load_mmimdb(root=None, split_at=SPLIT_AT) -> MultimodalDataset:
-    split_at = tuple(split_at)
+    split_at = _split_at(split_at)
     c = _check(root, split_at)
     c.raise_if_any()
     with h5(c.root / FILE) as h:
