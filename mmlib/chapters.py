@@ -62,6 +62,7 @@ class Chapter:
     grid: dict = field(default_factory=dict)
     page_params: dict = field(default_factory=dict)
     seeded: bool = True
+    last: bool = False           # its page runs after every other task of the sweep (the Runs appendix)
 
     def seeds(self, prof: str) -> list[int]:
         return list(profile(prof)["seeds"])
@@ -178,6 +179,9 @@ CHAPTERS = {c.name: c for c in [
             "book/datasheets/affect.ipynb", seeded=False),
     Chapter("gaussian_datasheet", "gaussian", "Data", "notebooks/gaussian_datasheet.ipynb",
             "book/datasheets/gaussian.ipynb", seeded=False),
+    # every grid point of every chapter: status, time, hardware, commit (read from the markers and records)
+    Chapter("runs", "Runs", "Back matter", "notebooks/runs.ipynb", "book/appendix/runs.ipynb", seeded=False,
+            last=True),
 ]}
 
 # Pages written by hand (Markdown), in the part they belong to, after that part's chapters.

@@ -165,8 +165,11 @@ def rerun_text(chapter_name: str, records_dir: str | Path, prof: str) -> str:
     t = {k: v for k, v in _timings(Path(records_dir).parent).items() if k.startswith(f"{chapter_name}/")}
     if not t:
         return ""
+    from .results import _machine, utc_now
+    m = _machine()
+    hw = f"{m['cpu']} ({m['cores']} cores" + (f", {m['ram_gib']:.0f} GiB" if m.get("ram_gib") else "") + ")"
     return (f"In the last sweep on this machine its {len(t)} runs (grid and page) took {sum(t.values()):.0f} s "
-            f"of worker time ({prof} profile).")
+            f"of worker time ({prof} profile). This page was executed on {utc_now()[:10]} on {hw}.")
 
 
 def _task_key(name: str, params: dict) -> str:
@@ -296,8 +299,11 @@ def sweep_book(names: list[str] | None = None, prof: str = "default", jobs: int 
     for t in todo:
         t["expected"] = times.get(_task_key(t["chapter"], t["args"][3]), float("inf"))
 
+    others = {"left": sum(1 for t in todo if not CHAPTERS[t["chapter"]].last)}
+
     def ready():
-        return [t for t in todo if not t["page"] or grid_left[t["chapter"]] == 0]
+        return [t for t in todo if (not t["page"] or grid_left[t["chapter"]] == 0)
+                and (not CHAPTERS[t["chapter"]].last or others["left"] == 0)]
 
     def finished(t, info):
         info.update(chapter=t["chapter"], page=t["page"])
@@ -307,6 +313,8 @@ def sweep_book(names: list[str] | None = None, prof: str = "default", jobs: int 
             write_json_atomic(book / "runs" / "timings.json", times)
         if not t["page"]:
             grid_left[t["chapter"]] -= 1
+        if not CHAPTERS[t["chapter"]].last:
+            others["left"] -= 1
         what = "page" if t["page"] else {k: v for k, v in info["params"].items()
                                          if k not in ("profile", "device", "results_dir", "page")}
         log(f"  {info['status']:>6} [{t['chapter']}] {what} ({info['seconds'] or 0:.0f} s)")
@@ -334,6 +342,52 @@ def sweep_book(names: list[str] | None = None, prof: str = "default", jobs: int 
         msg = "; ".join(f"[{i['chapter']}] {i['params']} -> {i['notebook']}: {i['error']}" for i in failed)
         raise RuntimeError(f"{len(failed)} run(s) failed (executed notebooks kept as reports): {msg}")
     return infos
+
+
+def runs_table(prof: str = "default", book_dir: str | Path = BOOK) -> "pd.DataFrame":
+    """Every grid point of every chapter (the Runs appendix): its status, the seconds the last
+    sweep took, how many records it used, where and with which commit they were computed, and
+    its executed notebook."""
+    import pandas as pd
+    from .results import CorruptRecord, read_record
+    book = Path(book_dir)
+    rows = []
+    for r in status([n for n, c in CHAPTERS.items() if not c.last], prof, book_dir=book):
+        ch = r["chapter"]
+        if r["point"] == "page":
+            marker, nb = book / "runs" / ch / "page.json", book / Path(CHAPTERS[ch].page).relative_to("book")
+        else:
+            params = {"profile": prof, "device": "auto", "results_dir": str(_records_rel(book)),
+                      **r["point"], **({"seeds": CHAPTERS[ch].seeds(prof)} if CHAPTERS[ch].seeded else {}),
+                      "page": False}
+            k = key(params)
+            marker, nb = book / "runs" / ch / f"{k}.json", book / "runs" / ch / f"{k}.ipynb"
+        info = {}
+        try:
+            info = json.loads(marker.read_text()) if marker.is_file() else {}
+        except (OSError, json.JSONDecodeError):
+            pass
+        recs = info.get("records", [])
+        prov = {}
+        for rel in recs[:1]:
+            try:
+                prov = read_record(Path(rel) if Path(rel).is_absolute() else ROOT / rel).get("provenance", {})
+            except (OSError, CorruptRecord):
+                pass
+        rows.append({"chapter": ch, "setting": "page" if r["point"] == "page" else
+                     ", ".join(f"{q}={v}" for q, v in r["point"].items()) or "(defaults)",
+                     "status": r["status"], "seconds": None if r["seconds"] is None else round(r["seconds"]),
+                     "records": len(recs) if info else None,
+                     "hardware": f"{prov['cpu']}, {prov['cores']} cores" + (f", {prov['gpu']}" if prov.get("gpu") else "")
+                     if prov else "", "commit": (prov.get("git_commit") or "")[:10],
+                     "finished (UTC)": prov.get("utc_end", ""),
+                     "executed notebook": str(nb.relative_to(book.parent)) if nb.is_relative_to(book.parent) else str(nb)})
+    return pd.DataFrame(rows)
+
+
+def _records_rel(book: Path) -> Path:
+    records = book.resolve() / "records"
+    return records.relative_to(ROOT) if records.is_relative_to(ROOT) else records
 
 
 def unfinished_pages(book_dir: str | Path = BOOK) -> list[str]:

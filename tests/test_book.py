@@ -45,6 +45,10 @@ def test_sweep_ran_every_point_and_pages(built):
         order = [i.get("page", False) for i in infos if i["chapter"] == name]
         assert order[-1] and not any(order[:-1])
     assert (site / "book/runs/timings.json").is_file()
+    assert infos[-1]["chapter"] == "runs" and infos[-1]["page"]                 # the Runs appendix comes last
+    import nbformat as _nbf
+    runs_page = _nbf.read(site / "book/appendix/runs.ipynb", 4)
+    assert "05_mla" in str(runs_page.cells) and "done" in str(runs_page.cells)
     assert (site / "book/chapters/00_missing_modalities.ipynb").is_file()
     assert (site / "book/datasheets/avdigits.ipynb").is_file()
     # injected parameters are hidden from the book
@@ -192,6 +196,7 @@ def test_book_builds_offline_with_warnings_as_errors(built):
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     html = site / "_build" / "html"
     for page in ["book/intro.html", "book/chapters/00_missing_modalities.html", "book/chapters/02_mle.html",
+                 "book/chapters/05_mla.html", "book/appendix/runs.html",
                  "book/datasheets/avdigits.html", "book/references.html"]:
         assert (html / page).is_file(), page
     chapter = (html / "book/chapters/00_missing_modalities.html").read_text()

@@ -254,3 +254,21 @@ def test_bad_seeds_and_split_points_get_clear_errors(tmp_path):
             load_dataset("mmimdb", tmp_path / "imdb", split_at=bad)
     with pytest.raises(ValueError, match="needs the key 'rate'"):
         run(d, "late_fusion", {"kind": "cpm"}, 0, CFG, "cpu")
+
+
+def test_runs_table_lists_every_grid_point_with_its_records_and_hardware(tmp_path):
+    rows = sweep.runs_table("quick", book_dir=tmp_path)
+    chapters = [n for n, c in sweep.CHAPTERS.items() if not c.last]
+    assert set(rows["chapter"]) == set(chapters) and (rows["status"] == "to do").all()
+    ch = sweep.chapter("05_mla")
+    params = {"profile": "quick", "device": "auto", "results_dir": str(tmp_path.resolve() / "records"),
+              **ch.points("quick")[0], "page": False}
+    d = load_dataset("gaussian", preset="dominant", n=400)
+    rec, _ = run(d, "late_fusion", {"kind": "full"}, 0, CFG, "cpu", records_dir=tmp_path / "records",
+                 method_kwargs={"backbone": "mlp"})
+    path = record_path(tmp_path / "records", rec["identity"])
+    (tmp_path / "runs" / "05_mla").mkdir(parents=True)
+    (tmp_path / "runs" / "05_mla" / f"{sweep.key(params)}.json").write_text(
+        json.dumps({"status": "ok", "records": [str(path)]}))
+    row = sweep.runs_table("quick", book_dir=tmp_path).query("chapter == '05_mla'").iloc[0]
+    assert row["status"] == "done" and row["records"] == 1 and "cores" in row["hardware"] and row["commit"]
