@@ -44,6 +44,9 @@ def main(argv=None) -> int:
         p.add_argument("--data-root", default=None, help="folder with the real dataset, if any")
     s.add_argument("--jobs", type=int, default=1, help="notebooks run in parallel (1 thread each)")
     s.add_argument("--no-page", action="store_true", help="only the grid, not the book page")
+    s.add_argument("--executor", default="process", choices=["process", "dask"],
+                   help="process: this machine's workers (default); dask: a Dask cluster (pip install -e '.[cluster]')")
+    s.add_argument("--scheduler", default=None, help="with --executor dask: tcp://HOST:PORT (default: a local cluster)")
     sub.add_parser("list", help="chapters, datasets, methods and profiles")
     sub.add_parser("toc", help="write book/_toc.yml from the chapter registry (mmlib/chapters.py)")
     sub.add_parser("pages", help="check that every chapter page ran to the end (before building the HTML)")
@@ -115,7 +118,8 @@ def main(argv=None) -> int:
     try:
         if a.cmd == "sweep":
             sweep.sweep_book(a.chapters or None, a.profile, jobs=a.jobs, device=a.device, data_root=a.data_root,
-                             extra=dict(a.param) or None, page=not a.no_page)
+                             extra=dict(a.param) or None, page=not a.no_page, executor=a.executor,
+                             scheduler=a.scheduler)
             return 0
         ch = sweep.chapter(a.chapter)
         params = {"profile": a.profile, "device": a.device,

@@ -129,26 +129,71 @@ def describe_failure(e: Exception) -> str:
     return f"{type(e).__name__}: {lines[0] if lines else ''}"
 
 
-def _run_point(args) -> dict:
+def _here(path: str | Path) -> Path:
+    """A path as the sweep passes it: relative to the project root, or absolute."""
+    p = Path(path)
+    return p if p.is_absolute() else ROOT / p
+
+
+def _portable(path: str | Path) -> str:
+    """A path relative to the project root when it is inside it (workers on other machines
+    resolve it against their own checkout), else absolute."""
+    p = Path(path)
+    return str(p.relative_to(ROOT)) if p.is_absolute() and p.is_relative_to(ROOT) else str(p)
+
+
+def _execute_point(args, collect: bool = False) -> dict:
+    """Run one notebook and describe it; nothing is marked done here. With ``collect`` (a
+    worker of another executor), the run's executed notebook and the records it used come
+    back as bytes in ``info["files"]`` so the client can write them (no shared filesystem
+    needed for outputs)."""
     src, out, marker, params, threads, failed = args
     import tempfile
-    fd, log = tempfile.mkstemp(prefix=".records-", suffix=".txt", dir=Path(marker).parent if Path(marker).parent.is_dir()
-                               else None)
+    fd, log = tempfile.mkstemp(prefix=".records-", suffix=".txt")
     os.close(fd)
     try:
-        seconds = execute(Path(src), Path(out), params, threads, failed=Path(failed) if failed else None,
+        seconds = execute(_here(src), _here(out), params, threads, failed=_here(failed) if failed else None,
                           record_log=Path(log))
         status, error = "ok", None
     except Exception as e:                                   # keep going; report at the end
         seconds, status, error = None, "failed", describe_failure(e)
     used = sorted({ln.strip() for ln in Path(log).read_text().splitlines() if ln.strip()})
     Path(log).unlink(missing_ok=True)
-    rel = [str(Path(p).relative_to(ROOT)) if Path(p).is_relative_to(ROOT) else p for p in used]
-    info = {"params": params, "status": status, "seconds": seconds,
-            "notebook": str(out if status == "ok" else (failed or out)), "error": error, "records": rel}
-    if status == "ok":
+    notebook = out if status == "ok" else (failed or out)
+    info = {"params": params, "status": status, "seconds": seconds, "notebook": str(notebook), "error": error,
+            "records": [_portable(p) for p in used]}
+    if collect:
+        import socket
+        info["worker"] = socket.gethostname()
+        files = {}
+        for rel in info["records"] + [_portable(notebook)]:
+            try:
+                files[rel] = _here(rel).read_bytes()
+            except OSError:
+                pass
+        info["files"] = files
+    return info
+
+
+def _land(info: dict, marker) -> dict:
+    """On the client: write what a worker sent back (records and the executed notebook; a
+    file that already exists with the same bytes is left alone), then, for a finished run,
+    its marker. Only the client writes markers."""
+    for rel, data in info.pop("files", {}).items():
+        p = _here(rel)
+        if not (p.is_file() and p.read_bytes() == data):
+            p.parent.mkdir(parents=True, exist_ok=True)
+            tmp = p.with_name(f".{p.name}.landing")
+            tmp.write_bytes(data)
+            os.replace(tmp, p)
+    if info["status"] == "ok":
         write_json_atomic(marker, info)
     return info
+
+
+def _run_point(args) -> dict:
+    """Run one notebook in this machine's process pool and mark it done when it finished."""
+    return _land(_execute_point(args), args[2])
 
 
 def _timings(book: Path) -> dict:
@@ -250,7 +295,8 @@ def status(names: list[str] | None = None, prof: str = "default", book_dir: str 
 
 def sweep_book(names: list[str] | None = None, prof: str = "default", jobs: int = 1, device: str = "auto",
                data_root: str | None = None, extra: dict | None = None, page: bool = True,
-               book_dir: str | Path = BOOK, log=print) -> list[dict]:
+               book_dir: str | Path = BOOK, log=print, executor: str = "process",
+               scheduler: str | None = None) -> list[dict]:
     """Run the chapters' grids and pages as one queue over ``jobs`` workers.
 
     Every grid point not yet done (its marker says ok) and every page is a task; a page
@@ -319,9 +365,13 @@ def sweep_book(names: list[str] | None = None, prof: str = "default", jobs: int 
                                          if k not in ("profile", "device", "results_dir", "page")}
         log(f"  {info['status']:>6} [{t['chapter']}] {what} ({info['seconds'] or 0:.0f} s)")
 
+    if executor not in ("process", "dask"):
+        raise ValueError(f"executor must be 'process' or 'dask', got {executor!r}")
     t0 = time.perf_counter()
     with SweepLock(book):
-        if jobs <= 1:
+        if executor == "dask":
+            _dask_loop(todo, ready, finished, jobs, scheduler, log)
+        elif jobs <= 1:
             while todo:
                 t = max(ready(), key=lambda t: t["expected"])
                 todo.remove(t)
@@ -420,6 +470,47 @@ def unfinished_pages(book_dir: str | Path = BOOK) -> list[str]:
         elif any(o.get("output_type") == "error" for c in code for o in c.get("outputs", [])):
             problems.append(f"{rel}: a cell raised an error")
     return problems
+
+
+def _dask_loop(todo: list, ready, finished, jobs: int, scheduler: str | None, log) -> None:
+    """The sweep's queue on Dask: a scheduler's workers (``scheduler="tcp://host:port"``) or a
+    local cluster of ``jobs`` single-threaded worker processes on the loopback interface. A task
+    lost with its worker is run again (``retries``); workers need the project and its
+    environment (and the data folder), outputs come back to this process."""
+    try:
+        from distributed import Client, LocalCluster, wait as dwait
+    except ImportError as e:                                   # pragma: no cover
+        raise RuntimeError("the dask executor needs the cluster extra: pip install -e '.[cluster]'") from e
+    cluster = None
+    if scheduler:
+        client = Client(scheduler)
+    else:
+        cluster = LocalCluster(n_workers=max(jobs, 1), threads_per_worker=1, processes=True, host="127.0.0.1",
+                               dashboard_address=None)
+        client = Client(cluster)
+    try:
+        slots = max(jobs, 1) if not scheduler else max(sum(client.nthreads().values()), 1)
+        log(f"  dask: {'scheduler ' + scheduler if scheduler else 'local cluster'}, {slots} task(s) at a time")
+        running = {}
+        while todo or running:
+            for t in sorted(ready(), key=lambda t: -t["expected"])[: slots - len(running)]:
+                todo.remove(t)
+                src, out, marker, params, threads, failed = t["args"]
+                args = (_portable(src), _portable(out), marker, params, threads, failed and _portable(failed))
+                running[client.submit(_execute_point, args, True, pure=False, retries=2)] = t
+            done, _ = dwait(list(running), return_when="FIRST_COMPLETED")
+            for f in done:
+                t = running.pop(f)
+                try:
+                    info = f.result()
+                except Exception as e:                          # e.g. the task failed on every retry
+                    info = {"params": t["args"][3], "status": "failed", "seconds": None, "notebook": t["args"][1],
+                            "error": describe_failure(e), "records": []}
+                finished(t, _land(info, t["args"][2]))
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
 
 
 def run_chapter(name: str, prof: str = "default", jobs: int = 1, device: str = "auto",

@@ -272,3 +272,60 @@ def test_runs_table_lists_every_grid_point_with_its_records_and_hardware(tmp_pat
         json.dumps({"status": "ok", "records": [str(path)]}))
     row = sweep.runs_table("quick", book_dir=tmp_path).query("chapter == '05_mla'").iloc[0]
     assert row["status"] == "done" and row["records"] == 1 and "cores" in row["hardware"] and row["commit"]
+
+
+@pytest.mark.slow
+def test_a_dask_sweep_gives_the_same_records_as_the_process_pool(tmp_path):
+    """`mmbook sweep --executor dask` on a 2-worker local cluster: every run of a quick grid and
+    its page finish, the client writes the markers, and the records are byte-identical to a
+    process-pool sweep's (one thread per run: the numbers do not depend on the executor)."""
+    pytest.importorskip("distributed")
+    quiet = lambda *a: None                                                   # noqa: E731
+    a = sweep.sweep_book(["00_missing_modalities"], "quick", jobs=2, executor="dask", book_dir=tmp_path / "a",
+                         log=quiet)
+    b = sweep.sweep_book(["00_missing_modalities"], "quick", jobs=2, book_dir=tmp_path / "b", log=quiet)
+    assert all(i["status"] == "ok" for i in a + b) and len(a) == len(b) == 3
+    assert (tmp_path / "a" / "chapters" / "00_missing_modalities.ipynb").is_file()
+    markers = [m for m in (tmp_path / "a" / "runs" / "00_missing_modalities").glob("*.json") if m.name != "page.json"]
+    assert len(markers) == 2 and all(sweep.marker_trusted(m, quiet) for m in markers)
+    ra = {p.name: json.loads(p.read_text())["metrics"] for p in (tmp_path / "a" / "records").glob("*.json")}
+    rb = {p.name: json.loads(p.read_text())["metrics"] for p in (tmp_path / "b" / "records").glob("*.json")}
+    assert ra and ra == rb
+
+
+@pytest.mark.slow
+def test_a_dask_sweep_survives_a_killed_worker(tmp_path):
+    """kill -9 of a Dask worker while it runs a notebook: its task runs again on a worker the
+    nanny restarts, and the grid completes with records identical to an undisturbed sweep's."""
+    pytest.importorskip("distributed")
+    import threading
+    import time
+
+    import psutil
+    quiet = lambda *a: None                                                   # noqa: E731
+    out, killed = {}, []
+
+    def go():
+        out["infos"] = sweep.sweep_book(["00_missing_modalities"], "quick", jobs=2, executor="dask",
+                                        book_dir=tmp_path / "a", log=quiet, page=False)
+    th = threading.Thread(target=go)
+    th.start()
+    deadline = time.time() + 120
+    while time.time() < deadline and not killed:
+        for proc in psutil.Process().children(recursive=True):
+            try:                                               # a worker process that has a kernel running
+                kids = proc.children()
+                if any("ipykernel" in " ".join(k.cmdline()) for k in kids):
+                    proc.kill()
+                    killed.append(proc.pid)
+                    break
+            except psutil.Error:
+                continue
+        time.sleep(0.2)
+    th.join(timeout=600)
+    assert killed, "no worker was running a notebook to kill"
+    assert [i["status"] for i in out["infos"]] == ["ok", "ok"]
+    sweep.sweep_book(["00_missing_modalities"], "quick", jobs=2, book_dir=tmp_path / "b", log=quiet, page=False)
+    ra = {p.name: json.loads(p.read_text())["metrics"] for p in (tmp_path / "a" / "records").glob("*.json")}
+    rb = {p.name: json.loads(p.read_text())["metrics"] for p in (tmp_path / "b" / "records").glob("*.json")}
+    assert ra and ra == rb
