@@ -47,6 +47,8 @@ def main(argv=None) -> int:
     s.add_argument("--executor", default="process", choices=["process", "dask"],
                    help="process: this machine's workers (default); dask: a Dask cluster (pip install -e '.[cluster]')")
     s.add_argument("--scheduler", default=None, help="with --executor dask: tcp://HOST:PORT (default: a local cluster)")
+    s.add_argument("--slurm", default=None, metavar="partition=P,memory=8GB,walltime=02:00:00,gres=gpu:1",
+                   help="with --executor dask: workers as Slurm jobs (dask-jobqueue); --jobs sets how many")
     sub.add_parser("list", help="chapters, datasets, methods and profiles")
     sub.add_parser("toc", help="write book/_toc.yml from the chapter registry (mmlib/chapters.py)")
     sub.add_parser("pages", help="check that every chapter page ran to the end (before building the HTML)")
@@ -119,7 +121,7 @@ def main(argv=None) -> int:
         if a.cmd == "sweep":
             sweep.sweep_book(a.chapters or None, a.profile, jobs=a.jobs, device=a.device, data_root=a.data_root,
                              extra=dict(a.param) or None, page=not a.no_page, executor=a.executor,
-                             scheduler=a.scheduler)
+                             scheduler=a.scheduler, slurm=a.slurm)
             return 0
         ch = sweep.chapter(a.chapter)
         params = {"profile": a.profile, "device": a.device,

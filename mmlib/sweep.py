@@ -296,7 +296,7 @@ def status(names: list[str] | None = None, prof: str = "default", book_dir: str 
 def sweep_book(names: list[str] | None = None, prof: str = "default", jobs: int = 1, device: str = "auto",
                data_root: str | None = None, extra: dict | None = None, page: bool = True,
                book_dir: str | Path = BOOK, log=print, executor: str = "process",
-               scheduler: str | None = None) -> list[dict]:
+               scheduler: str | None = None, slurm: str | None = None) -> list[dict]:
     """Run the chapters' grids and pages as one queue over ``jobs`` workers.
 
     Every grid point not yet done (its marker says ok) and every page is a task; a page
@@ -370,7 +370,7 @@ def sweep_book(names: list[str] | None = None, prof: str = "default", jobs: int 
     t0 = time.perf_counter()
     with SweepLock(book):
         if executor == "dask":
-            _dask_loop(todo, ready, finished, jobs, scheduler, log)
+            _dask_loop(todo, ready, finished, jobs, scheduler, log, slurm)
         elif jobs <= 1:
             while todo:
                 t = max(ready(), key=lambda t: t["expected"])
@@ -472,7 +472,35 @@ def unfinished_pages(book_dir: str | Path = BOOK) -> list[str]:
     return problems
 
 
-def _dask_loop(todo: list, ready, finished, jobs: int, scheduler: str | None, log) -> None:
+SLURM_KEYS = {"partition": "queue", "cores": "cores", "memory": "memory", "walltime": "walltime",
+              "gres": None, "account": "account"}
+
+
+def slurm_cluster(spec: str):
+    """A dask-jobqueue SLURMCluster from ``"partition=gpu,cores=1,memory=8GB,walltime=02:00:00,gres=gpu:1"``:
+    one single-threaded worker per Slurm job (every notebook run uses one thread). Its
+    ``job_script()`` shows the batch script it submits."""
+    try:
+        from dask_jobqueue import SLURMCluster
+    except ImportError as e:                                   # pragma: no cover
+        raise RuntimeError("the Slurm executor needs dask-jobqueue: pip install -e '.[cluster]'") from e
+    opts, extra = {"cores": 1, "memory": "4GB", "processes": 1}, []
+    for item in [x for x in spec.split(",") if x.strip()]:
+        if "=" not in item:
+            raise ValueError(f"--slurm takes KEY=VALUE items separated by commas, got {item!r}")
+        k, v = (x.strip() for x in item.split("=", 1))
+        if k not in SLURM_KEYS:
+            raise ValueError(f"unknown --slurm key {k!r}; use {sorted(SLURM_KEYS)}")
+        if k == "gres":
+            extra.append(f"--gres={v}")
+        else:
+            opts[SLURM_KEYS[k]] = int(v) if k == "cores" else v
+    if opts["cores"] != 1:
+        raise ValueError("--slurm cores must be 1: each worker runs one notebook with one thread")
+    return SLURMCluster(**opts, job_extra_directives=extra, scheduler_options={"dashboard_address": None})
+
+
+def _dask_loop(todo: list, ready, finished, jobs: int, scheduler: str | None, log, slurm: str | None = None) -> None:
     """The sweep's queue on Dask: a scheduler's workers (``scheduler="tcp://host:port"``) or a
     local cluster of ``jobs`` single-threaded worker processes on the loopback interface. A task
     lost with its worker is run again (``retries``); workers need the project and its
@@ -484,6 +512,11 @@ def _dask_loop(todo: list, ready, finished, jobs: int, scheduler: str | None, lo
     cluster = None
     if scheduler:
         client = Client(scheduler)
+    elif slurm:
+        cluster = slurm_cluster(slurm)
+        cluster.scale(jobs=max(jobs, 1))
+        client = Client(cluster)
+        log(f"  dask: Slurm, up to {max(jobs, 1)} job(s); job script:\n{cluster.job_script()}")
     else:
         cluster = LocalCluster(n_workers=max(jobs, 1), threads_per_worker=1, processes=True, host="127.0.0.1",
                                dashboard_address=None)

@@ -329,3 +329,19 @@ def test_a_dask_sweep_survives_a_killed_worker(tmp_path):
     ra = {p.name: json.loads(p.read_text())["metrics"] for p in (tmp_path / "a" / "records").glob("*.json")}
     rb = {p.name: json.loads(p.read_text())["metrics"] for p in (tmp_path / "b" / "records").glob("*.json")}
     assert ra and ra == rb
+
+
+def test_slurm_workers_render_their_job_script_without_slurm():
+    pytest.importorskip("dask_jobqueue")
+    c = sweep.slurm_cluster("partition=gpu,memory=8GB,walltime=02:00:00,gres=gpu:1")
+    try:
+        script = c.job_script()
+    finally:
+        c.close()
+    for line in ["#SBATCH -p gpu", "#SBATCH --mem=8G", "#SBATCH -t 02:00:00", "#SBATCH --gres=gpu:1",
+                 "--nthreads 1"]:
+        assert line in script, line
+    with pytest.raises(ValueError, match="unknown --slurm key 'gpus'"):
+        sweep.slurm_cluster("gpus=2")
+    with pytest.raises(ValueError, match="cores must be 1"):
+        sweep.slurm_cluster("cores=4")
