@@ -137,8 +137,9 @@ def main(argv=None) -> int:
     except (ValueError, RuntimeError) as e:
         print(f"mmbook: error: {e}", file=sys.stderr)
         return 2
-    except Exception as e:  # papermill's execution errors: point at the executed notebook
-        print(f"mmbook: error: {type(e).__name__}: {e}", file=sys.stderr)
+    except Exception as e:  # papermill's execution errors: the cell, the exception, the executed notebook
+        where = f" (the executed notebook is kept: {locals()['out']})" if "out" in locals() else ""
+        print(f"mmbook: error: {sweep.describe_failure(e)}{where}", file=sys.stderr)
         return 1
 
 

@@ -54,6 +54,11 @@ def check_parameters(src: Path, params: dict, what: str) -> None:
     unknown = [k for k in params if k not in known]
     if unknown:
         raise ValueError(f"{what}: unknown parameter(s) {unknown}; its parameters are {known}")
+    seeds = params.get("seeds")
+    if seeds is not None and (not isinstance(seeds, list) or not seeds or
+                              any(isinstance(x, bool) or not isinstance(x, int) or x < 0 for x in seeds)):
+        raise ValueError(f"{what}: seeds must be a non-empty list of non-negative integers (or None for the "
+                         f"profile's), got {seeds!r}")
 
 
 def execute(src: Path, out: Path, params: dict, threads: int | None = None, failed: Path | None = None,

@@ -345,3 +345,15 @@ def test_slurm_workers_render_their_job_script_without_slurm():
         sweep.slurm_cluster("gpus=2")
     with pytest.raises(ValueError, match="cores must be 1"):
         sweep.slurm_cluster("cores=4")
+
+
+@pytest.mark.slow
+def test_every_hostile_input_gets_a_clear_error():
+    """benchmarks/hostile_inputs.py: 29 bad inputs (corrupt, mislabelled or misshapen files in every
+    reader's layout, misspelt parameters and options, out-of-range values) each end in a clear
+    message, never a traceback or a silent default run."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("hostile", sweep.ROOT / "benchmarks" / "hostile_inputs.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.main() == 0
