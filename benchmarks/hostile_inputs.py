@@ -134,6 +134,9 @@ def cases(tmp: Path):
     yield ("sweep: misspelt parameter", "run", ["sweep", "05_mla", "-p", "datset=\"crema_d\""], None)
     yield ("run: missing_rate 1.5", "sub", ["run", "00_missing_modalities", "--profile", "quick", "-p", "missing_rate=1.5",
                                             "-p", "page=false", "-o", str(tmp / "out.ipynb")], None)
+    yield ("run: SMIL on a dataset without its modalities", "sub",
+           ["run", "01_smil", "--profile", "quick", "-p", "dataset=\"gaussian\"", "-p", "page=false",
+            "-o", str(tmp / "out3.ipynb")], None)
     yield ("run: seeds []", "sub", ["run", "00_missing_modalities", "--profile", "quick", "-p", "seeds=[]",
                                     "-p", "page=false", "-o", str(tmp / "out2.ipynb")], None)
 

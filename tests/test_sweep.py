@@ -349,7 +349,7 @@ def test_slurm_workers_render_their_job_script_without_slurm():
 
 @pytest.mark.slow
 def test_every_hostile_input_gets_a_clear_error():
-    """benchmarks/hostile_inputs.py: 29 bad inputs (corrupt, mislabelled or misshapen files in every
+    """benchmarks/hostile_inputs.py: 30 bad inputs (corrupt, mislabelled or misshapen files in every
     reader's layout, misspelt parameters and options, out-of-range values) each end in a clear
     message, never a traceback or a silent default run."""
     import importlib.util
