@@ -180,6 +180,9 @@ CHAPTERS = {c.name: c for c in [
     Chapter("gaussian_datasheet", "gaussian", "Data", "notebooks/gaussian_datasheet.ipynb",
             "book/datasheets/gaussian.ipynb", seeded=False),
     # every grid point of every chapter: status, time, hardware, commit (read from the markers and records)
+    # every record of the book in one sortable, searchable, filterable table (offline)
+    Chapter("explorer", "Results explorer", "Back matter", "notebooks/explorer.ipynb", "book/appendix/explorer.ipynb",
+            seeded=False, last=True),
     Chapter("runs", "Runs", "Back matter", "notebooks/runs.ipynb", "book/appendix/runs.ipynb", seeded=False,
             last=True),
 ]}

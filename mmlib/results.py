@@ -194,6 +194,64 @@ def load_records(directory: str | Path, pattern: str = "*.json") -> pd.DataFrame
     return pd.DataFrame(rows)
 
 
+EXPLORER_METRICS = ["accuracy", "f1_weighted", "f1_macro", "uar", "mae", "corr", "acc2", "acc7", "f1_micro",
+                    "f1_samples"]
+# options that set the plumbing (encoders, sizes), left out of the explorer's "options" column
+_PLUMBING = {"backbone", "sequence", "feat_dim", "hidden", "d", "k", "x1", "x2"}
+
+
+def _compact(d: dict) -> str:
+    return ", ".join(f"{k}={'+'.join(map(str, v)) if isinstance(v, list) else v}" for k, v in d.items()
+                     if v is not None)
+
+
+def explorer_frame(records_dir: str | Path, book_dir: str | Path | None = None) -> pd.DataFrame:
+    """Every record of the store, one row per test pattern, for the Results explorer page: the
+    chapter(s) whose runs used it (from the sweep's markers in ``book_dir/runs``), the dataset,
+    method and its options, the missing pattern, the seed, the test pattern, the metrics, the
+    epochs, the fit time and the record's file."""
+    book = Path(book_dir) if book_dir is not None else Path(records_dir).parent
+    used: dict[str, set] = {}
+    for marker in (book / "runs").glob("*/*.json"):
+        try:
+            info = json.loads(marker.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        for rel in info.get("records", []):
+            used.setdefault(Path(rel).name, set()).add(marker.parent.name)
+    rows = []
+    for p in sorted(Path(records_dir).glob("*.json")):
+        try:
+            r = read_record(p)
+        except CorruptRecord:
+            continue
+        ident = r["identity"]
+        conf = {k: v for k, v in (ident.get("method_config") or {}).items() if k not in _PLUMBING}
+        miss = r.get("missing", {})
+        setting = _compact({"kind": miss.get("kind"), **{k: v for k, v in miss.items() if k != "kind"}})
+        setting = setting.replace("kind=", "").replace("{", "").replace("}", "").replace("'", "")
+        if ident.get("corruption"):
+            setting += f"; spans {'-'.join(str(x) for x in ident['corruption'].get('band', []))}"
+        base = {"chapter": ", ".join(sorted(used.get(p.name, []))) or "(not used by a page)",
+                "dataset": ident["dataset"], "method": ident["method"], "options": _compact(conf),
+                "missing": setting, "selection": "masked validation" if ident.get("val_missing") else "complete validation",
+                "seed": ident["seed"], "profile": ident.get("profile"),
+                "epochs": r.get("selection", {}).get("epochs_run"),
+                "fit s": round(r.get("timings", {}).get("fit_seconds") or 0.0, 2), "record": p.name}
+        for test, ms in r.get("metrics", {}).items():
+            rows.append({**base, "test": test, **{m: ms[m] for m in EXPLORER_METRICS if m in ms}})
+    df = pd.DataFrame(rows)
+    if df.empty:
+        return df
+    order = ["chapter", "dataset", "method", "options", "missing", "selection", "seed", "test"] + \
+        [m for m in EXPLORER_METRICS if m in df] + ["epochs", "fit s", "profile", "record"]
+    out = df[order].copy()
+    for m in EXPLORER_METRICS:
+        if m in out:
+            out[m] = out[m].round(4)
+    return out
+
+
 def _flat(d: dict, prefix: str = "") -> dict:
     out = {}
     for k, v in d.items():

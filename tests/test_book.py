@@ -196,9 +196,11 @@ def test_book_builds_offline_with_warnings_as_errors(built):
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     html = site / "_build" / "html"
     for page in ["book/intro.html", "book/chapters/00_missing_modalities.html", "book/chapters/02_mle.html",
-                 "book/chapters/05_mla.html", "book/appendix/runs.html",
+                 "book/chapters/05_mla.html", "book/appendix/runs.html", "book/appendix/explorer.html",
                  "book/datasheets/avdigits.html", "book/references.html"]:
         assert (html / page).is_file(), page
+    explorer = (html / "book/appendix/explorer.html").read_text()
+    assert "itables" in explorer and "05_mla" in explorer and "cdn.datatables" not in explorer   # offline table
     chapter = (html / "book/chapters/00_missing_modalities.html").read_text()
     assert "cdn.jsdelivr" not in chapter and "_mathjax/tex-chtml.js" in chapter
     assert "Lower-Bound" in chapter and "injected-parameters" not in chapter

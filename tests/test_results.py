@@ -68,3 +68,26 @@ def test_every_paper_setting_parses_into_one_vocabulary():
         protocols[path.stem] = {parse_setting(s)["protocol"] for s in t["setting"]}
     assert protocols["smil_table1"] == {"keep_fraction"} and protocols["redcore_table1"] == {"independent"}
     assert protocols["mla_table2"] == {"cpm"} and protocols["m3s_table3"] == {"span"}
+
+
+def test_explorer_frame_lists_every_record_with_the_chapters_that_used_it(tmp_path):
+    import json
+    from mmlib.data import load_dataset
+    from mmlib.experiment import run
+    from mmlib.results import explorer_frame, record_path
+    from mmlib.train import TrainConfig
+    d = load_dataset("gaussian", preset="dominant", n=400)
+    store = tmp_path / "records"
+    rec, _ = run(d, "late_fusion", {"kind": "cpm", "rate": 0.5}, 3, TrainConfig(epochs=1, patience=None), "cpu",
+                 records_dir=store, method_kwargs={"backbone": "mlp"})
+    other, _ = run(d, "zp_concat", {"kind": "full"}, 0, TrainConfig(epochs=1, patience=None), "cpu",
+                   records_dir=store, method_kwargs={"backbone": "mlp"})
+    (tmp_path / "runs" / "05_mla").mkdir(parents=True)
+    (tmp_path / "runs" / "05_mla" / "abc.json").write_text(
+        json.dumps({"status": "ok", "records": [str(record_path(store, rec["identity"]))]}))
+    f = explorer_frame(store, tmp_path)
+    lf = f[f["method"] == "late_fusion"]
+    assert set(lf["chapter"]) == {"05_mla"} and set(lf["test"]) == set(rec["metrics"])
+    assert lf["missing"].iloc[0] == "cpm, rate=0.5" and (lf["seed"] == 3).all() and "accuracy" in f
+    assert set(f[f["method"] == "zp_concat"]["chapter"]) == {"(not used by a page)"}
+    assert "backbone" not in lf["options"].iloc[0]                       # plumbing left out
