@@ -199,6 +199,7 @@ def test_book_builds_offline_with_warnings_as_errors(built):
                  "book/chapters/05_mla.html", "book/appendix/runs.html", "book/appendix/explorer.html",
                  "book/datasheets/avdigits.html", "book/references.html"]:
         assert (html / page).is_file(), page
+    assert 'href="../glossary.html#term-presence-matrix"' in (html / "book/chapters/00_missing_modalities.html").read_text()
     explorer = (html / "book/appendix/explorer.html").read_text()
     assert "itables" in explorer and "05_mla" in explorer and "cdn.datatables" not in explorer   # offline table
     chapter = (html / "book/chapters/00_missing_modalities.html").read_text()
