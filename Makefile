@@ -12,7 +12,7 @@ DEVICE  ?= auto
 MATHJAX := book/_mathjax_root/_mathjax/tex-chtml.js
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: book test test-fast sweep html install mathjax benchmark clean clean-results toc
+.PHONY: book book-student test test-fast sweep html install mathjax benchmark clean clean-results toc
 
 book: install mathjax sweep html
 	@echo
@@ -52,6 +52,12 @@ sweep: install
 html: install mathjax
 	$(BIN)/mmbook pages
 	$(BIN)/jupyter-book build . --toc book/_toc.yml --config _config.yml -W -n --keep-going
+
+# The student edition (after `make book`): the HTML without the exercises' solutions, and the chapter
+# notebooks without outputs or solutions in one zip, under _build/student/.
+book-student: install mathjax
+	$(BIN)/mmbook pages
+	$(BIN)/mmbook student
 
 benchmark: install
 	$(BIN)/python benchmarks/bench_train.py

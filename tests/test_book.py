@@ -205,3 +205,21 @@ def test_book_builds_offline_with_warnings_as_errors(built):
     chapter = (html / "book/chapters/00_missing_modalities.html").read_text()
     assert "cdn.jsdelivr" not in chapter and "_mathjax/tex-chtml.js" in chapter
     assert "Lower-Bound" in chapter and "injected-parameters" not in chapter
+
+
+def test_student_edition_hides_every_solution(built):
+    """`make book-student`'s HTML: the exercises are there, numbered; no solution text is."""
+    site, _ = built
+    from mmlib.edition import student_config
+    out = site / "_student"
+    cfg = student_config(site / "_config.yml", out / "_config.yml")
+    proc = subprocess.run([str(Path(sys.executable).parent / "jupyter-book"), "build", str(site), "--toc",
+                           str(site / "book/_toc.yml"), "--config", str(cfg), "--path-output", str(out),
+                           "-W", "-n", "--keep-going"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    student = (out / "_build/html/book/chapters/00_missing_modalities.html").read_text()
+    teacher = (site / "_build/html/book/chapters/00_missing_modalities.html").read_text()
+    secret = "the two modalities are dropped independently"
+    assert "Build a presence matrix" in student and "Exercise" in student
+    assert secret in teacher and secret not in student
+    assert "hide_solutions: true" in cfg.read_text()

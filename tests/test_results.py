@@ -91,3 +91,22 @@ def test_explorer_frame_lists_every_record_with_the_chapters_that_used_it(tmp_pa
     assert lf["missing"].iloc[0] == "cpm, rate=0.5" and (lf["seed"] == 3).all() and "accuracy" in f
     assert set(f[f["method"] == "zp_concat"]["chapter"]) == {"(not used by a page)"}
     assert "backbone" not in lf["options"].iloc[0]                       # plumbing left out
+
+
+def test_student_notebooks_have_no_solutions_and_no_outputs(tmp_path):
+    import zipfile
+    import nbformat
+    from mmlib.chapters import CHAPTERS
+    from mmlib.edition import strip_solutions, write_notebooks_zip
+    md = "text\n\n```{exercise}\n:label: x-ex-1\n\nDo it.\n```\n\n```{solution} x-ex-1\n:class: dropdown\n\nThe secret.\n```\n\nafter"
+    out = strip_solutions(md)
+    assert "The secret" not in out and "Do it." in out and out.endswith("after")
+    z = zipfile.ZipFile(write_notebooks_zip(tmp_path / "nb.zip"))
+    names = [n for n in z.namelist() if n.endswith(".ipynb")]
+    assert len(names) == len(CHAPTERS)
+    for n in names:
+        nb = nbformat.reads(z.read(n).decode(), 4)
+        assert all("{solution}" not in c.source for c in nb.cells), n
+        assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code"), n
+    mla = nbformat.reads(z.read("notebooks/05_mla.ipynb").decode(), 4)
+    assert sum("{exercise}" in c.source for c in mla.cells) >= 1
