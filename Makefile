@@ -12,7 +12,7 @@ DEVICE  ?= auto
 MATHJAX := book/_mathjax_root/_mathjax/tex-chtml.js
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: book book-student test test-fast sweep html install mathjax benchmark clean clean-results toc
+.PHONY: book book-student pdf test test-fast sweep html install mathjax benchmark clean clean-results toc
 
 book: install mathjax sweep html
 	@echo
@@ -58,6 +58,10 @@ html: install mathjax
 book-student: install mathjax
 	$(BIN)/mmbook pages
 	$(BIN)/mmbook student
+
+# The whole book as one PDF (after `make book`), printed by headless Chromium (Debian: apt install chromium).
+pdf: html
+	$(BIN)/mmbook pdf
 
 benchmark: install
 	$(BIN)/python benchmarks/bench_train.py

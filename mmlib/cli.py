@@ -53,6 +53,7 @@ def main(argv=None) -> int:
     sub.add_parser("toc", help="write book/_toc.yml from the chapter registry (mmlib/chapters.py)")
     sub.add_parser("pages", help="check that every chapter page ran to the end (before building the HTML)")
     sub.add_parser("student", help="the student edition: the HTML without solutions and a zip of clean notebooks")
+    sub.add_parser("pdf", help="the whole built book as one PDF (headless Chromium): _build/pdf/book.pdf")
     st = sub.add_parser("status", help="per chapter, which grid points and pages are done, failed or to do")
     st.add_argument("chapters", nargs="*")
     st.add_argument("--profile", default="default", choices=sorted(sweep.PROFILES))
@@ -99,6 +100,16 @@ def main(argv=None) -> int:
         if not problems:
             print(f"all {len(sweep.CHAPTERS)} pages ran to the end")
         return 1 if problems else 0
+
+    if a.cmd == "pdf":
+        from .pdf import build_pdf
+        try:
+            out = build_pdf()
+        except RuntimeError as e:
+            print(f"mmbook: error: {e}", file=sys.stderr)
+            return 1
+        print(f"the book as one PDF: {out}")
+        return 0
 
     if a.cmd == "student":
         from .edition import build_student

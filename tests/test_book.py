@@ -223,3 +223,17 @@ def test_student_edition_hides_every_solution(built):
     assert "Build a presence matrix" in student and "Exercise" in student
     assert secret in teacher and secret not in student
     assert "hide_solutions: true" in cfg.read_text()
+
+
+def test_the_book_prints_as_one_pdf(built):
+    """`make pdf`: one PDF, a bookmark per page of the table of contents, the chapters' text in it."""
+    site, _ = built
+    from pypdf import PdfReader
+    from mmlib.pdf import book_pages, build_pdf
+    out = build_pdf(site / "_build/html", site / "_pdf/book.pdf", budget_ms=5000)
+    reader = PdfReader(out)
+    titles = [o.title for o in reader.outline]
+    assert titles == [t for t, _ in book_pages()]
+    assert "MLA: multimodal learning by alternating unimodal adaptation" in titles
+    text = " ".join(p.extract_text() for p in reader.pages)
+    assert "Table 1: each modality alone and all together" in text and "What reproduced and what did not" in text
