@@ -188,7 +188,8 @@ CHAPTERS = {c.name: c for c in [
 ]}
 
 # Pages written by hand (Markdown), in the part they belong to, after that part's chapters.
-PAGES = [("Data", "book/real_data"), ("Back matter", "book/glossary"), ("Back matter", "book/references")]
+PAGES = [("Data", "book/real_data"), ("Back matter", "book/teachers"), ("Back matter", "book/glossary"),
+         ("Back matter", "book/references")]
 PARTS = ["Foundations", "The papers", "Data", "Back matter"]
 ROOT_PAGE = "book/intro"
 

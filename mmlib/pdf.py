@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def book_pages() -> list[tuple[str, str]]:
     """(title, page path without suffix) in the table of contents' order."""
-    names = {"book/real_data": "Running on the real datasets"}
+    names = {"book/real_data": "Running on the real datasets", "book/teachers": "For teachers"}
     out = [("Introduction", ROOT_PAGE)]
     for part in PARTS:
         out += [(f"Datasheet: {c.title}" if part == "Data" else c.title, c.page.removesuffix(".ipynb"))
