@@ -188,11 +188,19 @@ def test_sweep_skips_finished_runs(built):
     assert [i["status"] for i in infos] == ["skipped", "skipped"]
 
 
-def test_book_builds_offline_with_warnings_as_errors(built):
+@pytest.fixture(scope="module")
+def html(built):
+    """The HTML build of the quick book, once for every test that reads it (tests of a group may
+    run in any order)."""
     site, _ = built
     out = subprocess.run([str(Path(sys.executable).parent / "jupyter-book"), "build", str(site),
                           "--toc", str(site / "book/_toc.yml"), "--config", str(site / "_config.yml"),
                           "-W", "-n", "--keep-going"], capture_output=True, text=True)
+    return site, out
+
+
+def test_book_builds_offline_with_warnings_as_errors(html):
+    site, out = html
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     html = site / "_build" / "html"
     for page in ["book/intro.html", "book/chapters/00_missing_modalities.html", "book/chapters/02_mle.html",
@@ -207,9 +215,10 @@ def test_book_builds_offline_with_warnings_as_errors(built):
     assert "Lower-Bound" in chapter and "injected-parameters" not in chapter
 
 
-def test_student_edition_hides_every_solution(built):
+def test_student_edition_hides_every_solution(html):
     """`make book-student`'s HTML: the exercises are there, numbered; no solution text is."""
-    site, _ = built
+    site, built_html = html
+    assert built_html.returncode == 0
     from mmlib.edition import student_config
     out = site / "_student"
     cfg = student_config(site / "_config.yml", out / "_config.yml")
@@ -225,9 +234,10 @@ def test_student_edition_hides_every_solution(built):
     assert "hide_solutions: true" in cfg.read_text()
 
 
-def test_the_book_prints_as_one_pdf(built):
+def test_the_book_prints_as_one_pdf(html):
     """`make pdf`: one PDF, a bookmark per page of the table of contents, the chapters' text in it."""
-    site, _ = built
+    site, built_html = html
+    assert built_html.returncode == 0
     from pypdf import PdfReader
     from mmlib.pdf import book_pages, build_pdf
     out = build_pdf(site / "_build/html", site / "_pdf/book.pdf", budget_ms=5000)

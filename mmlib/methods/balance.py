@@ -49,9 +49,22 @@ class BalanceBaseline(FusionBaseline):
         return {"cond": self.used.index(cond)}
 
 
+class _OwnLoss(BalanceBaseline):
+    """A balancing method whose loss needs more than the fused logits (per-batch state, gradient
+    hooks): one seed at a time, with the network, data and validation score from ``_setup``."""
+
+    def batchable(self) -> bool:
+        return False
+
+    def _pieces(self, data, presence, seed, device, val_presence):
+        P, rows, _, val_logits, val_score = self._setup(data, presence, seed, device, val_presence)
+        X, L, y = self._tensors
+        return P, rows, (lambda m_: val_score(val_logits(m_, P))), X, L, y
+
+
 # ----------------------------------------------------------------------------- OGM-GE
 @dataclass(eq=False)
-class OGMGE(BalanceBaseline):
+class OGMGE(_OwnLoss):
     """OGM-GE on ``concat_linear``. For each batch (GeWu-Lab/OGM-GE, ``train_epoch``):
 
         s_m = sum_i softmax(read-out_m(x_i))_{y_i},   rho_m = s_m / sum_{m' != m} s_{m'}
@@ -68,13 +81,9 @@ class OGMGE(BalanceBaseline):
     alpha: float = 0.3                 # the MLA code's default (OGM-GE's paper uses 0.8 on CREMA-D)
     modulation_ends: int = 50          # of the code's 100 epochs
 
-    def batchable(self) -> bool:
-        return False
-
     def fit(self, data, presence, *, seed=0, cfg=None, device=None, val_presence=None):
         cfg = cfg or TrainConfig()
-        P, rows, _, val_logits, val_score = self._setup(data, presence, seed, device, val_presence)
-        X, L, y = self._tensors
+        P, rows, score, X, L, y = self._pieces(data, presence, seed, device, val_presence)
         model, names = self.model, self.used
         state = {"k": torch.ones(len(names)), "on": True}
         noise = torch.Generator().manual_seed(int(seed) + 104729)
@@ -110,14 +119,14 @@ class OGMGE(BalanceBaseline):
             state["on"] = epoch < self.modulation_ends
 
         with noise_stream(DropoutStream(seed)):
-            self.model, self.history = fit(model, loss_fn, rows, lambda m_: val_score(val_logits(m_, P)), cfg,
-                                           seed=seed, desc=self.name, epoch_start=epoch_start)
+            self.model, self.history = fit(model, loss_fn, rows, score, cfg, seed=seed, desc=self.name,
+                                           epoch_start=epoch_start)
         return self
 
 
 # ----------------------------------------------------------------------------- QMF
 @dataclass(eq=False)
-class QMF(BalanceBaseline):
+class QMF(_OwnLoss):
     """QMF (QingyangZhang/QMF, as MLA's code runs it on two modalities):
 
         fused = sum_m c_m f_m,  c_m = logsumexp(f_m) / 10 (detached)
@@ -133,13 +142,9 @@ class QMF(BalanceBaseline):
     fusion: str = "qmf"
     rank_weight: float = 0.1
 
-    def batchable(self) -> bool:
-        return False
-
     def fit(self, data, presence, *, seed=0, cfg=None, device=None, val_presence=None):
         cfg = cfg or TrainConfig()
-        P, rows, _, val_logits, val_score = self._setup(data, presence, seed, device, val_presence)
-        X, L, y = self._tensors
+        P, rows, score, X, L, y = self._pieces(data, presence, seed, device, val_presence)
         names, dev = self.used, self.device
         history = torch.zeros(len(data), len(names), device=dev)      # cumulative loss per sample and modality
         train_rows = data.splits["train"].to(dev)
@@ -173,8 +178,7 @@ class QMF(BalanceBaseline):
             return loss
 
         with noise_stream(DropoutStream(seed)):
-            self.model, self.history = fit(self.model, loss_fn, rows, lambda m_: val_score(val_logits(m_, P)), cfg,
-                                           seed=seed, desc=self.name)
+            self.model, self.history = fit(self.model, loss_fn, rows, score, cfg, seed=seed, desc=self.name)
         return self
 
 

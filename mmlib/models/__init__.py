@@ -372,17 +372,10 @@ class BiGatedFusion(nn.Module):
         return self.out(h), h
 
 
-class QMFFusion(nn.Module):
-    """QMF (Zhang et al. 2023): a linear head per modality; the fused logits weigh each present
-    modality's logits by its energy confidence c_m = logsumexp(logits_m) / 10, held constant
-    (detached), as the QMF code does."""
-
-    def __init__(self, in_dims: list[int], n_out: int, **_):
-        super().__init__()
-        self.heads = nn.ModuleList(nn.Linear(d, n_out) for d in in_dims)
-
-    def unimodal_logits(self, feats):
-        return torch.stack([h(f) for h, f in zip(self.heads, feats)], dim=1)
+class QMFFusion(SumLinear):
+    """QMF (Zhang et al. 2023): a linear head per modality (as Sum); the fused logits weigh each
+    present modality's logits by its energy confidence c_m = logsumexp(logits_m) / 10, held
+    constant (detached), as the QMF code does."""
 
     def confidence(self, logits):
         return (torch.logsumexp(logits, dim=-1) / 10).detach()                     # (B, M)
