@@ -329,6 +329,14 @@ class ConcatLinear(nn.Module):
         return logits, torch.cat(_present(feats, presence), 1)
 
 
+def _condition(in_dims: list[int], cond: int, who: str) -> tuple[int, int]:
+    """The conditioning modality's index and the common feature width (FiLM, BiGated)."""
+    cond = cond % len(in_dims)
+    if any(x != in_dims[cond] for x in in_dims):
+        raise ValueError(f"{who} needs features of one width per modality, got {in_dims}")
+    return cond, in_dims[cond]
+
+
 class FiLMFusion(nn.Module):
     """FiLM (Perez et al. 2018) as MLA's appendix runs it: a linear "condition encoder" on the
     conditioning modality's features gives (gamma, beta), twice its width; the other
@@ -337,10 +345,7 @@ class FiLMFusion(nn.Module):
 
     def __init__(self, in_dims: list[int], n_out: int, cond: int = -1, **_):
         super().__init__()
-        self.cond = cond % len(in_dims)
-        d = in_dims[self.cond]
-        if any(x != d for x in in_dims):
-            raise ValueError(f"FiLM needs features of one width per modality, got {in_dims}")
+        self.cond, d = _condition(in_dims, cond, "FiLM")
         self.film = nn.Linear(d, 2 * d)
         self.out = nn.Linear(d, n_out)
 
@@ -359,10 +364,7 @@ class BiGatedFusion(nn.Module):
 
     def __init__(self, in_dims: list[int], n_out: int, cond: int = -1, **_):
         super().__init__()
-        self.cond = cond % len(in_dims)
-        d = in_dims[self.cond]
-        if any(x != d for x in in_dims):
-            raise ValueError(f"BiGated needs features of one width per modality, got {in_dims}")
+        self.cond, d = _condition(in_dims, cond, "BiGated")
         self.fc_x, self.fc_y, self.out = nn.Linear(d, d), nn.Linear(d, d), nn.Linear(d, n_out)
 
     def forward(self, feats, presence):
