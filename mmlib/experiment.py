@@ -42,7 +42,12 @@ def count_parameters(method) -> int:
 
     def visit(obj):
         nonlocal total
-        if isinstance(obj, torch.nn.Module):
+        if isinstance(obj, Method):                     # a wrapped base method (e.g. M3S's)
+            if id(obj) not in seen:
+                seen.add(id(obj))
+                for v in vars(obj).values():
+                    visit(v)
+        elif isinstance(obj, torch.nn.Module):
             for p in obj.parameters():
                 if id(p) not in seen:
                     seen.add(id(p))
@@ -337,7 +342,7 @@ def run_grid(data: MultimodalDataset, methods: list, settings: dict[str, dict], 
     pattern): ``method`` (its registry key), ``variant`` (the entry's options, see
     :func:`variant_label`), ``config.<option>`` for every hyperparameter of the method
     (lists joined by "+"), ``setting``, ``seed``, ``test``, the metrics,
-    ``epochs_run``, ``best_epoch``, ``max_epochs``, ``fit_seconds``, ``reused`` and ``path``
+    ``epochs_run``, ``best_epoch``, ``max_epochs``, ``fit_seconds``, ``parameters`` (trained), ``reused`` and ``path``
     (the record's file in the store, e.g. to read its per-epoch ``history``).
     """
     import pandas as pd
@@ -386,7 +391,8 @@ def run_grid(data: MultimodalDataset, methods: list, settings: dict[str, dict], 
                                  "setting": label, "seed": seed, "test": pattern, **conf,
                                  **ms, "epochs_run": sel["epochs_run"], "best_epoch": sel.get("best_epoch"),
                                  "max_epochs": rec["identity"]["train_config"]["epochs"],
-                                 "fit_seconds": rec["timings"]["fit_seconds"], "reused": m is None,
+                                 "fit_seconds": rec["timings"]["fit_seconds"],
+                                 "parameters": rec.get("provenance", {}).get("parameters"), "reused": m is None,
                                  "path": str(record_path(store, rec["identity"])) if store is not None else None})
                 if log:
                     how = "record read" if m is None else f"fitted in {rec['timings']['fit_seconds']:.1f} s"

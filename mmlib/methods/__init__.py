@@ -48,9 +48,15 @@ class Method:
     def embed(self, data: MultimodalDataset, split: str, presence: torch.Tensor | None = None) -> torch.Tensor:
         raise NotImplementedError
 
+    # options added after records were written: left out of ``config()`` at the value that reproduces the
+    # behaviour before them, so those records stay valid (e.g. ``{"backbone": "cnn"}``)
+    implicit: dict = {}
+
     def config(self) -> dict:
-        """The hyperparameters: every dataclass field but ``name``."""
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "name"}
+        """The hyperparameters: every dataclass field but ``name`` (and an ``implicit`` option at
+        its implicit value)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                if f.name != "name" and not (f.name in self.implicit and getattr(self, f.name) == self.implicit[f.name])}
 
     def used_presence(self, data: MultimodalDataset, presence: torch.Tensor) -> torch.Tensor:
         """The part of the training presence matrix this method's fit depends on (default:

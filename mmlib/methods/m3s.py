@@ -83,7 +83,7 @@ class M3S(Method):
         """The hook the base calls on its training batches: fresh spans (section 3.2) on the
         batch's inputs ("masked": on top of the fixed corruption; "complete": on the clean
         features instead)."""
-        spans = data.info["spans"]
+        spans = data.info.get("spans") or {"band": self.aug_band, "axis": "time"}    # no fixed corruption
         band = tuple(self.aug_band or spans["band"])
         shapes = {m: tuple(x.shape[1:]) for m, x in data.modalities.items()}
         clean = data.info.get("clean") if self.augment_on == "complete" else None
@@ -104,9 +104,10 @@ class M3S(Method):
     # -- training --------------------------------------------------------------------------------
     def fit(self, data, presence, *, seed=0, cfg=None, device=None, val_presence=None):
         cfg = cfg or TrainConfig()
-        if self.setting != "orig" and "spans" not in data.info:
+        if self.setting != "orig" and "spans" not in data.info and self.aug_band is None:
             raise ValueError(f"{self.name} ({self.setting}) redraws spans inside the modalities: run it on a "
-                             "span-corrupted dataset (experiment.run(..., corruption=...))")
+                             "span-corrupted dataset (experiment.run(..., corruption=...)), or give aug_band "
+                             "(the band of the spans it draws on data without a fixed corruption)")
         base = make_method(self.base, **self.base_kwargs)
         self.base_method = base
         if self.setting != "orig":

@@ -56,10 +56,10 @@ def diff_loss(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 class MISANet(nn.Module):
-    def __init__(self, shapes: dict, n_out: int, d: int, hidden: int, sequence: str):
+    def __init__(self, shapes: dict, n_out: int, d: int, hidden: int, sequence: str, backbone: str = "cnn"):
         super().__init__()
         self.M, self.d = len(shapes), d
-        self.encoders = Encoders(shapes, d, sequence)
+        self.encoders = Encoders(shapes, d, sequence, backbone)
         self.shared = nn.Sequential(nn.Linear(d, d), nn.Sigmoid())                  # E_c, one for all
         self.private = nn.ModuleList([nn.Sequential(nn.Linear(d, d), nn.Sigmoid()) for _ in shapes])
         self.decoders = nn.ModuleList([nn.Linear(d, d) for _ in shapes])
@@ -83,6 +83,8 @@ class MISALite(_EveryModality):
     d: int = 64
     hidden: int = 64
     sequence: str = "pooled"
+    backbone: str = "cnn"
+    implicit = {"backbone": "cnn"}
 
     def prepare(self, data, presence, *, seed=0, cfg=None, device=None, val_presence=None):
         """The network, the loss of a batch of rows, the training rows and the validation score."""
@@ -91,7 +93,7 @@ class MISALite(_EveryModality):
         self.task, self.val_P = data.task, s.val_P
         n_out = data.n_classes if data.task != "regression" else 1
         self.model = MISANet({m: tuple(x.shape[1:]) for m, x in data.modalities.items()}, n_out, self.d,
-                             self.hidden, self.sequence).to(s.device)
+                             self.hidden, self.sequence, self.backbone).to(s.device)
 
         def loss_fn(model, idx):
             xs = {m: self.X[m][idx] for m in self.names}

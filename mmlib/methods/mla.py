@@ -143,6 +143,7 @@ def dynamic_fusion(logits: torch.Tensor, present: torch.Tensor, mode: str = "sam
 
 @dataclass(eq=False)
 class MLA(Method):
+    reads_data_at_predict = True      # predict() reads the data it is given (e.g. a corrupted test copy)
     name: str = "mla"
     hgm: str = "paper"
     alpha: float = 0.1
@@ -255,10 +256,14 @@ class MLA(Method):
         return float((fused.argmax(1) == s.y[s.val]).float().mean())
 
     # ------------------------------------------------------------------------- inference (Eq. 5-7)
-    def _unimodal(self, idx: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+    def _unimodal(self, idx: torch.Tensor, present: torch.Tensor, X: dict | None = None) -> torch.Tensor:
+        """Each present modality's logits through the shared head; ``X``: the features to read
+        (default: the fitted tensors; predict passes the data it is given, e.g. a corrupted copy)."""
+        X = self.X if X is None else X
         self.model.eval()
         with torch.no_grad():
-            return torch.cat([self.model.unimodal_logits({m: self.X[m][c] for m in self.names}, present[k],
+            return torch.cat([self.model.unimodal_logits({m: X[m][c.to(X[m].device)].to(self.device)
+                                                          for m in self.names}, present[k],
                                                          {m: ln[c] for m, ln in self.L.items()})
                               for c, k in zip(idx.split(EVAL_CHUNK),
                                               torch.arange(len(idx), device=idx.device).split(EVAL_CHUNK))])
@@ -269,7 +274,7 @@ class MLA(Method):
 
     def predict(self, data, split, presence=None):
         idx, p = self._rows(data, split, presence)
-        return dynamic_fusion(self._unimodal(idx, p), p, self.df)[0].cpu()
+        return dynamic_fusion(self._unimodal(idx, p, data.modalities), p, self.df)[0].cpu()
 
     def fusion_weights(self, data, split, presence=None) -> torch.Tensor:
         """DF's lambda (n x M) on a split: which modality each prediction listened to."""

@@ -51,10 +51,10 @@ from .redcore import ResidualAE
 class Encoders(nn.Module):
     """One encoder per modality; missing inputs zero-filled; the embeddings concatenated."""
 
-    def __init__(self, shapes: dict, d: int, sequence: str):
+    def __init__(self, shapes: dict, d: int, sequence: str, backbone: str = "cnn"):
         super().__init__()
         self.names = list(shapes)
-        self.enc = nn.ModuleDict({m: make_encoder(s, d, "auto", sequence) for m, s in shapes.items()})
+        self.enc = nn.ModuleDict({m: make_encoder(s, d, backbone, sequence) for m, s in shapes.items()})
 
     def forward(self, xs, present, lengths):
         out = []
@@ -67,10 +67,11 @@ class Encoders(nn.Module):
 class ImagineNet(nn.Module):
     """Encoders, the forward (imagination) and backward (cycle) autoencoders, a classifier."""
 
-    def __init__(self, shapes: dict, n_classes: int, d: int, hidden: int, sequence: str, n_blocks: int, mmin: bool):
+    def __init__(self, shapes: dict, n_classes: int, d: int, hidden: int, sequence: str, n_blocks: int, mmin: bool,
+                 backbone: str = "cnn"):
         super().__init__()
         D = d * len(shapes)
-        self.encoders = Encoders(shapes, d, sequence)
+        self.encoders = Encoders(shapes, d, sequence, backbone)
         self.forward_ae = ResidualAE(D, (64, 32), n_blocks)
         self.backward_ae = ResidualAE(D, (64, 32), n_blocks) if mmin else None
         self.mmin = mmin
@@ -139,6 +140,8 @@ class MMINLite(_EveryModality):
     hidden: int = 64
     n_blocks: int = 2
     sequence: str = "pooled"
+    backbone: str = "cnn"            # images and MFCCs: "cnn" (LeNet / MFCCNet) or "mlp"
+    implicit = {"backbone": "cnn"}
 
     def prepare(self, data, presence, *, seed=0, cfg=None, device=None, val_presence=None):
         """Everything before the student's training loop (the teacher included): the student,
@@ -154,7 +157,7 @@ class MMINLite(_EveryModality):
 
         teacher = None
         if self.imagine:              # MMIN's teacher: the same encoders + a classifier on complete data
-            teacher = nn.ModuleDict({"enc": Encoders(shapes, self.d, self.sequence),
+            teacher = nn.ModuleDict({"enc": Encoders(shapes, self.d, self.sequence, self.backbone),
                                      "cls": MLP(self.d * M, [self.hidden], data.n_classes, dropout=0.5)}).to(dev)
 
             seen = full if self.pdt else P                              # PDT: the complete training data
@@ -173,7 +176,7 @@ class MMINLite(_EveryModality):
 
         seed_everything(seed)
         self.model = ImagineNet(shapes, data.n_classes, self.d, self.hidden, self.sequence, self.n_blocks,
-                                self.imagine).to(dev)
+                                self.imagine, self.backbone).to(dev)
         if self.imagine:                                  # MMIN starts its encoders from the teacher's
             self.model.encoders.load_state_dict(teacher["enc"].state_dict())
 
@@ -215,9 +218,10 @@ class AMAENet(nn.Module):
     """Per-modality encoders -> tokens; masked tokens replaced by a learnable one; a
     one-layer transformer; a classifier on the mean output token."""
 
-    def __init__(self, shapes: dict, n_classes: int, d: int, hidden: int, sequence: str, heads: int = 4):
+    def __init__(self, shapes: dict, n_classes: int, d: int, hidden: int, sequence: str, heads: int = 4,
+                 backbone: str = "cnn"):
         super().__init__()
-        self.encoders = Encoders(shapes, d, sequence)
+        self.encoders = Encoders(shapes, d, sequence, backbone)
         M = len(shapes)
         self.mask_token = nn.Parameter(torch.zeros(d))
         self.modality = nn.Parameter(torch.randn(M, d) * 0.02)
@@ -244,6 +248,8 @@ class AMAELite(_EveryModality):
     d: int = 64
     hidden: int = 64
     sequence: str = "pooled"
+    backbone: str = "cnn"
+    implicit = {"backbone": "cnn"}
 
     def fit(self, data, presence, *, seed=0, cfg=None, device=None, val_presence=None):
         cfg = cfg or TrainConfig()
@@ -251,7 +257,7 @@ class AMAELite(_EveryModality):
         dev, P, rows, val, self.val_P, y = s.device, s.P, s.rows, s.val, s.val_P, s.y
         full = torch.ones_like(P)
         self.model = AMAENet({m: tuple(x.shape[1:]) for m, x in data.modalities.items()}, data.n_classes,
-                             self.d, self.hidden, self.sequence).to(dev)
+                             self.d, self.hidden, self.sequence, backbone=self.backbone).to(dev)
         gen = torch.Generator().manual_seed(seed + 5)
 
         def loss_fn(model, idx):

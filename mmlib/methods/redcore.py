@@ -117,9 +117,9 @@ class SelfEncoder(nn.Module):
     small (0.007) and the KL term raises it (a unit-variance start buries the signal and,
     measured on affect, leaves every decoder at the majority class for the first epochs)."""
 
-    def __init__(self, shape, d: int, sequence: str = "pooled"):
+    def __init__(self, shape, d: int, sequence: str = "pooled", backbone: str = "cnn"):
         super().__init__()
-        self.body = make_encoder(shape, d, "auto", sequence)
+        self.body = make_encoder(shape, d, backbone, sequence)
         self.mu, self.std = nn.Linear(self.body.out_dim, d), nn.Linear(self.body.out_dim, d)
 
     def forward(self, x, lengths=None):
@@ -170,11 +170,11 @@ class RedCoreNet(nn.Module):
     """Self-encoders, cross-modal encoders and the M + 1 decoders f_c^m."""
 
     def __init__(self, shapes: dict, n_classes: int, d: int = 64, hidden: int = 64, sequence: str = "pooled",
-                 widths=(64, 32), n_blocks: int = 2, zero_missing: bool = True):
+                 widths=(64, 32), n_blocks: int = 2, zero_missing: bool = True, backbone: str = "cnn"):
         super().__init__()
         self.names, self.zero_missing = list(shapes), zero_missing
         M = len(self.names)
-        self.senc = nn.ModuleDict({m: SelfEncoder(s, d, sequence) for m, s in shapes.items()})
+        self.senc = nn.ModuleDict({m: SelfEncoder(s, d, sequence, backbone) for m, s in shapes.items()})
         self.xenc = nn.ModuleDict({m: CrossEncoder(M - 1, d, widths, n_blocks) for m in shapes})
         self.dec = nn.ModuleList([MLP(d, [hidden], n_classes, dropout=0.3) for _ in range(M)]
                                  + [MLP(M * d, [hidden], n_classes, dropout=0.5)])       # f_c^1..M, f_c^{M+1}
@@ -227,6 +227,8 @@ class RedCore(Method):
     hidden: int = 64
     n_blocks: int = 2
     sequence: str = "pooled"
+    backbone: str = "cnn"             # images and MFCCs: "cnn" (LeNet / MFCCNet) or "mlp"
+    implicit = {"backbone": "cnn"}
 
     def __post_init__(self):
         super().__post_init__()
@@ -272,7 +274,7 @@ class RedCore(Method):
         rows = train if self.empty_rows == "keep" else s.rows
         self.model = model = RedCoreNet({m: tuple(x.shape[1:]) for m, x in data.modalities.items()}, data.n_classes,
                                         self.d, self.hidden, self.sequence, n_blocks=self.n_blocks,
-                                        zero_missing=self.xenc_input == "available").to(dev)
+                                        zero_missing=self.xenc_input == "available", backbone=self.backbone).to(dev)
 
         opt = adam(model.parameters(), cfg)
         keeper, order, shuffle = Checkpoint(cfg.patience, cfg.min_epochs), torch.Generator().manual_seed(seed), \
