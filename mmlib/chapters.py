@@ -116,7 +116,35 @@ REDCORE_RATES = [[0.8, 0.5, 0.5], [0.5, 0.8, 0.5], [0.5, 0.5, 0.8], [0.2, 0.5, 0
 # Table 1's triple with the strongest modality missing most
 GAUSSIAN_RATES = [[0.8, 0.2, 0.5], [0.5, 0.5, 0.8]]
 
+# The head-to-head chapter's settings: per profile, {dataset: {protocol: [levels]}} (the protocols of
+# mmlib.headtohead; gaussian's presets are datasets of their own, "gaussian:<preset>"). One grid point per
+# (dataset, protocol) runs every method at that protocol's levels. The default covers each paper's own protocol
+# on the dataset that stands for its benchmark, and gaussian's presets where the oracle applies (no span
+# protocol there: the oracle of a partly hidden modality is not computed); full adds levels and the rest.
+H2H_PLAN = {
+    "quick": {"gaussian:imbalanced": {"mla": [0.5], "redcore": [0.8]}, "avdigits": {"smil": [0.9]},
+              "affect": {"m3s": [0.5]}},
+    "default": {"gaussian:imbalanced": {"smil": [0.9], "redcore": [0.4, 0.8], "mla": [0.3, 0.6]},
+                "gaussian:balanced": {"mla": [0.6]}, "gaussian:dominant": {"mla": [0.6]},
+                "avdigits": {"smil": [0.9], "mle": [0.95]},
+                "affect": {"m3s": [0.5], "redcore": [0.8], "mla": [0.5]}},
+    "full": {"gaussian:imbalanced": {"smil": [0.5, 0.8, 0.9], "mle": [0.5, 0.8, 0.9], "m3s": [0.3, 0.5, 0.7],
+                                     "redcore": [0.4, 0.6, 0.8], "mla": [0.3, 0.5, 0.7]},
+             "gaussian:balanced": {"redcore": [0.8], "mla": [0.3, 0.6]},
+             "gaussian:dominant": {"redcore": [0.8], "mla": [0.3, 0.6]},
+             "avdigits": {"smil": [0.8, 0.9, 0.95], "mle": [0.8, 0.95], "m3s": [0.5], "redcore": [0.8], "mla": [0.3, 0.5]},
+             "affect": {"m3s": [0.3, 0.5, 0.7], "redcore": [0.4, 0.8], "mla": [0.3, 0.5, 0.7]}},
+}
+
+
+def h2h_grid(prof: str) -> list[dict]:
+    return [{"dataset": [ds], "protocol": [p]} for ds, plan in H2H_PLAN[prof].items() for p in plan]
+
+
 CHAPTERS = {c.name: c for c in [
+    # every claim the chapters decide, read from their verdict records (runs after every chapter's page)
+    Chapter("scorecard", "Scorecard: what reproduced", "Scorecard", "notebooks/scorecard.ipynb",
+            "book/scorecard.ipynb", seeded=False, last=True),
     Chapter("00_missing_modalities", "Missing modalities: the problem, the patterns, the baselines",
             "Foundations", "notebooks/00_missing_modalities.ipynb", "book/chapters/00_missing_modalities.ipynb",
             grid={"quick": {"missing_rate": [0.5, 0.9]},
@@ -173,6 +201,10 @@ CHAPTERS = {c.name: c for c in [
                            {"dataset": ["avdigits", "gaussian"]},
                            {"dataset": ["avdigits"], "isolation": ["audio", "image"]}]},
             page_params={"missing_rate": 0.0}),
+    # every method of the book under every paper's protocol, on the same masks and seeds, against the oracle
+    Chapter("06_head_to_head", "Head to head: five methods, five protocols, one oracle", "Head to head",
+            "notebooks/06_head_to_head.ipynb", "book/chapters/06_head_to_head.ipynb",
+            grid={p: h2h_grid(p) for p in H2H_PLAN}),
     Chapter("avdigits_datasheet", "avdigits", "Data", "notebooks/avdigits_datasheet.ipynb",
             "book/datasheets/avdigits.ipynb", seeded=False),
     Chapter("affect_datasheet", "affect", "Data", "notebooks/affect_datasheet.ipynb",
@@ -190,7 +222,7 @@ CHAPTERS = {c.name: c for c in [
 # Pages written by hand (Markdown), in the part they belong to, after that part's chapters.
 PAGES = [("Data", "book/real_data"), ("Back matter", "book/teachers"), ("Back matter", "book/glossary"),
          ("Back matter", "book/references")]
-PARTS = ["Foundations", "The papers", "Data", "Back matter"]
+PARTS = ["Scorecard", "Foundations", "The papers", "Head to head", "Data", "Back matter"]
 ROOT_PAGE = "book/intro"
 
 

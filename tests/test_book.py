@@ -181,6 +181,23 @@ def test_mla_chapter_records(built):
     assert all(x.verdict in report.VERDICTS for x in v)
 
 
+def test_head_to_head_chapter_records(built):
+    """The head-to-head chapter: every method of the roster that applies ran under each protocol of
+    the quick plan on the same masks, the others are n/a, and its verdicts are written."""
+    site, _ = built
+    from mmlib import headtohead as H, report
+    from mmlib.chapters import H2H_PLAN
+    df = results.load_records(site / "book/records", "[!.]*.json")
+    g = df[(df["dataset"] == "gaussian") & (df["test"] == "masked")]
+    assert {"zp_concat", "late_fusion", "mmin_lite", "m3s", "redcore", "mla"} <= set(g["method"])
+    v = report.read_verdicts(site / "book/verdicts/06_head_to_head.json")
+    settings = {H.column_name(ds, p, lv) for ds, ps in H2H_PLAN["quick"].items() for p, lvs in ps.items() for lv in lvs}
+    assert {x.setting for x in v} == settings and all(x.verdict in report.VERDICTS for x in v)
+    import nbformat
+    page = str(nbformat.read(site / "book/chapters/06_head_to_head.ipynb", 4).cells)
+    assert "n/a [" in page and "Bayes oracle" in page and "Average rank" in page
+
+
 def test_sweep_skips_finished_runs(built):
     site, _ = built
     infos = sweep.run_chapter("00_missing_modalities", "quick", device="cpu", book_dir=site / "book",
@@ -204,7 +221,8 @@ def test_book_builds_offline_with_warnings_as_errors(html):
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     html = site / "_build" / "html"
     for page in ["book/intro.html", "book/chapters/00_missing_modalities.html", "book/chapters/02_mle.html",
-                 "book/chapters/05_mla.html", "book/appendix/runs.html", "book/appendix/explorer.html",
+                 "book/chapters/05_mla.html", "book/chapters/06_head_to_head.html", "book/scorecard.html",
+                 "book/appendix/runs.html", "book/appendix/explorer.html",
                  "book/datasheets/avdigits.html", "book/references.html"]:
         assert (html / page).is_file(), page
     assert 'href="../glossary.html#term-presence-matrix"' in (html / "book/chapters/00_missing_modalities.html").read_text()
@@ -213,6 +231,27 @@ def test_book_builds_offline_with_warnings_as_errors(html):
     chapter = (html / "book/chapters/00_missing_modalities.html").read_text()
     assert "cdn.jsdelivr" not in chapter and "_mathjax/tex-chtml.js" in chapter
     assert "Lower-Bound" in chapter and "injected-parameters" not in chapter
+
+
+def test_scorecard_shows_every_claim_of_every_chapter(html):
+    """The scorecard is built from the chapters' verdict records: each claim appears, and each
+    row's link points at a section that exists in the built chapter."""
+    import html as _html
+    import re
+    from mmlib import report, scorecard
+    site, built_html = html
+    assert built_html.returncode == 0
+    page = (site / "_build/html/book/scorecard.html").read_text()
+    files = sorted((site / "book/verdicts").glob("*.json"))
+    assert {f.stem for f in files} >= {"01_smil", "02_mle", "03_redcore", "04_m3s", "05_mla", "06_head_to_head"}
+    for f in files:
+        for v in report.read_verdicts(f):
+            assert _html.escape(v.claim, quote=False) in page or _html.escape(v.claim) in page, (f.stem, v.claim)
+    card = scorecard.frame(site / "book/verdicts")
+    for link in card["link"].unique():
+        target, anchor = link.split("#")
+        built = (site / "_build/html/book" / target).read_text()
+        assert re.search(f'id="{anchor}"', built), link
 
 
 def test_student_edition_hides_every_solution(html):

@@ -1,0 +1,450 @@
+"""The five methods head to head: one harness, the missing protocols of all five papers, the Bayes oracle.
+
+No paper runs SMIL, MLE, M3S, RedCore and MLA on the same data, masks and seeds. Here every
+method of :data:`ROSTER` (the papers' methods as the papers describe them, and the shared
+baselines) goes through :func:`mmlib.experiment.run_grid` under each paper's missing protocol
+(:data:`PROTOCOLS`, at a level ``r``):
+
+* ``smil``: the *last* modality missing in a fraction ``r`` of the training samples, i.e. kept in
+  eta = 1 - r of them (SMIL keeps the audio in eta); tested with every modality present;
+* ``mle``: the *first* modality missing in a fraction ``r`` of the training samples (MLE hides
+  the image); tested with every modality present;
+* ``m3s``: a span of ``[r - 0.1, r + 0.1]`` of every modality zeroed in every training,
+  validation and test sample (M3S's corruption inside the modalities);
+* ``redcore``: independent per-modality rates ``r * w`` with the imbalanced weights ``w`` of
+  :data:`REDCORE_WEIGHTS` (at ``r = 0.8`` on three modalities: RedCore's (0.8, 0.2, 0.5));
+  tested on every test pattern pooled, as RedCore scores;
+* ``mla``: the CPM-Nets random drop at overall rate ``r`` on the training, validation and
+  test splits (MLA's Table 2).
+
+Every run selects its model on a validation split masked like its training split; at one seed
+every method sees the same masks, so methods are compared by paired differences over seeds
+(:mod:`mmlib.report`). A method that cannot take a protocol gets "n/a" and the reason
+(:func:`not_applicable`), never a number. On ``gaussian`` the exact Bayes oracle
+(:func:`mmlib.data.gaussian.oracle_accuracy`) is the ceiling: :func:`oracle_rows` adds it per
+seed and test pattern, and :func:`gaps` measures every method against it.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import torch
+
+from . import masks, report
+from .experiment import masked_test_presence, run_grid
+
+# ----------------------------------------------------------------------------- protocols
+REDCORE_WEIGHTS = {2: (1.0, 0.25), 3: (1.0, 0.25, 0.625)}
+SPAN_HALF_WIDTH = 0.1
+
+
+@dataclass(frozen=True)
+class Protocol:
+    name: str
+    paper: str
+    what: str
+
+
+PROTOCOLS = {p.name: p for p in [
+    Protocol("smil", "SMIL", "the last modality kept in a fraction 1 - r of training samples"),
+    Protocol("mle", "MLE", "the first modality missing in a fraction r of training samples"),
+    Protocol("m3s", "M3S", "a span of r ± 0.1 of every modality zeroed (train, validation, test)"),
+    Protocol("redcore", "RedCore", "independent imbalanced per-modality rates r·w"),
+    Protocol("mla", "MLA", "CPM random drop at rate r on train, validation and test"),
+]}
+
+
+@dataclass
+class Setting:
+    """One protocol at one level on one dataset: the training spec, the corruption (spans),
+    how the test split is scored and which test column is the headline."""
+    protocol: str
+    level: float
+    missing: dict
+    corruption: dict | None
+    test: str                 # run_grid's test: "patterns" or "masked"
+    headline: str             # the test column of the main table
+    label: str                # e.g. "mla 0.5"
+
+
+def setting(protocol: str, level: float, names: list[str]) -> Setting:
+    """The protocol's spec for a dataset with modalities ``names`` at level ``r``."""
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"unknown protocol {protocol!r}; use one of {sorted(PROTOCOLS)}")
+    if not 0.0 <= level < 1.0:
+        raise ValueError(f"the level of protocol {protocol!r} must be in [0, 1), got {level}")
+    r = round(float(level), 6)
+    full = "+".join(names)
+    label = f"{protocol} {r:g}"
+    if protocol == "smil":                     # kept in eta = 1 - r: missing in exactly int(n * r) (ch. 01's spec)
+        return Setting(protocol, r, {"kind": "independent", "rates": {names[-1]: r}}, None, "patterns", full, label)
+    if protocol == "mle":
+        return Setting(protocol, r, {"kind": "independent", "rates": {names[0]: r}}, None, "patterns", full, label)
+    if protocol == "m3s":
+        lo, hi = max(0.0, round(r - SPAN_HALF_WIDTH, 6)), min(1.0, round(r + SPAN_HALF_WIDTH, 6))
+        tag = f"{round(100 * lo)}-{round(100 * hi)}%"
+        return Setting(protocol, r, {"kind": "full"}, {"band": [lo, hi], "axis": "time", "test": {tag: [lo, hi]}},
+                       "patterns", f"{full}@{tag}", label)
+    if protocol == "redcore":
+        if len(names) not in REDCORE_WEIGHTS:
+            raise ValueError(f"the redcore protocol has weights for 2 or 3 modalities, not {len(names)}")
+        rates = {m: round(r * w, 6) for m, w in zip(names, REDCORE_WEIGHTS[len(names)])}
+        return Setting(protocol, r, {"kind": "independent", "rates": rates}, None, "patterns", "pooled", label)
+    return Setting(protocol, r, {"kind": "cpm", "rate": r}, None, "masked", "masked", label)
+
+
+# ----------------------------------------------------------------------------- the roster
+@dataclass(frozen=True)
+class Entry:
+    """A row of the head-to-head tables: its display label, registry key, options and kind
+    ("paper": one of the five papers' methods; "baseline"; "bound")."""
+    label: str
+    key: str
+    kind: str
+    kwargs: dict = field(default_factory=dict)
+
+
+ROSTER = [
+    Entry("Lower-Bound", "lower_bound", "bound"),
+    Entry("Upper-Bound", "upper_bound", "bound"),
+    Entry("Zero padding", "zp_concat", "baseline"),
+    Entry("Late fusion", "late_fusion", "baseline"),
+    Entry("AE imputation", "ae_impute", "baseline"),
+    Entry("GAN imputation", "gan_impute", "baseline"),
+    Entry("MVAE", "mvae", "baseline"),
+    Entry("MMIN", "mmin_lite", "baseline"),
+    Entry("SMIL", "smil", "paper"),
+    Entry("MLE", "mle", "paper"),
+    Entry("M3S", "m3s", "paper"),
+    Entry("RedCore", "redcore", "paper"),
+    Entry("MLA", "mla", "paper"),
+]
+ORACLE = "Bayes oracle"
+SIMPLE = ("Lower-Bound", "Zero padding", "Late fusion")       # the simple baselines the findings test against
+# the span band M3S draws on protocols without a fixed corruption (on m3s it draws the corruption's band)
+M3S_AUG_BAND = [0.2, 0.4]
+# fits of many seconds each on a CPU (GAN: ~8 s, MVAE: ~24 s on avdigits): in the full profile only
+FULL_ONLY = ("gan_impute", "mvae")
+TWO_MODALITY = ("smil", "mle")
+NEEDS_ALWAYS_PRESENT = ("lower_bound", "ae_impute", "gan_impute", "smil", "mle")
+BACKBONE = ("lower_bound", "upper_bound", "zp_concat", "late_fusion", "ae_impute", "gan_impute", "mvae", "smil",
+            "mle", "mla", "mmin_lite", "redcore")
+
+
+def roster(profile: str) -> list[Entry]:
+    return [e for e in ROSTER if profile == "full" or e.key not in FULL_ONLY]
+
+
+def label_of(key: str) -> str:
+    return {e.key: e.label for e in ROSTER}.get(key, key)
+
+
+def not_applicable(entry: Entry, names: list[str], st: Setting, presence: torch.Tensor) -> str:
+    """Why ``entry`` cannot take the setting (its training presence matrix ``presence``), or ""."""
+    always = [m for j, m in enumerate(names) if bool(presence[:, j].all())]
+    if st.protocol == "m3s":
+        if entry.kind == "bound":
+            return "no modality is missing: both bounds are zero padding on the corrupted data"
+        if entry.key in ("ae_impute", "gan_impute", "smil", "mle", "mvae"):
+            return "every modality is present (spans are hidden inside them): nothing to impute or marginalise"
+    if entry.key in TWO_MODALITY and len(names) != 2:
+        return f"a two-modality method (one always present, one missing); the data has {len(names)}"
+    if entry.key in NEEDS_ALWAYS_PRESENT and not always:
+        return "needs a modality present in every training sample; this protocol leaves none"
+    if entry.key in ("ae_impute", "gan_impute", "smil", "mle") and len(always) == len(names):
+        return "no modality is missing in training"
+    return ""
+
+
+def entry_kwargs(entry: Entry, names: list[str], st: Setting, presence: torch.Tensor, backbone: str) -> dict:
+    """The options a roster entry runs with in a setting: the profile's encoders, the two roles of
+    SMIL and MLE (x1 the always-present modality), M3S's span band where there is no corruption."""
+    kw = dict(entry.kwargs)
+    if entry.key in BACKBONE:
+        kw["backbone"] = backbone
+    if entry.key in TWO_MODALITY:
+        always = [m for j, m in enumerate(names) if bool(presence[:, j].all())]
+        kw.update(x1=always[0], x2=[m for m in names if m != always[0]][0])
+    if entry.key in ("ae_impute", "gan_impute"):
+        kw["cond"] = [m for j, m in enumerate(names) if bool(presence[:, j].all())]
+    if entry.key == "m3s":                             # M3S on zero padding with the same encoders
+        kw["base_kwargs"] = {"backbone": backbone}
+        if st.corruption is None:
+            kw["aug_band"] = list(M3S_AUG_BAND)
+    return kw
+
+
+# ----------------------------------------------------------------------------- running
+def run_setting(data, dataset: str, st: Setting, seeds: list[int], cfg, device, store, profile: str,
+                log=None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Every applicable roster entry under one setting at every seed. Returns ``(frame, na)``:
+    the run_grid rows (plus ``dataset``, ``protocol``, ``level``, ``row``: the entry's label,
+    ``kind``) and the entries that do not apply, with the reason."""
+    names = data.modality_names
+    presence = masks.from_spec(st.missing, len(data.splits["train"]), names, seeds[0])
+    backbone = "cnn" if profile == "full" else "mlp"
+    frames, na = [], []
+    for entry in roster(profile):
+        why = not_applicable(entry, names, st, presence)
+        if why:
+            na.append({"dataset": dataset, "protocol": st.protocol, "level": st.level, "row": entry.label,
+                       "reason": why})
+            continue
+        kw = entry_kwargs(entry, names, st, presence, backbone)
+        f, _ = run_grid(data, [(entry.key, kw)], {st.label: st.missing}, seeds, cfg, device, store=store,
+                        profile=profile, validation="masked", test=st.test, pooled=st.protocol == "redcore",
+                        corruption=st.corruption, log=log)
+        frames.append(f.assign(row=entry.label, kind=entry.kind))
+    frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    return frame.assign(dataset=dataset, protocol=st.protocol, level=st.level), pd.DataFrame(na)
+
+
+def oracle_rows(data, dataset: str, st: Setting, seeds: list[int]) -> pd.DataFrame:
+    """The Bayes oracle on ``gaussian`` (no fit: the exact posterior), per seed and test column
+    of the setting: each test pattern on the complete test split, the masked test split (the
+    seed's own mask, as every method sees it), and the pooled patterns. None on span settings
+    (the oracle of a partly hidden modality is not computed here)."""
+    from .data.gaussian import oracle_accuracy
+    if st.corruption is not None or "oracle" not in data.info:
+        return pd.DataFrame()
+    names, n = data.modality_names, len(data.splits["test"])
+    per_pattern = {"+".join(p): oracle_accuracy(data, "test", masks.pattern(n, names, p))
+                   for p in masks.test_patterns(names)}
+    rows = []
+    for s in seeds:
+        tests = dict(per_pattern)
+        tests["pooled"] = float(np.mean(list(per_pattern.values())))      # equal-sized copies of the split
+        if st.test == "masked":
+            tests["masked"] = oracle_accuracy(data, "test", masked_test_presence(data, st.missing, s))
+        rows += [{"method": "oracle", "row": ORACLE, "kind": "oracle", "setting": st.label, "seed": s, "test": t,
+                  "accuracy": a, "dataset": dataset, "protocol": st.protocol, "level": st.level}
+                 for t, a in tests.items()]
+    return pd.DataFrame(rows)
+
+
+# ----------------------------------------------------------------------------- tables
+def column_name(dataset: str, protocol: str, level: float) -> str:
+    return f"{dataset} · {protocol} {level:g}"
+
+
+def headline(frame: pd.DataFrame, settings: dict) -> pd.DataFrame:
+    """One row per (row, dataset, protocol, level, seed): the headline test column's accuracy.
+    ``settings``: ``{(dataset, protocol, level): Setting}``."""
+    parts = []
+    for (ds, pr, lv), st in settings.items():
+        sub = frame[(frame["dataset"] == ds) & (frame["protocol"] == pr) & (frame["level"] == lv)
+                    & (frame["test"] == st.headline)]
+        parts.append(sub)
+    out = pd.concat(parts, ignore_index=True) if parts else frame.iloc[:0]
+    return out.drop_duplicates(["row", "dataset", "protocol", "level", "seed"])
+
+
+def per_seed(h: pd.DataFrame, col: tuple) -> dict[str, pd.Series]:
+    ds, pr, lv = col
+    sub = h[(h["dataset"] == ds) & (h["protocol"] == pr) & (h["level"] == lv)]
+    return {r: g.set_index("seed")["accuracy"] * 100 for r, g in sub.groupby("row")}
+
+
+def best_separated(vals: dict[str, pd.Series], exclude=(ORACLE, "Upper-Bound")) -> tuple[str | None, report.Paired | None]:
+    """The row with the highest mean among ``vals`` (the oracle and the upper bound, which see
+    more than the protocol allows, left out) and its paired difference to the runner-up; the
+    best is "separated" when that interval excludes 0."""
+    cand = {r: v for r, v in vals.items() if r not in exclude and len(v)}
+    if len(cand) < 2:
+        return (next(iter(cand)) if cand else None), None
+    order = sorted(cand, key=lambda r: -cand[r].mean())
+    return order[0], report.paired(cand[order[0]], cand[order[1]])
+
+
+def main_table(h: pd.DataFrame, na: pd.DataFrame, order: list[str], columns: list[tuple]) -> tuple[pd.DataFrame, dict]:
+    """Rows x settings, each cell mean ± 95 % CI (accuracy %); the best (oracle and upper bound
+    aside) in bold only where the paired test separates it from the runner-up; "n/a" with a
+    footnote number where the method cannot take the protocol. Returns ``(table, footnotes)``."""
+    notes: dict[str, int] = {}
+    cells = {}
+    for col in columns:
+        vals = per_seed(h, col)
+        best, pr = best_separated(vals)
+        name = column_name(*col)
+        cells[name] = {}
+        for r in order:
+            if r in vals:
+                s = report.fmt_mean_ci(list(vals[r] / 100), show_n=False)
+                cells[name][r] = f"**{s}**" if (r == best and pr is not None and pr.excludes_zero) else s
+            else:
+                why = na[(na["dataset"] == col[0]) & (na["protocol"] == col[1]) & (na["level"] == col[2])
+                         & (na["row"] == r)]["reason"] if len(na) else pd.Series(dtype=str)
+                if len(why):
+                    k = notes.setdefault(why.iloc[0], len(notes) + 1)
+                    cells[name][r] = f"n/a [{k}]"
+                else:
+                    cells[name][r] = "–"
+    return pd.DataFrame(cells).reindex(order), {v: k for k, v in notes.items()}
+
+
+def ranks(h: pd.DataFrame, exclude=(ORACLE, "Upper-Bound")) -> tuple[pd.DataFrame, pd.Series]:
+    """Average rank per dataset and protocol (1 = best): within each level and seed the rows that
+    ran are ranked by accuracy (ties share the mean rank), then averaged over the protocol's
+    levels and seeds on that dataset, so every rank in a column is over the same competitors.
+    Returns the table (rows x "dataset · protocol") and the number of competitors per column."""
+    sub = h[~h["row"].isin(exclude)].copy()
+    keys = ["dataset", "protocol", "level", "seed"]
+    sub["rank"] = sub.groupby(keys)["accuracy"].rank(ascending=False, method="average")
+    sub["col"] = [f"{d} · {p}" for d, p in zip(sub["dataset"], sub["protocol"])]
+    out = sub.groupby(["row", "col"])["rank"].mean().unstack("col")
+    cols = list(dict.fromkeys(sub["col"]))                  # the order the settings were run in
+    k = sub.groupby(["col", "level", "seed"]).size().groupby("col").mean()
+    return out[cols], k[cols]
+
+
+def gaps(frame: pd.DataFrame, oracle: pd.DataFrame) -> pd.DataFrame:
+    """Gap to the Bayes oracle, in points, per (row, dataset, protocol, level, test) from paired
+    seeds (the oracle minus the method on the same test split): mean, 95 % CI and n."""
+    if oracle.empty:
+        return pd.DataFrame()
+    keys = ["dataset", "protocol", "level", "test", "seed"]
+    o = oracle.set_index(keys)["accuracy"]
+    f = frame[frame["dataset"].isin(oracle["dataset"].unique())].drop_duplicates(["row"] + keys)
+    f = f[f.set_index(keys).index.isin(o.index)]
+    rows = []
+    for (r, ds, pr, lv, t), g in f.groupby(["row", "dataset", "protocol", "level", "test"]):
+        d = 100 * (o.loc[[(ds, pr, lv, t, s) for s in g["seed"]]].to_numpy() - g["accuracy"].to_numpy())
+        mean, (lo, hi), _ = report.t_interval(d)
+        rows.append({"row": r, "dataset": ds, "protocol": pr, "level": lv, "test": t, "gap": mean,
+                     "ci_low": lo, "ci_high": hi, "n": len(d)})
+    return pd.DataFrame(rows)
+
+
+def findings(h: pd.DataFrame, columns: list[tuple], papers=("SMIL", "MLE", "M3S", "RedCore", "MLA")) -> list[report.Verdict]:
+    """Per setting, the book's question "does the best of the papers' methods beat the best simple
+    baseline?": the paper method and the simple baseline (lower bound, zero padding, late fusion)
+    with the highest means, compared by paired differences over seeds."""
+    out = []
+    for col in columns:
+        vals = per_seed(h, col)
+        pm = [r for r in papers if r in vals]
+        sb = [r for r in SIMPLE if r in vals]
+        if not pm or not sb:
+            continue
+        a = max(pm, key=lambda r: vals[r].mean())
+        b = max(sb, key=lambda r: vals[r].mean())
+        v = report.compare_series(vals[a], vals[b], claim=f"(this book) the best paper method ({a}) beats the "
+                                  f"best simple baseline ({b})", setting=column_name(*col), metric="accuracy",
+                                  a_label=a, b_label=b)
+        out.append(v)
+    return out
+
+
+def cost(frame: pd.DataFrame, h: pd.DataFrame) -> pd.DataFrame:
+    """Per dataset and row: median fit seconds, trained parameters, and the mean headline accuracy
+    over the dataset's settings (each over seeds)."""
+    f = frame[frame["kind"] != "oracle"].drop_duplicates(["row", "dataset", "protocol", "level", "seed"])
+    t = f.groupby(["dataset", "row"]).agg(fit_s=("fit_seconds", "median"), parameters=("parameters", "median"),
+                                          runs=("seed", "size"))
+    acc = h[h["kind"] != "oracle"].groupby(["dataset", "row"])["accuracy"].mean() * 100
+    return t.assign(accuracy=acc).reset_index()
+
+
+def finite(x) -> bool:
+    return x is not None and not (isinstance(x, float) and math.isnan(x))
+
+
+# ----------------------------------------------------------------------------- the chapter's plan and prose
+AVDIGITS_TRAIN = 1000         # avdigits' training samples here, as in the SMIL and MLE chapters (their papers' scale)
+
+
+def load_data(name: str, data_root=None, data_options: dict | None = None):
+    """A dataset of the plan: ``gaussian:<preset>``; ``affect`` (its 4-class emotion task, as
+    IEMOCAP); ``avdigits`` with a stratified subset of :data:`AVDIGITS_TRAIN` training samples (the
+    SMIL and MLE chapters' data, so their records serve here too); or a real dataset's reader with
+    ``data_root``."""
+    from .data import load_dataset
+    if data_root is not None:
+        return load_dataset(name, data_root, **(data_options or {}))
+    if name.startswith("gaussian"):
+        return load_dataset("gaussian", preset=name.split(":", 1)[1] if ":" in name else "balanced")
+    if name == "affect":
+        return load_dataset("affect", task="emotion")
+    if name == "avdigits":
+        return load_dataset("avdigits").with_train_subset(AVDIGITS_TRAIN)
+    return load_dataset(name, **(data_options or {}))
+
+
+DEFAULT_LEVELS = {"smil": 0.9, "mle": 0.9, "m3s": 0.5, "redcore": 0.8, "mla": 0.5}
+
+
+def plan(profile: str, dataset: str | None = None, protocol: str | None = None,
+         data_root=None) -> dict[str, dict[str, list[float]]]:
+    """The settings a run covers: the profile's plan (:data:`mmlib.chapters.H2H_PLAN`), narrowed
+    to one dataset and/or protocol. A dataset or protocol the plan does not list (a real dataset
+    read from ``data_root``, another gaussian preset) runs at :data:`DEFAULT_LEVELS`."""
+    from .chapters import H2H_PLAN
+    if profile not in H2H_PLAN:
+        raise ValueError(f"unknown profile {profile!r}; use one of {sorted(H2H_PLAN)}")
+    if protocol is not None and protocol not in PROTOCOLS:
+        raise ValueError(f"unknown protocol {protocol!r}; use one of {sorted(PROTOCOLS)} (or None for all)")
+    if data_root is not None and dataset is None:
+        raise ValueError("with data_root, name the dataset's reader in `dataset` (e.g. 'iemocap')")
+    full = H2H_PLAN[profile]
+    if dataset is None:
+        chosen = full
+    elif dataset in full and data_root is None:
+        chosen = {dataset: full[dataset]}
+    else:
+        chosen = {dataset: {p: [lv] for p, lv in DEFAULT_LEVELS.items()}}
+    out = {}
+    for ds, prots in chosen.items():
+        keep = {p: list(lv) for p, lv in prots.items() if protocol is None or p == protocol}
+        if protocol is not None and not keep:
+            keep = {protocol: [DEFAULT_LEVELS[protocol]]}
+        if keep:
+            out[ds] = keep
+    return out
+
+
+def protocol_table(the_plan: dict) -> pd.DataFrame:
+    """The protocols as a reader meets them: whose they are, what they hide, the levels per dataset."""
+    rows = []
+    for p in PROTOCOLS.values():
+        levels = {ds: ", ".join(f"{lv:g}" for lv in prots[p.name]) for ds, prots in the_plan.items() if p.name in prots}
+        rows.append({"protocol": p.name, "paper": p.paper, "what goes missing": p.what,
+                     **{ds: levels.get(ds, "–") for ds in the_plan}})
+    return pd.DataFrame(rows).set_index("protocol")
+
+
+def learned(h: pd.DataFrame, verdicts: list, gap: pd.DataFrame, rank: pd.DataFrame, settings: dict) -> str:
+    """"What we learned", written from the numbers: the findings' tally, who ranks first under
+    each protocol and where each paper's method ranks under its own, how far the best method
+    stays from the oracle."""
+    lines = []
+    if verdicts:
+        by = {k: [v for v in verdicts if v.verdict == k] for k in report.VERDICTS}
+        win = "; ".join(f"{v.setting}: {v.a} over {v.b}, {v.text()}" for v in by["reproduced"]) or "none"
+        lose = "; ".join(f"{v.setting}: {v.b} over {v.a}, {v.text()}" for v in by["contradicted"]) or "none"
+        lines.append(f"- **The papers' ideas against the simple baselines.** In {len(by['reproduced'])} of "
+                     f"{len(verdicts)} settings the best paper method beats the best simple baseline ({win}). "
+                     f"A simple baseline is ahead in {len(by['contradicted'])} ({lose}); the other "
+                     f"{len(by['inconclusive']) + len(by['not testable'])} cannot be told apart at these seeds.")
+    if len(rank):
+        parts = []
+        for col in rank.columns:
+            r = rank[col].dropna()
+            home = PROTOCOLS[col.split(" · ")[1]].paper
+            own = f"; {home} {r[home]:.1f}" if home in r else ""
+            parts.append(f"{col}: {r.idxmin()} {r.min():.1f}{own}")
+        lines.append("- **Who ranks first** (average rank over levels and seeds, 1 = best; then the protocol's own "
+                     "paper's method): " + "; ".join(parts) + ".")
+    if len(gap):
+        head = []
+        for (ds, pr, lv), sub in gap.groupby(["dataset", "protocol", "level"]):
+            s = sub[(sub["test"] == settings[(ds, pr, lv)].headline) & (sub["row"] != "Upper-Bound")]
+            if len(s):
+                b = s.loc[s["gap"].idxmin()]
+                head.append(f"{ds} {pr} {lv:g}: {b['row']} {b['gap']:.1f} [{b['ci_low']:.1f}, {b['ci_high']:.1f}]")
+        if head:
+            lines.append("- **Room left under the oracle** (the closest method's gap on the headline test, points, "
+                         "95 % CI): " + "; ".join(head) + ".")
+    return "\n".join(lines) if lines else "No runs to summarise."

@@ -1,0 +1,135 @@
+"""The book's scorecard: every claim the chapters decide, in one table, read from their verdict records.
+
+Each chapter writes its verdicts with :func:`mmlib.report.write_verdicts` to
+``book/verdicts/<chapter>.json``; this module reads them back, so the scorecard page changes
+whenever a chapter's verdict does (nothing is retyped). A claim is the **paper's** when the
+paper makes it (the chapters number them after the paper's tables and figures) and the
+**code's** when it sets the authors' released code (or one of its differences) against the
+paper's reading, and the **book's** when the book asks it of the method (its claim text says
+"this book": a control, a reading of an ambiguous equation, a ceiling).
+"""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pandas as pd
+
+from .report import VERDICTS, Verdict
+
+# chapter -> (paper, the heading of the chapter's verdict section)
+PAPERS = {
+    "00_missing_modalities": ("Baselines (SMIL's Table 1 setting)", "What the runs say"),
+    "01_smil": ("SMIL", "What reproduced and what did not"),
+    "02_mle": ("MLE", "What reproduced and what did not"),
+    "03_redcore": ("RedCore", "What reproduced and what did not"),
+    "04_m3s": ("M3S", "What reproduced and what did not"),
+    "05_mla": ("MLA", "What reproduced and what did not"),
+    "06_head_to_head": ("Head to head (this book)", "Findings"),
+}
+
+
+def slug(heading: str) -> str:
+    """The HTML id Sphinx gives a section heading: lower case, runs of other characters -> "-"."""
+    return re.sub(r"[^a-z0-9]+", "-", heading.lower()).strip("-")
+
+
+KINDS = {"paper": "the paper's claims", "code": "the authors' code against the paper",
+         "book": "the book's own questions"}
+_CODE_WORDS = ("book's reading", "released code", "authors' code", "_code")
+
+
+def kind(claim: str) -> str:
+    """"book" (a question the book asks: the claim says "this book"), "code" (the authors' code,
+    or one of its differences, against the paper's reading) or "paper" (the paper's claim)."""
+    c = claim.lower()
+    if "this book" in c:
+        return "book"
+    return "code" if any(w in c for w in _CODE_WORDS) else "paper"
+
+
+def read_all(verdict_dir: str | Path, chapters: list[str] | None = None) -> dict[str, dict]:
+    """``{chapter: {"context": ..., "verdicts": [Verdict, ...]}}`` for every verdict file (or
+    the ``chapters`` named), in chapter order. A file that cannot be read raises, naming it."""
+    out = {}
+    for p in sorted(Path(verdict_dir).glob("*.json")):
+        if chapters is not None and p.stem not in chapters:
+            continue
+        try:
+            d = json.loads(p.read_text())
+            out[p.stem] = {"context": d.get("context", {}), "verdicts": [Verdict(**v) for v in d["verdicts"]]}
+        except (OSError, json.JSONDecodeError, KeyError, TypeError) as e:
+            raise ValueError(f"verdict file {p} cannot be read ({type(e).__name__}: {e}); "
+                             "re-run its chapter's page (mmbook sweep <chapter>)") from e
+    return out
+
+
+def frame(verdict_dir: str | Path, page: str = "book/scorecard.ipynb", chapters: list[str] | None = None) -> pd.DataFrame:
+    """One row per verdict: paper, chapter, kind, claim, setting, effect, CI, n, p, verdict,
+    reason, and ``link`` (the chapter's verdict section, relative to ``page``)."""
+    from .chapters import CHAPTERS
+    rows = []
+    here = Path(page).parent
+    for ch, d in read_all(verdict_dir, chapters).items():
+        paper, heading = PAPERS.get(ch, (ch, "What reproduced and what did not"))
+        target = Path(CHAPTERS[ch].page).with_suffix(".html") if ch in CHAPTERS else Path(f"{ch}.html")
+        link = f"{_relative(target, here)}#{slug(heading)}"
+        for v in d["verdicts"]:
+            rows.append({"paper": paper, "chapter": ch, "kind": kind(v.claim), "claim": v.claim,
+                         "setting": v.setting, "metric": v.metric, "effect": v.effect, "ci_low": v.ci_low,
+                         "ci_high": v.ci_high, "n": v.n, "p": v.p, "signs": v.signs, "verdict": v.verdict,
+                         "reason": v.reason, "text": v.text(), "link": link,
+                         "profile": d["context"].get("profile")})
+    return pd.DataFrame(rows)
+
+
+def _relative(target: Path, start: Path) -> str:
+    import os
+    return Path(os.path.relpath(target, start)).as_posix()
+
+
+def summary(df: pd.DataFrame, kinds=("paper",)) -> pd.DataFrame:
+    """Per paper: how many claims (of ``kinds``) each verdict got, and the total."""
+    sub = df[df["kind"].isin(kinds)]
+    counts = sub.groupby(["paper", "verdict"], sort=False).size().unstack("verdict").reindex(columns=list(VERDICTS))
+    counts = counts.fillna(0).astype(int)
+    counts["claims"] = counts.sum(axis=1)
+    order = [p for p, _ in PAPERS.values() if p in counts.index]
+    return counts.reindex(order)
+
+
+def html_table(df: pd.DataFrame, digits: int = 1) -> str:
+    """The claims as an HTML table a reader can follow: claim, setting, effect [95 % CI], n,
+    the verdict (coloured) and a link to the chapter section that decides it."""
+    import html
+    colour = {"reproduced": "#1a7f37", "contradicted": "#cf222e", "inconclusive": "#6e7781", "not testable": "#9a6700"}
+    head = ("<table class='scorecard'><thead><tr><th>claim</th><th>kind</th><th>setting</th><th>effect [95% CI], n</th>"
+            "<th>verdict</th><th></th></tr></thead><tbody>")
+    body = []
+    for _, r in df.iterrows():
+        effect = html.escape(r["text"] + (f" ({r['signs']} settings)" if r["signs"] else ""))
+        verdict = r["verdict"] + (f" ({r['reason']})" if r["reason"] else "")
+        body.append(f"<tr><td>{html.escape(r['claim'])}</td><td>{r['kind']}</td><td>{html.escape(str(r['setting']))}</td>"
+                    f"<td style='white-space:nowrap'>{effect}</td>"
+                    f"<td style='color:{colour.get(r['verdict'], '#000')};font-weight:600'>{html.escape(verdict)}</td>"
+                    f"<td><a href='{html.escape(r['link'])}'>section</a></td></tr>")
+    return head + "".join(body) + "</tbody></table>"
+
+
+def tally(df: pd.DataFrame) -> str:
+    """One sentence per kind: "Of the paper's N claims, a reproduced, b contradicted, ...", with
+    the reproduced and contradicted claims named."""
+    out = []
+    for k, who in KINDS.items():
+        sub = df[df["kind"] == k]
+        if not len(sub):
+            continue
+        c = sub["verdict"].value_counts()
+        counts = ", ".join(f"{int(c[v])} {v}" for v in VERDICTS if v in c)
+        out.append(f"- Of {who} ({len(sub)} tests): {counts}.")
+        for v in ("reproduced", "contradicted"):
+            names = list(dict.fromkeys(sub[sub["verdict"] == v]["claim"]))
+            if names and k == "paper":
+                out.append(f"  - {v.capitalize()}: " + "; ".join(names[:8]) + (" …" if len(names) > 8 else "") + ".")
+    return "\n".join(out)
