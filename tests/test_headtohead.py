@@ -113,9 +113,15 @@ def test_oracle_rows_cover_patterns_masked_and_pooled():
 def test_findings_compare_the_best_paper_method_with_the_best_simple_baseline():
     f = _frame({"MLA": [0.80, 0.82, 0.81, 0.83, 0.80], "RedCore": [0.6] * 5,
                 "Late fusion": [0.70, 0.71, 0.72, 0.70, 0.69], "Zero padding": [0.5] * 5})
-    (v,) = H.findings(f, [("d", "mla", 0.5)])
+    v, home = H.findings(f, [("d", "mla", 0.5)])
     assert v.a == "MLA" and v.b == "Late fusion" and v.verdict == "reproduced" and v.n == 5
     assert v.effect == pytest.approx(100 * (0.812 - 0.704))
+    # MLA's own protocol: MLA against the best of the others (late fusion here)
+    assert "under its own protocol" in home.claim and (home.a, home.b) == ("MLA", "Late fusion")
+    rc = _frame({"MLA": [0.8] * 5, "RedCore": [0.6, 0.61, 0.6, 0.62, 0.6], "Late fusion": [0.7] * 5},
+                col=("d", "redcore", 0.8))
+    _, home = H.findings(rc, [("d", "redcore", 0.8)])
+    assert (home.a, home.b, home.verdict) == ("RedCore", "MLA", "contradicted")    # RedCore's protocol: RedCore
 
 
 def test_plan_narrows_to_a_dataset_and_protocol():
