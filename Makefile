@@ -67,7 +67,7 @@ benchmark: install
 	$(BIN)/python benchmarks/bench_train.py
 
 clean-results:
-	rm -rf book/records book/runs book/chapters book/datasheets book/appendix book/verdicts _build
+	rm -rf book/records book/runs book/chapters book/datasheets book/appendix book/verdicts book/scorecard.ipynb _build
 
 clean: clean-results
 	rm -rf $(VENV) .cache book/_mathjax_root
