@@ -106,7 +106,7 @@ def html_table(df: pd.DataFrame, digits: int = 1) -> str:
     colour = {"reproduced": "#1a7f37", "contradicted": "#cf222e", "inconclusive": "#6e7781", "not testable": "#9a6700"}
     head = ("<table class='scorecard' style='width:100%;table-layout:fixed;font-size:0.85em'>"
             "<colgroup><col style='width:33%'><col style='width:7%'><col style='width:20%'><col style='width:20%'>"
-            "<col style='width:13%'><col style='width:7%'></colgroup>"
+            "<col style='width:16%'><col style='width:4%'></colgroup>"
             "<thead><tr><th>claim</th><th>kind</th><th>setting</th><th>effect [95% CI], n</th>"
             "<th>verdict</th><th></th></tr></thead><tbody>")
     body = []
@@ -116,7 +116,7 @@ def html_table(df: pd.DataFrame, digits: int = 1) -> str:
         body.append(f"<tr><td>{html.escape(r['claim'])}</td><td>{r['kind']}</td><td>{html.escape(str(r['setting']))}</td>"
                     f"<td>{effect}</td>"
                     f"<td style='color:{colour.get(r['verdict'], '#000')};font-weight:600'>{html.escape(verdict)}</td>"
-                    f"<td><a href='{html.escape(r['link'])}'>section</a></td></tr>")
+                    f"<td><a href='{html.escape(r['link'])}' title='the chapter section that decides it'>§</a></td></tr>")
     return head + "".join(body) + "</tbody></table>"
 
 
