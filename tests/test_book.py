@@ -232,6 +232,11 @@ def test_book_builds_offline_with_warnings_as_errors(html):
     chapter = (html / "book/chapters/00_missing_modalities.html").read_text()
     assert "cdn.jsdelivr" not in chapter and "_mathjax/tex-chtml.js" in chapter
     assert "Lower-Bound" in chapter and "injected-parameters" not in chapter
+    # figures are numbered and the prose refers to each of them by number
+    import re
+    figs = re.findall(r'<figure[^>]*id="([a-z0-9-]+)"', chapter)
+    assert len(figs) == 5 and chapter.count('class="caption-number">Fig.') == 5
+    assert all(f'href="#{f}"' in chapter for f in figs)
 
 
 def test_scorecard_shows_every_claim_of_every_chapter(html):
