@@ -159,6 +159,8 @@ def test_the_plans_datasets_load_as_the_paper_chapters_do():
     g = H.load_data("gaussian:dominant")
     assert g.info["spec"]["informativeness"][0] > g.info["spec"]["informativeness"][1]
     assert H.load_data("affect").task == "multiclass"
+    pair = H.load_data("gaussian:pair")                       # two modalities: SMIL and MLE meet the oracle
+    assert pair.modality_names == ["A", "L"] and "oracle" in pair.info
 
 
 def test_mla_predicts_from_the_data_it_is_given():
