@@ -347,6 +347,28 @@ def findings(h: pd.DataFrame, columns: list[tuple], papers=("SMIL", "MLE", "M3S"
     return out
 
 
+def worse_with_more(frame: pd.DataFrame, names: dict) -> pd.DataFrame:
+    """Where giving a method *every* modality at test time is worse than giving it its best single
+    one: per (row, dataset, protocol, level), the paired difference (all modalities − the single
+    modality with the best mean) over seeds, in points; the rows whose interval lies below 0.
+    ``names``: each dataset's modality names. Span settings are left out (their test columns are
+    corrupted copies)."""
+    out = []
+    f = frame[frame["kind"] != "oracle"].drop_duplicates(["row", "dataset", "protocol", "level", "test", "seed"])
+    for (r, ds, pr, lv), g in f.groupby(["row", "dataset", "protocol", "level"]):
+        full = "+".join(names[ds])
+        by = {t: gg.set_index("seed")["accuracy"] * 100 for t, gg in g.groupby("test")}
+        singles = [m for m in names[ds] if m in by]
+        if full not in by or not singles:
+            continue
+        best = max(singles, key=lambda m: by[m].mean())
+        pr_ = report.paired(by[full], by[best])
+        if pr_.n >= 2 and pr_.ci[1] < 0:
+            out.append({"row": r, "dataset": ds, "protocol": pr, "level": lv, "single": best, "effect": pr_.effect,
+                        "ci_low": pr_.ci[0], "ci_high": pr_.ci[1], "n": pr_.n})
+    return pd.DataFrame(out)
+
+
 def cost(frame: pd.DataFrame, h: pd.DataFrame) -> pd.DataFrame:
     """Per dataset and row: median fit seconds, trained parameters, the mean headline accuracy over
     the dataset's settings the row ran (each over seeds) and how many settings that is."""
@@ -432,10 +454,12 @@ def protocol_table(the_plan: dict) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index("protocol")
 
 
-def learned(h: pd.DataFrame, verdicts: list, gap: pd.DataFrame, rank: pd.DataFrame, settings: dict) -> str:
+def learned(h: pd.DataFrame, verdicts: list, gap: pd.DataFrame, rank: pd.DataFrame, settings: dict,
+            worse: pd.DataFrame | None = None) -> str:
     """"What we learned", written from the numbers: the findings' tally, who ranks first under
-    each protocol and where each paper's method ranks under its own, how far the best method
-    stays from the oracle."""
+    each protocol and where each paper's method ranks under its own, where every modality reads
+    worse than one (``worse``, from :func:`worse_with_more`), how far the best method stays from
+    the oracle."""
     lines = []
     simple = [v for v in verdicts if "best simple baseline" in v.claim]
     home = [v for v in verdicts if "under its own protocol" in v.claim]
@@ -459,6 +483,12 @@ def learned(h: pd.DataFrame, verdicts: list, gap: pd.DataFrame, rank: pd.DataFra
             parts.append(f"{col}: {r.idxmin()} {r.min():.1f}{own}")
         lines.append("- **Who ranks first** (average rank over levels and seeds, 1 = best; then the protocol's own "
                      "paper's method): " + "; ".join(parts) + ".")
+    if worse is not None and len(worse):
+        lines.append("- **More is sometimes less.** Every modality at test time is worse than the best single one "
+                     "(paired, the interval below 0) for: " + "; ".join(
+                         f"{w.row} at {w.dataset} · {w.protocol} {w.level:g} ({w.effect:+.1f} [{w.ci_low:+.1f}, "
+                         f"{w.ci_high:+.1f}] against {w.single} alone)" for w in worse.itertuples())
+                     + ". A fusion trained mostly without a modality can read it worse than nothing.")
     if len(gap):
         head = []
         for (ds, pr, lv), sub in gap.groupby(["dataset", "protocol", "level"]):

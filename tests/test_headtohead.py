@@ -124,6 +124,19 @@ def test_findings_compare_the_best_paper_method_with_the_best_simple_baseline():
     assert (home.a, home.b, home.verdict) == ("RedCore", "MLA", "contradicted")    # RedCore's protocol: RedCore
 
 
+def test_more_modalities_can_read_worse_than_one():
+    rows = []
+    for s, (both, img, aud) in enumerate([(0.40, 0.55, 0.20), (0.35, 0.52, 0.22), (0.38, 0.56, 0.19)]):
+        for t, a in [("image+audio", both), ("image", img), ("audio", aud)]:
+            rows += [{"row": "RedCore", "dataset": "av", "protocol": "smil", "level": 0.9, "seed": s, "test": t,
+                      "accuracy": a, "kind": "paper"},
+                     {"row": "Late fusion", "dataset": "av", "protocol": "smil", "level": 0.9, "seed": s, "test": t,
+                      "accuracy": a + (0.3 if t == "image+audio" else 0.0), "kind": "baseline"}]
+    w = H.worse_with_more(pd.DataFrame(rows), {"av": ["image", "audio"]})
+    assert list(w["row"]) == ["RedCore"] and w["single"].iloc[0] == "image"
+    assert w["effect"].iloc[0] == pytest.approx(100 * ((0.40 + 0.35 + 0.38) - (0.55 + 0.52 + 0.56)) / 3)
+
+
 def test_plan_narrows_to_a_dataset_and_protocol():
     assert H.plan("default") == H2H_PLAN["default"]
     assert H.plan("default", "avdigits", "smil") == {"avdigits": {"smil": H2H_PLAN["default"]["avdigits"]["smil"]}}
