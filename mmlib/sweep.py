@@ -61,13 +61,18 @@ def check_parameters(src: Path, params: dict, what: str) -> None:
                          f"profile's), got {seeds!r}")
 
 
+# a kernel that dies before it answers has run nothing: start it again, up to this many times in all
+KERNEL_START_TRIES = 3
+KERNEL_NOT_STARTED = "Kernel died before replying to kernel_info"
+
+
 def execute(src: Path, out: Path, params: dict, threads: int | None = None, failed: Path | None = None,
             record_log: Path | None = None) -> float:
     """Execute one notebook with papermill (cwd: the project root); return seconds.
 
     The notebook is executed into a hidden partial file beside ``out`` and moves to ``out``
     only when every cell ran, so a kill or a failed run never leaves a half-run page where the
-    last good one was. A failed run's notebook is kept at ``failed`` (default: ``out``, for
+    last good one was. A kernel that dies before it starts (nothing ran) is started again. A failed run's notebook is kept at ``failed`` (default: ``out``, for
     grid runs whose executed notebook is the report). ``record_log``: a file in which the run
     lists every record it reads or writes (see :func:`mmlib.results.log_record_use`)."""
     import papermill as pm
@@ -83,8 +88,14 @@ def execute(src: Path, out: Path, params: dict, threads: int | None = None, fail
     partial = out.with_name(f".{out.stem}.partial{out.suffix}")
     t0 = time.perf_counter()
     try:
-        pm.execute_notebook(str(src), str(partial), parameters=params, cwd=str(ROOT),
-                            progress_bar=False, log_output=False, kernel_name="python3")
+        for attempt in range(KERNEL_START_TRIES):
+            try:
+                pm.execute_notebook(str(src), str(partial), parameters=params, cwd=str(ROOT),
+                                    progress_bar=False, log_output=False, kernel_name="python3")
+                break
+            except RuntimeError as e:               # the kernel never started (e.g. its port was taken by a
+                if KERNEL_NOT_STARTED not in str(e) or attempt + 1 == KERNEL_START_TRIES:   # kernel starting at the
+                    raise                                                            # same moment): nothing ran
     except BaseException:
         if partial.exists():
             hide_injected_parameters(partial)

@@ -40,6 +40,45 @@ def test_a_failed_run_keeps_the_last_good_page_and_reports_the_failure(tmp_path)
     assert sweep.notebook_parameters(src) == ["x"]
 
 
+def test_a_kernel_that_never_started_is_started_again(tmp_path, monkeypatch):
+    """Two kernels starting at one moment can race for a port; the loser dies before it runs a
+    cell. execute() starts it again (up to KERNEL_START_TRIES in all); any other failure is not retried."""
+    import papermill
+    calls = []
+
+    def flaky(src, out, **kw):
+        calls.append(out)
+        if len(calls) == 1:
+            raise RuntimeError(f"{sweep.KERNEL_NOT_STARTED}")
+        nbformat.write(nbformat.read(src, 4), out)
+
+    monkeypatch.setattr(papermill, "execute_notebook", flaky)
+    src = _notebook(tmp_path / "src.ipynb")
+    page = tmp_path / "book" / "page.ipynb"
+    sweep.execute(src, page, {"x": 1})
+    assert len(calls) == 2 and page.is_file()
+
+    def broken(src, out, **kw):
+        calls.append(out)
+        raise RuntimeError("a cell failed")
+
+    monkeypatch.setattr(papermill, "execute_notebook", broken)
+    calls.clear()
+    with pytest.raises(RuntimeError, match="a cell failed"):
+        sweep.execute(src, page, {"x": 1})
+    assert len(calls) == 1
+
+    def dead(src, out, **kw):
+        calls.append(out)
+        raise RuntimeError(sweep.KERNEL_NOT_STARTED)
+
+    monkeypatch.setattr(papermill, "execute_notebook", dead)
+    calls.clear()
+    with pytest.raises(RuntimeError, match="Kernel died"):
+        sweep.execute(src, page, {"x": 1})
+    assert len(calls) == sweep.KERNEL_START_TRIES
+
+
 def test_misspelt_parameters_are_refused_with_the_valid_names(capsys):
     assert cli(["run", "00_missing_modalities", "-p", "missing_rat=0.5", "--profile", "quick"]) == 2
     err = capsys.readouterr().err
