@@ -122,8 +122,7 @@ GAUSSIAN_RATES = [[0.8, 0.2, 0.5], [0.5, 0.5, 0.8]]
 # on the dataset that stands for its benchmark, and gaussian's presets where the oracle applies (no span
 # protocol there: the oracle of a partly hidden modality is not computed); full adds levels and the rest.
 H2H_PLAN = {
-    "quick": {"gaussian:imbalanced": {"mla": [0.5], "redcore": [0.8]}, "avdigits": {"smil": [0.9]},
-              "affect": {"m3s": [0.5]}},
+    "quick": {"gaussian:imbalanced": {"mla": [0.5]}, "avdigits": {"smil": [0.9]}},
     "default": {"gaussian:imbalanced": {"smil": [0.9], "redcore": [0.4, 0.8], "mla": [0.3, 0.6]},
                 "gaussian:balanced": {"mla": [0.6]}, "gaussian:dominant": {"mla": [0.6]},
                 "gaussian:pair": {"smil": [0.9], "mle": [0.9]},
