@@ -101,24 +101,18 @@ def main(argv=None) -> int:
             print(f"all {len(sweep.CHAPTERS)} pages ran to the end")
         return 1 if problems else 0
 
-    if a.cmd == "pdf":
-        from .pdf import build_pdf
-        try:
-            out = build_pdf()
-        except RuntimeError as e:
-            print(f"mmbook: error: {e}", file=sys.stderr)
-            return 1
-        print(f"the book as one PDF: {out}")
-        return 0
-
-    if a.cmd == "student":
+    if a.cmd in ("pdf", "student"):
         from .edition import build_student
+        from .pdf import build_pdf
+        build, describe = {"pdf": (build_pdf, lambda out: f"the book as one PDF: {out}"),
+                           "student": (build_student, lambda out: f"student edition: {out / '_build' / 'html' / 'index.html'}"
+                                                                 f" and {out / 'notebooks.zip'}")}[a.cmd]
         try:
-            out = build_student()
+            out = build()
         except RuntimeError as e:
             print(f"mmbook: error: {e}", file=sys.stderr)
             return 1
-        print(f"student edition: {out / '_build' / 'html' / 'index.html'} and {out / 'notebooks.zip'}")
+        print(describe(out))
         return 0
 
     if a.cmd == "status":

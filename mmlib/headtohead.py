@@ -26,7 +26,6 @@ seed and test pattern, and :func:`gaps` measures every method against it.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -380,9 +379,6 @@ def cost(frame: pd.DataFrame, h: pd.DataFrame) -> pd.DataFrame:
     n = hh.drop_duplicates(["dataset", "row", "protocol", "level"]).groupby(["dataset", "row"]).size()
     return t.assign(accuracy=acc, settings=n).reset_index()
 
-
-def finite(x) -> bool:
-    return x is not None and not (isinstance(x, float) and math.isnan(x))
 
 
 # ----------------------------------------------------------------------------- the chapter's plan and prose
