@@ -292,11 +292,11 @@ def status(names: list[str] | None = None, prof: str = "default", book_dir: str 
         common = {"profile": prof, "device": "auto", "results_dir": str(records),
                   **({"data_root": data_root} if data_root else {}), **(extra or {})}
         for p in ch.points(prof):
-            if p == ch.page_point(prof):
-                continue
             params = {**common, **p, "page": False}
             k = key(params)
             marker = book / "runs" / ch.name / f"{k}.json"
+            if p == ch.page_point(prof) and not marker.is_file():
+                continue                       # run by the page (a one-worker sweep), or not yet run
             state = ("done" if marker_trusted(marker, log=lambda *a: None) else
                      "failed" if (book / "runs" / ch.name / f"{k}.ipynb").is_file() else "to do")
             rows.append({"chapter": ch.name, "point": {q: v for q, v in p.items() if q != "seeds"}, "status": state,
@@ -316,7 +316,10 @@ def sweep_book(names: list[str] | None = None, prof: str = "default", jobs: int 
     """Run the chapters' grids and pages as one queue over ``jobs`` workers.
 
     Every grid point not yet done (its marker says ok) and every page is a task; a page
-    becomes ready when its chapter's grid has run. Among ready tasks the longest goes first,
+    becomes ready when its chapter's grid has run. With one worker the page's own setting is
+    left to the page run (one kernel less); with several it is a grid point like the others, so
+    its fits run beside the rest of the grid and the page, which waits for the grid, only reads
+    records (the 04_m3s page's setting holds 60 % of the chapter's fits). Among ready tasks the longest goes first,
     by the seconds the last sweep recorded (``book/runs/timings.json``; unknown tasks count
     as long), so the workers finish together. Failed runs are reported at the end (their
     executed notebooks are kept); everything else still runs. Returns one info per task.
@@ -337,8 +340,8 @@ def sweep_book(names: list[str] | None = None, prof: str = "default", jobs: int 
         page_point = ch.page_point(prof)
         grid_left[ch.name] = 0
         for p in ch.points(prof):
-            if p == page_point:
-                continue                                     # the page run covers it
+            if p == page_point and jobs <= 1:
+                continue                                     # one worker: the page run covers it
             params = {**common, **p, "page": False}
             k = key(params)
             marker = book / "runs" / ch.name / f"{k}.json"

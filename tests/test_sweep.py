@@ -396,3 +396,22 @@ def test_every_hostile_input_gets_a_clear_error():
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     assert mod.main() == 0
+
+
+def _no_run(args):                     # a stand-in for a notebook run (module level: the workers unpickle it)
+    return {"status": "ok", "seconds": 0.0, "params": args[3], "notebook": args[1], "error": None}
+
+
+def test_with_two_workers_the_pages_own_setting_is_a_grid_point(tmp_path, monkeypatch):
+    """One worker: the page run fits its own setting (one kernel less). Several: the page's
+    setting is a grid point beside the others, and the page, which waits for the grid, only
+    reads records (so a page whose setting holds most of the fits is not the sweep's tail)."""
+    monkeypatch.setattr(sweep, "_run_point", _no_run)
+    quiet = lambda *a: None                                                   # noqa: E731
+    page = sweep.chapter("04_m3s").page_point("quick")
+    assert [{k: v for k, v in p.items()} for p in sweep.chapter("04_m3s").points("quick")] == [page]
+    one = sweep.sweep_book(["04_m3s"], "quick", jobs=1, book_dir=tmp_path / "one", log=quiet)
+    assert [i["page"] for i in one] == [True]
+    two = sweep.sweep_book(["04_m3s"], "quick", jobs=2, book_dir=tmp_path / "two", log=quiet)
+    assert [i["page"] for i in two] == [False, True]
+    assert {k: two[0]["params"][k] for k in page} == page
