@@ -19,7 +19,7 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from pathlib import Path
 
 from .chapters import CHAPTERS, PROFILES, Chapter, chapter, profile  # noqa: F401  (re-exported)
-from .results import key, write_json_atomic
+from .results import key, utc_now, write_json_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
 BOOK = ROOT / "book"
@@ -167,6 +167,7 @@ def _execute_point(args, collect: bool = False) -> dict:
     import tempfile
     fd, log = tempfile.mkstemp(prefix=".records-", suffix=".txt")
     os.close(fd)
+    started = time.time()
     try:
         seconds = execute(_here(src), _here(out), params, threads, failed=_here(failed) if failed else None,
                           record_log=Path(log))
@@ -176,8 +177,13 @@ def _execute_point(args, collect: bool = False) -> dict:
     used = sorted({ln.strip() for ln in Path(log).read_text().splitlines() if ln.strip()})
     Path(log).unlink(missing_ok=True)
     notebook = out if status == "ok" else (failed or out)
+    def written(p):                                          # by this run (a run that only read records
+        try:                                                 # says nothing of what its fits cost)
+            return os.stat(p).st_mtime >= started
+        except OSError:
+            return False
     info = {"params": params, "status": status, "seconds": seconds, "notebook": str(notebook), "error": error,
-            "records": [_portable(p) for p in used]}
+            "records": [_portable(p) for p in used], "fitted": sum(1 for p in used if written(p))}
     if collect:
         import socket
         info["worker"] = socket.gethostname()
@@ -221,16 +227,23 @@ def _timings(book: Path) -> dict:
 
 
 def rerun_text(chapter_name: str, records_dir: str | Path, prof: str) -> str:
-    """A sentence for a page's "Re-run this page" box: how many runs of the chapter the last
-    sweep recorded next to ``records_dir`` and their worker seconds ("" if none)."""
+    """A sentence for a page's "Re-run this page" box: how many runs of the chapter the
+    sweeps recorded next to ``records_dir`` and their worker seconds, and the clock of the last
+    sweep of the chapter alone that found nothing done (:func:`sweep_history`) ("" if none)."""
     t = {k: v for k, v in _timings(Path(records_dir).parent).items() if k.startswith(f"{chapter_name}/")}
     if not t:
         return ""
     from .results import _machine, utc_now
     m = _machine()
     hw = f"{m['cpu']} ({m['cores']} cores" + (f", {m['ram_gib']:.0f} GiB" if m.get("ram_gib") else "") + ")"
-    return (f"In the last sweep on this machine its {len(t)} runs (grid and page) took {sum(t.values()):.0f} s "
-            f"of worker time ({prof} profile). This page was executed on {utc_now()[:10]} on {hw}.")
+    alone = sweep_history(Path(records_dir).parent)
+    alone = alone[(alone["chapters"] == chapter_name) & (alone["profile"] == prof) & (alone["skipped"] == 0)
+                  & (alone["failed"] == 0)] if len(alone) else alone
+    clock = (f" The last sweep of this chapter alone from scratch took {alone.iloc[0]['seconds']:.0f} s on the clock "
+             f"with {alone.iloc[0]['jobs']} worker{'s' if alone.iloc[0]['jobs'] > 1 else ''} "
+             f"({alone.iloc[0]['finished (UTC)'][:10]}).") if len(alone) else ""
+    return (f"On this machine its {len(t)} runs (grid and page) took {sum(t.values()):.0f} s of worker time, each "
+            f"timed at its last run that trained something ({prof} profile).{clock} This page was executed on {utc_now()[:10]} on {hw}.")
 
 
 def _task_key(name: str, params: dict) -> str:
@@ -319,8 +332,9 @@ def sweep_book(names: list[str] | None = None, prof: str = "default", jobs: int 
     becomes ready when its chapter's grid has run. With one worker the page's own setting is
     left to the page run (one kernel less); with several it is a grid point like the others, so
     its fits run beside the rest of the grid and the page, which waits for the grid, only reads
-    records (the 04_m3s page's setting holds 60 % of the chapter's fits). Among ready tasks the longest goes first,
-    by the seconds the last sweep recorded (``book/runs/timings.json``; unknown tasks count
+    records (the 04_m3s page's setting holds 60 % of the chapter's fits). Among ready tasks
+    the longest goes first, by the seconds of its last run that fitted something
+    (``book/runs/timings.json``; a run that only read records leaves it; unknown tasks count
     as long), so the workers finish together. Failed runs are reported at the end (their
     executed notebooks are kept); everything else still runs. Returns one info per task.
     """
@@ -373,9 +387,10 @@ def sweep_book(names: list[str] | None = None, prof: str = "default", jobs: int 
     def finished(t, info):
         info.update(chapter=t["chapter"], page=t["page"])
         infos.append(info)
-        if info["seconds"] is not None:
-            times[_task_key(t["chapter"], t["args"][3])] = info["seconds"]
-            write_json_atomic(book / "runs" / "timings.json", times)
+        k = _task_key(t["chapter"], t["args"][3])
+        if info["seconds"] is not None and (info.get("fitted", 1) or k not in times):
+            times[k] = info["seconds"]                       # a run that only read records keeps the time of
+            write_json_atomic(book / "runs" / "timings.json", times)     # the last one that fitted
         if not t["page"]:
             grid_left[t["chapter"]] -= 1
         if not CHAPTERS[t["chapter"]].last:
@@ -405,12 +420,102 @@ def sweep_book(names: list[str] | None = None, prof: str = "default", jobs: int 
                     done, _ = wait(running, return_when=FIRST_COMPLETED)
                     for f in done:
                         finished(running.pop(f), f.result())
-    log(f"[{', '.join(names)}] done in {time.perf_counter() - t0:.0f} s")
+    seconds = time.perf_counter() - t0
+    log(f"[{', '.join(names)}] done in {seconds:.0f} s")
+    ran = [i for i in infos if i["status"] != "skipped"]
+    if ran:
+        _log_sweep(book, {"chapters": names, "profile": prof, "jobs": jobs, "executor": executor,
+                          "seconds": round(seconds, 1), "runs": len(ran),
+                          "skipped": sum(1 for i in infos if i["status"] == "skipped"),
+                          "failed": sum(1 for i in infos if i["status"] == "failed"), "machine": _machine_line(),
+                          "finished (UTC)": utc_now()})
     failed = [i for i in infos if i["status"] == "failed"]
     if failed:
         msg = "; ".join(f"[{i['chapter']}] {i['params']} -> {i['notebook']}: {i['error']}" for i in failed)
         raise RuntimeError(f"{len(failed)} run(s) failed (executed notebooks kept as reports): {msg}")
     return infos
+
+
+SWEEP_LOG_KEEP = 100
+
+
+def _machine_line() -> str:
+    from .results import _machine
+    m = _machine()
+    return f"{m['cpu']}, {m['cores']} cores" + (f", {m['ram_gib']:.0f} GiB" if m.get("ram_gib") else "")
+
+
+def _log_sweep(book: Path, entry: dict) -> None:
+    """Append a finished sweep (its chapters, workers and seconds on the clock) to
+    ``book/runs/sweeps.json`` (the last ``SWEEP_LOG_KEEP``)."""
+    path = book / "runs" / "sweeps.json"
+    try:
+        past = json.loads(path.read_text()) if path.is_file() else []
+    except (OSError, json.JSONDecodeError):
+        past = []
+    write_json_atomic(path, (past + [entry])[-SWEEP_LOG_KEEP:])
+
+
+def sweep_history(book_dir: str | Path = BOOK) -> "pd.DataFrame":
+    """The sweeps that ran on this book folder, newest first: chapters, profile, workers,
+    seconds on the clock, how many runs they ran and skipped (already done). A sweep that
+    skipped nothing timed its chapters from scratch."""
+    import pandas as pd
+    path = Path(book_dir) / "runs" / "sweeps.json"
+    try:
+        rows = json.loads(path.read_text()) if path.is_file() else []
+    except (OSError, json.JSONDecodeError):
+        rows = []
+    cols = ["finished (UTC)", "chapters", "profile", "jobs", "executor", "seconds", "runs", "skipped", "failed", "machine"]
+    df = pd.DataFrame(rows[::-1], columns=cols)
+    return df.assign(chapters=df["chapters"].map(lambda c: ", ".join(c) if isinstance(c, list) else c))
+
+
+def chapter_costs(book_dir: str | Path = BOOK) -> "pd.DataFrame":
+    """Per chapter, what its fits cost, read from its markers and records (so a later sweep
+    that only re-read records does not change it): the distinct fits of its grid and page,
+    their fit seconds, the fit seconds of its longest grid run and of the fits only its page
+    makes, and the least time on the clock two workers need for them, ``max(grid / 2,
+    longest) + page`` (the page waits for the grid). Kernels, imports and data loading (about
+    10 s a run on the book's 2-core machine) come on top; :func:`sweep_history` has the clock."""
+    import pandas as pd
+    from .results import CorruptRecord, read_record
+    book = Path(book_dir)
+    cost = {}
+
+    def fit_seconds(rel: str) -> float:
+        if rel not in cost:
+            try:
+                cost[rel] = read_record(Path(rel) if Path(rel).is_absolute() else ROOT / rel)["timings"]["fit_seconds"]
+            except (OSError, CorruptRecord, KeyError, TypeError):
+                cost[rel] = 0.0
+        return cost[rel]
+
+    rows = []
+    for name in CHAPTERS:
+        folder = book / "runs" / name
+        points, page = [], set()
+        for marker in sorted(folder.glob("*.json")):
+            try:
+                recs = set(json.loads(marker.read_text()).get("records", []))
+            except (OSError, json.JSONDecodeError, AttributeError):
+                continue
+            if marker.name == "page.json":
+                page = recs
+            else:
+                points.append(recs)
+        grid = set().union(*points) if points else set()
+        if not grid and not page:
+            continue
+        grid_s = sum(fit_seconds(r) for r in grid)
+        page_s = sum(fit_seconds(r) for r in page - grid)
+        longest = max((sum(fit_seconds(r) for r in p) for p in points), default=0.0)
+        rows.append({"chapter": name, "grid runs": len(points), "fits": len(grid | page),
+                     "fit seconds": round(grid_s + page_s), "longest grid run": round(longest),
+                     "page's own fits (s)": round(page_s),
+                     "two workers, at least (s)": round(max(grid_s / 2, longest) + page_s)})
+    return pd.DataFrame(rows, columns=["chapter", "grid runs", "fits", "fit seconds", "longest grid run",
+                                       "page's own fits (s)", "two workers, at least (s)"]).set_index("chapter")
 
 
 def runs_table(prof: str = "default", book_dir: str | Path = BOOK) -> "pd.DataFrame":

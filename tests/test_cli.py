@@ -70,8 +70,17 @@ def test_rerun_text_reads_the_last_sweeps_timings(tmp_path):
     from mmlib.results import write_json_atomic
     assert sweep.rerun_text("02_mle", tmp_path / "records", "default") == ""
     write_json_atomic(tmp_path / "runs" / "timings.json", {"02_mle/a": 10.0, "02_mle/b": 5.4, "01_smil/c": 99.0})
-    assert sweep.rerun_text("02_mle", tmp_path / "records", "default").startswith("In the last sweep on this machine "
-                                                                              "its 2 runs (grid and page) took 15 s")
+    assert sweep.rerun_text("02_mle", tmp_path / "records", "default").startswith(
+        "On this machine its 2 runs (grid and page) took 15 s of worker time")
+    assert "alone" not in sweep.rerun_text("02_mle", tmp_path / "records", "default")
+    base = {"profile": "default", "executor": "process", "runs": 12, "failed": 0, "machine": "x, 2 cores"}
+    write_json_atomic(tmp_path / "runs" / "sweeps.json", [
+        {**base, "chapters": ["02_mle"], "jobs": 2, "seconds": 301.2, "skipped": 0, "finished (UTC)": "2026-01-02T00:00"},
+        {**base, "chapters": ["02_mle"], "jobs": 2, "seconds": 9.0, "skipped": 11, "finished (UTC)": "2026-01-03T00:00"},
+        {**base, "chapters": ["01_smil", "02_mle"], "jobs": 2, "seconds": 5.0, "skipped": 0,
+         "finished (UTC)": "2026-01-04T00:00"}])
+    assert ("The last sweep of this chapter alone from scratch took 301 s on the clock with 2 workers (2026-01-02)"
+            in sweep.rerun_text("02_mle", tmp_path / "records", "default"))
 
 
 def test_registry_parameters_are_notebook_parameters():

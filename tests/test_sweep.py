@@ -415,3 +415,59 @@ def test_with_two_workers_the_pages_own_setting_is_a_grid_point(tmp_path, monkey
     two = sweep.sweep_book(["04_m3s"], "quick", jobs=2, book_dir=tmp_path / "two", log=quiet)
     assert [i["page"] for i in two] == [False, True]
     assert {k: two[0]["params"][k] for k in page} == page
+
+
+def test_chapter_costs_add_up_each_fit_once_and_bound_the_clock(tmp_path):
+    """Two grid runs sharing a record and a page with a fit of its own: the fits count once,
+    the longest run and the page's own fits are found, and two workers need at least
+    max(grid / 2, longest) + page seconds."""
+    def record(name, seconds):
+        path = tmp_path / "records" / f"{name}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"identity": {"method": name}, "timings": {"fit_seconds": seconds}}))
+        return str(path)
+    a, b, c, d = record("a", 10.0), record("b", 30.0), record("c", 5.0), record("d", 2.0)
+    runs = tmp_path / "runs" / "04_m3s"
+    runs.mkdir(parents=True)
+    (runs / "one.json").write_text(json.dumps({"status": "ok", "records": [a, b]}))
+    (runs / "two.json").write_text(json.dumps({"status": "ok", "records": [a, c]}))
+    (runs / "page.json").write_text(json.dumps({"status": "ok", "records": [a, b, c, d]}))
+    row = sweep.chapter_costs(book_dir=tmp_path).loc["04_m3s"]
+    assert row["grid runs"] == 2 and row["fits"] == 4 and row["fit seconds"] == 47
+    assert row["longest grid run"] == 40 and row["page's own fits (s)"] == 2
+    assert row["two workers, at least (s)"] == 40 + 2                  # max(45 / 2, 40) + 2
+    assert list(sweep.chapter_costs(book_dir=tmp_path).index) == ["04_m3s"]
+
+
+def test_a_sweep_that_ran_something_is_logged_with_its_clock(tmp_path, monkeypatch):
+    monkeypatch.setattr(sweep, "_run_point", _no_run)
+    quiet = lambda *a: None                                                   # noqa: E731
+    sweep.sweep_book(["04_m3s"], "quick", jobs=1, book_dir=tmp_path, log=quiet)
+    h = sweep.sweep_history(tmp_path)
+    assert len(h) == 1 and h.iloc[0]["chapters"] == "04_m3s" and h.iloc[0]["runs"] == 1
+    assert h.iloc[0]["jobs"] == 1 and h.iloc[0]["seconds"] >= 0 and "cores" in h.iloc[0]["machine"]
+    assert sweep.sweep_history(tmp_path / "nowhere").empty
+
+
+def _read_only_run(args):              # a run that found every record done: it read, it fitted nothing
+    return {**_no_run(args), "seconds": 1.0, "fitted": 0}
+
+
+def _fitting_run(args):
+    return {**_no_run(args), "seconds": 50.0, "fitted": 3}
+
+
+def test_a_run_that_only_read_records_keeps_the_time_of_the_last_one_that_fitted(tmp_path, monkeypatch):
+    """The queue puts the longest runs first by their recorded seconds: a re-run that found its
+    records done (a second ``make book``) must not make a long run look short."""
+    quiet = lambda *a: None                                                   # noqa: E731
+    times = tmp_path / "runs" / "timings.json"
+    monkeypatch.setattr(sweep, "_run_point", _fitting_run)
+    sweep.sweep_book(["04_m3s"], "quick", jobs=1, book_dir=tmp_path, log=quiet)
+    assert list(json.loads(times.read_text()).values()) == [50.0]
+    monkeypatch.setattr(sweep, "_run_point", _read_only_run)
+    sweep.sweep_book(["04_m3s"], "quick", jobs=1, book_dir=tmp_path, log=quiet)
+    assert list(json.loads(times.read_text()).values()) == [50.0]
+    monkeypatch.setattr(sweep, "_run_point", _read_only_run)
+    sweep.sweep_book(["04_m3s"], "quick", jobs=1, book_dir=tmp_path / "new", log=quiet)
+    assert list(json.loads((tmp_path / "new" / "runs" / "timings.json").read_text()).values()) == [1.0]
