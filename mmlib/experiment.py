@@ -265,28 +265,30 @@ def modality_gaps(m: Method, data: MultimodalDataset, split: str = "test") -> di
 def fit_seeds_batched(data: MultimodalDataset, method: str, method_kwargs: dict, missing: dict, seeds: list[int],
                       cfg: TrainConfig, device=None, records_dir=None, profile: str | None = None,
                       val_missing: dict | None = None, test_missing: dict | None = None) -> int:
-    """Fit, as one batch, the seeds of a method whose records are not in ``records_dir``
-    (when the method can: ``batchable()``), and write their records. Returns how many were
-    fitted; methods that cannot batch, or a single seed, are left to :func:`run`.
+    """Fit, as one batch, the seeds of a method (when the method can: ``batchable()``) and write
+    the records ``records_dir`` lacks. A batch with any record missing is fitted whole, so a
+    member's numbers never depend on which records another run left (batched and single fits
+    agree only to rounding). Returns how many records were written; methods that cannot batch,
+    or a single seed, are left to :func:`run`.
     ``val_missing``: as in :func:`run` (each seed selects on its own masked validation split)."""
     proto = make_method(method, **method_kwargs)
     if records_dir is None or not getattr(proto, "batchable", lambda: False)():
         return 0
-    todo = []
-    for seed in seeds:
+    groups = {}
+    for seed in seeds:                         # members of one batch need the same row counts
         presence = masks.from_spec(missing, len(data.splits["train"]), data.modality_names, seed)
         identity = run_identity(data, proto, presence, seed, cfg, profile, val_missing, test_missing=test_missing)
-        if not record_path(records_dir, identity).is_file():
-            todo.append((seed, presence, identity))
-    groups = {}
-    for seed, presence, identity in todo:      # members of one batch need the same row counts
         used = proto.used_presence(data, presence)
         key = (int(used.any(1).sum()) if used.shape[1] else len(used), tuple(used.sum(0).tolist()))
         groups.setdefault(key, []).append((seed, presence, identity))
     device = get_device(device)
     fitted = 0
     for group in groups.values():
-        if len(group) < 2:
+        # the whole batch, or none of it: which records a run finds (another grid run writing the same
+        # identities, a killed run's leftovers) must not decide how a member is fitted, since batched and
+        # single fits agree only to rounding; the records already there are left as they are
+        missing_ = {seed for seed, _, identity in group if not record_path(records_dir, identity).is_file()}
+        if len(group) < 2 or not missing_:
             continue
         started = utc_now()
         t0 = time.perf_counter()
@@ -296,6 +298,8 @@ def fit_seeds_batched(data: MultimodalDataset, method: str, method_kwargs: dict,
                                                                 **({} if vps is None else {"val_presences": vps}))
         per = (time.perf_counter() - t0) / len(group)
         for (seed, presence, identity), m in zip(group, members):
+            if seed not in missing_:
+                continue
             tm = None if test_missing is None else masked_test_presence(data, test_missing, seed)
             log_record_use(write_record(records_dir, make_record(data, m, identity, missing, presence, per, device,
                                                                  started, batched=len(group), test_mask=tm)))

@@ -245,3 +245,25 @@ def test_a_kept_model_is_fitted_on_its_own_and_the_other_seeds_as_a_batch(avdigi
     assert ("zp_concat", "0.7") in fitted
     batched = {r["identity"]["seed"]: r["timings"]["batched_seeds"] for r in map(results.read_record, tmp_path.glob("*.json"))}
     assert batched == {0: 1, 1: 2, 2: 2}
+
+
+def test_a_batch_with_a_record_missing_is_fitted_whole(avdigits, tmp_path):
+    """Another grid run writing the same identities, or a killed run, can leave some of a
+    batch's records: the missing ones are still fitted as members of the whole batch, never
+    alone, so the store ends with the same records whatever the timing (batched and single
+    fits agree only to rounding), and the records already there are not rewritten."""
+    from mmlib.experiment import fit_seeds_batched
+    small = avdigits.with_train_subset(300)
+    cfg = TrainConfig(epochs=2, batch_size=64, patience=None)
+    spec = {"kind": "keep_fraction", "keep": {"audio": 0.3}}
+    kw = {"backbone": "mlp"}
+    assert fit_seeds_batched(small, "zp_concat", kw, spec, [0, 1, 2], cfg, "cpu", tmp_path) == 3
+    first = {p.name: results.read_record(p) for p in tmp_path.glob("*.json")}
+    lost = next(n for n, r in first.items() if r["identity"]["seed"] == 1)
+    (tmp_path / lost).unlink()
+    kept_mtime = {n: (tmp_path / n).stat().st_mtime_ns for n in first if n != lost}
+    assert fit_seeds_batched(small, "zp_concat", kw, spec, [0, 1, 2], cfg, "cpu", tmp_path) == 1
+    again = results.read_record(tmp_path / lost)
+    assert again["metrics"] == first[lost]["metrics"] and again["timings"]["batched_seeds"] == 3
+    assert {n: (tmp_path / n).stat().st_mtime_ns for n in kept_mtime} == kept_mtime
+    assert fit_seeds_batched(small, "zp_concat", kw, spec, [0, 1, 2], cfg, "cpu", tmp_path) == 0
