@@ -218,12 +218,16 @@ def _run_point(args) -> dict:
     return _land(_execute_point(args), args[2])
 
 
-def _timings(book: Path) -> dict:
-    path = book / "runs" / "timings.json"
+def _read_json(path: Path, default):
+    """A JSON file of the sweep's (timings, the sweep log), or ``default`` when it is missing or unreadable."""
     try:
-        return json.loads(path.read_text()) if path.is_file() else {}
+        return json.loads(path.read_text()) if path.is_file() else default
     except (OSError, json.JSONDecodeError):
-        return {}
+        return default
+
+
+def _timings(book: Path) -> dict:
+    return _read_json(book / "runs" / "timings.json", {})
 
 
 def rerun_text(chapter_name: str, records_dir: str | Path, prof: str) -> str:
@@ -233,9 +237,7 @@ def rerun_text(chapter_name: str, records_dir: str | Path, prof: str) -> str:
     t = {k: v for k, v in _timings(Path(records_dir).parent).items() if k.startswith(f"{chapter_name}/")}
     if not t:
         return ""
-    from .results import _machine, utc_now
-    m = _machine()
-    hw = f"{m['cpu']} ({m['cores']} cores" + (f", {m['ram_gib']:.0f} GiB" if m.get("ram_gib") else "") + ")"
+    hw = _machine_line()
     alone = sweep_history(Path(records_dir).parent)
     alone = alone[(alone["chapters"] == chapter_name) & (alone["profile"] == prof) & (alone["skipped"] == 0)
                   & (alone["failed"] == 0)] if len(alone) else alone
@@ -449,11 +451,7 @@ def _log_sweep(book: Path, entry: dict) -> None:
     """Append a finished sweep (its chapters, workers and seconds on the clock) to
     ``book/runs/sweeps.json`` (the last ``SWEEP_LOG_KEEP``)."""
     path = book / "runs" / "sweeps.json"
-    try:
-        past = json.loads(path.read_text()) if path.is_file() else []
-    except (OSError, json.JSONDecodeError):
-        past = []
-    write_json_atomic(path, (past + [entry])[-SWEEP_LOG_KEEP:])
+    write_json_atomic(path, (_read_json(path, []) + [entry])[-SWEEP_LOG_KEEP:])
 
 
 def sweep_history(book_dir: str | Path = BOOK) -> "pd.DataFrame":
@@ -461,11 +459,7 @@ def sweep_history(book_dir: str | Path = BOOK) -> "pd.DataFrame":
     seconds on the clock, how many runs they ran and skipped (already done). A sweep that
     skipped nothing timed its chapters from scratch."""
     import pandas as pd
-    path = Path(book_dir) / "runs" / "sweeps.json"
-    try:
-        rows = json.loads(path.read_text()) if path.is_file() else []
-    except (OSError, json.JSONDecodeError):
-        rows = []
+    rows = _read_json(Path(book_dir) / "runs" / "sweeps.json", [])
     cols = ["finished (UTC)", "chapters", "profile", "jobs", "executor", "seconds", "runs", "skipped", "failed", "machine"]
     df = pd.DataFrame(rows[::-1], columns=cols)
     return df.assign(chapters=df["chapters"].map(lambda c: ", ".join(c) if isinstance(c, list) else c))
@@ -486,7 +480,7 @@ def chapter_costs(book_dir: str | Path = BOOK) -> "pd.DataFrame":
     def fit_seconds(rel: str) -> float:
         if rel not in cost:
             try:
-                cost[rel] = read_record(Path(rel) if Path(rel).is_absolute() else ROOT / rel)["timings"]["fit_seconds"]
+                cost[rel] = read_record(_here(rel))["timings"]["fit_seconds"]
             except (OSError, CorruptRecord, KeyError, TypeError):
                 cost[rel] = 0.0
         return cost[rel]
@@ -536,16 +530,12 @@ def runs_table(prof: str = "default", book_dir: str | Path = BOOK) -> "pd.DataFr
                       "page": False}
             k = key(params)
             marker, nb = book / "runs" / ch / f"{k}.json", book / "runs" / ch / f"{k}.ipynb"
-        info = {}
-        try:
-            info = json.loads(marker.read_text()) if marker.is_file() else {}
-        except (OSError, json.JSONDecodeError):
-            pass
+        info = _read_json(marker, {})
         recs = info.get("records", [])
         prov = {}
         for rel in recs[:1]:
             try:
-                prov = read_record(Path(rel) if Path(rel).is_absolute() else ROOT / rel).get("provenance", {})
+                prov = read_record(_here(rel)).get("provenance", {})
             except (OSError, CorruptRecord):
                 pass
         rows.append({"chapter": ch, "setting": "page" if r["point"] == "page" else
