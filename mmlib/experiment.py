@@ -262,48 +262,53 @@ def modality_gaps(m: Method, data: MultimodalDataset, split: str = "test") -> di
             if h[a].shape[1] == h[b].shape[1]}
 
 
-def fit_seeds_batched(data: MultimodalDataset, method: str, method_kwargs: dict, missing: dict, seeds: list[int],
-                      cfg: TrainConfig, device=None, records_dir=None, profile: str | None = None,
-                      val_missing: dict | None = None, test_missing: dict | None = None) -> int:
-    """Fit, as one batch, the seeds of a method (when the method can: ``batchable()``) and write
-    the records ``records_dir`` lacks. A batch with any record missing is fitted whole, so a
-    member's numbers never depend on which records another run left (batched and single fits
-    agree only to rounding). Returns how many records were written; methods that cannot batch,
-    or a single seed, are left to :func:`run`.
-    ``val_missing``: as in :func:`run` (each seed selects on its own masked validation split)."""
+def fit_seeds_batched(data: MultimodalDataset, method: str, method_kwargs: dict, missing: dict | list[dict],
+                      seeds: list[int], cfg: TrainConfig, device=None, records_dir=None, profile: str | None = None,
+                      val_missing: dict | list | None = None, test_missing: dict | list | None = None) -> int:
+    """Fit the seeds of a method under one or several missing-pattern specs as one ensemble
+    (:mod:`mmlib.engine`: members are (spec, seed) pairs, each with its own masks) when the
+    method can (``batchable(data)``), and write the records ``records_dir`` lacks. An ensemble
+    with any record missing is fitted whole, so a member's numbers never depend on which
+    records another run left (members and single fits agree only to rounding). Returns how many
+    records were written; methods that cannot batch, or a single member, are left to :func:`run`.
+    ``missing``: a spec or a list of specs; ``val_missing`` / ``test_missing``: as in :func:`run`
+    (None, or one per spec: each member selects on its own masked validation split)."""
+    specs = missing if isinstance(missing, list) else [missing]
+    vals = val_missing if isinstance(val_missing, list) else [val_missing] * len(specs)
+    tests = test_missing if isinstance(test_missing, list) else [test_missing] * len(specs)
     proto = make_method(method, **method_kwargs)
-    if records_dir is None or not getattr(proto, "batchable", lambda: False)():
+    if records_dir is None or not getattr(proto, "batchable", lambda data: False)(data):
         return 0
-    groups = {}
-    for seed in seeds:                         # members of one batch need the same row counts
-        presence = masks.from_spec(missing, len(data.splits["train"]), data.modality_names, seed)
-        identity = run_identity(data, proto, presence, seed, cfg, profile, val_missing, test_missing=test_missing)
-        used = proto.used_presence(data, presence)
-        key = (int(used.any(1).sum()) if used.shape[1] else len(used), tuple(used.sum(0).tolist()))
-        groups.setdefault(key, []).append((seed, presence, identity))
+    members = []
+    for spec, vm, tm in zip(specs, vals, tests):
+        for seed in seeds:
+            presence = masks.from_spec(spec, len(data.splits["train"]), data.modality_names, seed)
+            members.append((spec, vm, tm, seed, presence, run_identity(data, proto, presence, seed, cfg, profile, vm,
+                                                                       test_missing=tm)))
+    # one fit per identity (e.g. the lower bound is the same fit at every missing rate)
+    unique = list({record_path(records_dir, m[5]): m for m in members}.items())
+    todo = {path for path, _ in unique if not path.is_file()}
+    # the whole ensemble, or none of it: which records a run finds (another grid run writing the same identities,
+    # a killed run's leftovers) must not decide how a member is fitted; the records already there are left
+    if len(unique) < 2 or not todo:
+        return 0
     device = get_device(device)
+    started = utc_now()
+    t0 = time.perf_counter()
+    group = [m for _, m in unique]
+    vps = [validation_presence(data, vm, seed) for _, vm, _, seed, _, _ in group]
+    fitted_methods = make_method(method, **method_kwargs).fit_seeds(
+        data, [g[4] for g in group], [g[3] for g in group], cfg=cfg, device=device,
+        **({} if all(v is None for v in vps) else {"val_presences": vps}))
+    per = (time.perf_counter() - t0) / len(group)
     fitted = 0
-    for group in groups.values():
-        # the whole batch, or none of it: which records a run finds (another grid run writing the same
-        # identities, a killed run's leftovers) must not decide how a member is fitted, since batched and
-        # single fits agree only to rounding; the records already there are left as they are
-        missing_ = {seed for seed, _, identity in group if not record_path(records_dir, identity).is_file()}
-        if len(group) < 2 or not missing_:
+    for (path, (spec, _, tm, seed, presence, identity)), m in zip(unique, fitted_methods):
+        if path not in todo:
             continue
-        started = utc_now()
-        t0 = time.perf_counter()
-        vps = None if val_missing is None else [validation_presence(data, val_missing, g[0]) for g in group]
-        members = make_method(method, **method_kwargs).fit_seeds(data, [g[1] for g in group], [g[0] for g in group],
-                                                                cfg=cfg, device=device,
-                                                                **({} if vps is None else {"val_presences": vps}))
-        per = (time.perf_counter() - t0) / len(group)
-        for (seed, presence, identity), m in zip(group, members):
-            if seed not in missing_:
-                continue
-            tm = None if test_missing is None else masked_test_presence(data, test_missing, seed)
-            log_record_use(write_record(records_dir, make_record(data, m, identity, missing, presence, per, device,
-                                                                 started, batched=len(group), test_mask=tm)))
-            fitted += 1
+        mask = None if tm is None else masked_test_presence(data, tm, seed)
+        log_record_use(write_record(records_dir, make_record(data, m, identity, spec, presence, per, device,
+                                                             started, batched=len(group), test_mask=mask)))
+        fitted += 1
     return fitted
 
 
@@ -360,18 +365,22 @@ def run_grid(data: MultimodalDataset, methods: list, settings: dict[str, dict], 
         raise ValueError(f"test must be 'patterns' or 'masked', got {test!r}")
     rows, fitted = [], {}
     keep = set(keep)
-    if batch and len(seeds) > 1 and corruption is None:     # seeds as a batch dimension where the method allows it
+    if batch and corruption is None:     # (setting, seed) pairs as members of one ensemble where the method allows it
         for entry in methods:
             key, kwargs = (entry, {}) if isinstance(entry, str) else entry
-            for label, spec in settings.items():
-                # a kept model (first seed) is fitted on its own by run() below: leave it out of the batch, so
-                # that its record is that one fit's (batched and single fits agree only to rounding)
-                todo = [s for s in seeds if not (s == seeds[0] and (key, label) in keep)]
-                n = fit_seeds_batched(data, key, kwargs, spec, todo, cfg, device, store, profile,
-                                      spec if validation == "masked" else None,
-                                      spec if test == "masked" else None)
+            # a kept model (first seed) is fitted on its own by run() below: its setting's first seed stays out of
+            # the ensemble, so that its record is that one fit's (members and single fits agree only to rounding)
+            free = [lab for lab in settings if (key, lab) not in keep]
+            kept = [lab for lab in settings if (key, lab) in keep]
+            for group, todo in ((free, list(seeds)), (kept, list(seeds[1:]))):
+                if not group or not todo:
+                    continue
+                specs = [settings[lab] for lab in group]
+                n = fit_seeds_batched(data, key, kwargs, specs, todo, cfg, device, store, profile,
+                                      specs if validation == "masked" else None,
+                                      specs if test == "masked" else None)
                 if log and n:
-                    log(f"{key} {label}: {n} seeds fitted as one batch")
+                    log(f"{key} {', '.join(group)}: {n} fits trained as one ensemble")
     for seed in seeds:
         for entry in methods:
             key, kwargs = (entry, {}) if isinstance(entry, str) else entry

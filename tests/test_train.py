@@ -186,18 +186,25 @@ def test_run_grid_batches_seeds_and_writes_the_same_records(avdigits, tmp_path):
     assert a == pytest.approx(b, abs=2e-3)
 
 
-def test_seeds_with_different_counts_are_not_batched_together(avdigits, tmp_path):
-    """A random drop gives each seed its own count of samples per modality: such seeds are
-    fitted one by one (a batch needs equal counts, e.g. MLE's complete sets), and every seed
-    still gets its record."""
+def test_members_with_different_row_counts_train_as_one_ensemble(avdigits, tmp_path):
+    """A random drop gives each seed its own count of usable rows, and two settings differ more:
+    the run's (setting, seed) pairs still train as one ensemble (padded batches), and each
+    record equals the fit of that member alone, to rounding."""
     from mmlib.experiment import run_grid
     small = avdigits.with_train_subset(200)
-    cfg = TrainConfig(epochs=1, batch_size=64, patience=None)
-    df, _ = run_grid(small, [("zp_concat", {"backbone": "mlp"})], {"drop": {"kind": "random_drop", "p": 0.5}},
-                     [0, 1, 2], cfg, "cpu", store=tmp_path)
-    assert sorted(df["seed"].unique()) == [0, 1, 2]
+    cfg = TrainConfig(epochs=3, batch_size=64, patience=None)
+    settings = {"drop": {"kind": "random_drop", "p": 0.5}, "0.7": {"kind": "keep_fraction", "keep": {"audio": 0.3}}}
+    df, _ = run_grid(small, [("zp_concat", {"backbone": "mlp"})], settings, [0, 1, 2], cfg, "cpu", store=tmp_path)
+    assert sorted(df["seed"].unique()) == [0, 1, 2] and df["setting"].nunique() == 2
     recs = [results.read_record(p) for p in tmp_path.glob("*.json")]
-    assert len(recs) == 3 and all(r["timings"]["batched_seeds"] == 1 for r in recs)
+    assert len(recs) == 6 and all(r["timings"]["batched_seeds"] == 6 for r in recs)
+    single, _ = run_grid(small, [("zp_concat", {"backbone": "mlp"})], settings, [0, 1, 2], cfg, "cpu",
+                         store=tmp_path / "single", batch=False)
+    key = ["setting", "seed", "test"]
+    a, b = df.sort_values(key).reset_index(drop=True), single.sort_values(key).reset_index(drop=True)
+    assert (a[key] == b[key]).all().all()
+    assert (a["best_epoch"] == b["best_epoch"]).all()
+    assert (a["accuracy"] - b["accuracy"]).abs().max() <= 1e-3
 
 
 def test_maxpool_by_phases_equals_aten_in_values_and_gradients():

@@ -53,7 +53,7 @@ class _OwnLoss(BalanceBaseline):
     """A balancing method whose loss needs more than the fused logits (per-batch state, gradient
     hooks): one seed at a time, with the network, data and validation score from ``_setup``."""
 
-    def batchable(self) -> bool:
+    def batchable(self, data=None) -> bool:
         return False
 
     def _pieces(self, data, presence, seed, device, val_presence):

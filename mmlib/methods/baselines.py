@@ -21,10 +21,10 @@ from dataclasses import dataclass
 import torch
 
 from ..data import MultimodalDataset
-from ..models import MultimodalNet, noise_stream
-from ..train import DropoutStream, TrainConfig, fit, fit_batched, get_device, seed_everything
+from ..models import MultimodalNet, make_encoder, noise_stream
+from ..train import DropoutStream, TrainConfig, fit, get_device, seed_everything
 from . import Method
-from .common import EVAL_CHUNK, full_presence, task_loss, validation_score
+from .common import EVAL_CHUNK, full_presence, task_loss, validation_scores
 
 
 @dataclass(eq=False)
@@ -86,6 +86,8 @@ class FusionBaseline(Method):
 
         X = {m: data.modalities[m].to(self.device) for m in self.used}
         L = {m: data.lengths[m].to(self.device) for m in self.used if m in data.lengths}   # padded sequences
+        if self.augment is None:   # parameter-free input transforms (pooled statistics) once per dataset
+            X, L = self.model.transform_inputs(X, L)
         y = data.y.to(self.device)
         train = train.to(self.device)
         P = torch.zeros(len(data), len(self.cols), dtype=torch.bool, device=self.device)
@@ -96,7 +98,9 @@ class FusionBaseline(Method):
         self._tensors = (X, L, y)                  # for subclasses that write their own loss (OGM-GE, QMF)
         late, task, ncols = self.fusion == "late", self.task, len(self.cols)
 
-        def loss_fn(model, idx, P):
+        def loss_fn(model, idx, weight, P):
+            """The task's loss of the batch ``idx``, a mean weighted by ``weight`` (1 per row; 0 marks
+            the ensemble engine's padding)."""
             xs, p, ls = {m: X[m][idx] for m in self.used}, P[idx], {m: ln[idx] for m, ln in L.items()}
             if self.augment is not None:
                 xs = self.augment(idx, xs)
@@ -104,15 +108,16 @@ class FusionBaseline(Method):
                 logits = model.fusion.unimodal_logits(model.features(xs, p, ls))      # (B, M, C)
                 per = torch.stack([task_loss(task, logits[:, j], y[idx], reduction="none")
                                    for j in range(ncols)], 1)
-                return (per * p).sum() / p.sum().clamp(min=1)
-            return task_loss(task, model(xs, p, ls), y[idx])
+                pw = p if weight is None else p * weight[:, None]
+                return (per * pw).sum() / pw.sum().clamp(min=1)
+            return task_loss(task, model(xs, p, ls), y[idx], weight=weight)
 
         def val_logits(model, P):
             return torch.cat([model({m: X[m][v] for m in self.used}, P[v], {m: ln[v] for m, ln in L.items()})
                               for v in val.split(EVAL_CHUNK)])
 
-        def val_score(out):
-            return validation_score(task, out, y[val])
+        def val_score(out):                  # (K, n_val, ...) -> (K,)
+            return validation_scores(task, out, y[val])
         return P, rows, loss_fn, val_logits, val_score
 
     def _head_options(self, data) -> dict:
@@ -123,38 +128,55 @@ class FusionBaseline(Method):
         """What :meth:`fit` trains, for a wrapper that trains it its own way (M3S): the network,
         the loss of a batch of rows, the training rows and the validation score."""
         P, rows, loss_fn, val_logits, val_score = self._setup(data, presence, seed, device, val_presence)
-        return self.model, (lambda model, idx: loss_fn(model, idx, P)), rows, (lambda model: val_score(val_logits(model, P)))
+        return (self.model, (lambda model, idx: loss_fn(model, idx, None, P)), rows,
+                (lambda model: float(val_score(val_logits(model, P).unsqueeze(0))[0])))
 
     def fit(self, data, presence, *, seed=0, cfg=None, device=None, val_presence=None):
+        """Train on the ensemble engine as its only member (what every member of :meth:`fit_seeds`
+        gets); a network with BatchNorm (the CNN encoders) trains in :func:`mmlib.train.fit`."""
+        from ..engine import Member, fit_ensemble
         cfg = cfg or TrainConfig()
         P, rows, loss_fn, val_logits, val_score = self._setup(data, presence, seed, device, val_presence)
-        with noise_stream(DropoutStream(seed)):           # the seed's own dropout masks (as fit_seeds)
-            self.model, self.history = fit(self.model, lambda model, idx: loss_fn(model, idx, P), rows,
-                                           lambda model: val_score(val_logits(model, P)), cfg, seed=seed, desc=self.name)
+        if any(True for _ in self.model.buffers()):
+            with noise_stream(DropoutStream(seed)):           # the seed's own dropout masks
+                self.model, self.history = fit(self.model, lambda model, idx: loss_fn(model, idx, None, P), rows,
+                                               lambda model: float(val_score(val_logits(model, P).unsqueeze(0))[0]),
+                                               cfg, seed=seed, desc=self.name)
+        else:
+            self.history = fit_ensemble([Member(self.model, rows, P, seed)], loss_fn, val_logits, val_score, cfg,
+                                        desc=self.name)[0]
         return self
 
-    def batchable(self) -> bool:
-        """Several seeds can train as one batch (:meth:`fit_seeds`) when no encoder keeps
-        buffers (the CNNs' BatchNorm does)."""
-        return self.backbone == "mlp"
+    def batchable(self, data: MultimodalDataset | None = None) -> bool:
+        """Several fits train as one ensemble (:meth:`fit_seeds`) when no encoder keeps buffers
+        (the CNNs' BatchNorm does); without ``data``, when the encoders are MLPs."""
+        if data is None:
+            return self.backbone == "mlp"
+        return not any(True for x in data.modalities.values()
+                       for _ in make_encoder(tuple(x.shape[1:]), self.feat_dim, self.backbone, self.sequence).buffers())
 
     def fit_seeds(self, data, presences: list, seeds: list[int], *, cfg=None, device=None,
                   val_presences: list | None = None) -> list["FusionBaseline"]:
-        """One fitted copy of this method per seed, trained together (see
-        :func:`mmlib.train.fit_batched`); each equals ``fit`` at its seed up to rounding.
-        ``val_presences``: each seed's masked validation split (None: every modality)."""
+        """One fitted copy of this method per (training presence, seed) pair, trained together on
+        the ensemble engine (:func:`mmlib.engine.fit_ensemble`); each equals ``fit`` at its seed up
+        to rounding. ``val_presences``: each member's masked validation split (None: every
+        modality). Members may have different row counts (different masks)."""
+        from ..engine import Member, fit_ensemble
         cfg = cfg or TrainConfig()
-        members, parts = [], []
-        for k, (presence, seed) in enumerate(zip(presences, seeds)):   # each member's P holds its validation
-            m = copy.deepcopy(self)                                     # rows' presence too
-            parts.append(m._setup(data, presence, seed, device, None if val_presences is None else val_presences[k]))
-            members.append(m)
-        models, histories = fit_batched([m.model for m in members], parts[0][2], [p[1] for p in parts],
-                                        [p[0] for p in parts], parts[0][3], parts[0][4], cfg, list(seeds),
-                                        desc=self.name)
-        for m, model, hist in zip(members, models, histories):
-            m.model, m.history = model, hist
-        return members
+        vps = [None] * len(seeds) if val_presences is None else list(val_presences)
+        if not self.batchable(data):
+            return [copy.deepcopy(self).fit(data, P, seed=s, cfg=cfg, device=device, val_presence=vp)
+                    for P, s, vp in zip(presences, seeds, vps)]
+        copies, members, parts = [], [], None
+        for presence, seed, vp in zip(presences, seeds, vps):   # each member's P holds its validation rows'
+            m = copy.deepcopy(self)                              # presence too
+            parts = m._setup(data, presence, seed, device, vp)
+            copies.append(m)
+            members.append(Member(m.model, parts[1], parts[0], seed))
+        histories = fit_ensemble(members, *parts[2:], cfg, desc=self.name)
+        for m, hist in zip(copies, histories):
+            m.history = hist
+        return copies
 
     def _forward(self, data, split, presence, what):
         idx = data.splits[split]

@@ -18,27 +18,41 @@ from . import decide
 EVAL_CHUNK = 256
 
 
-def task_loss(task: str, out: torch.Tensor, y: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+def task_loss(task: str, out: torch.Tensor, y: torch.Tensor, reduction: str = "mean",
+              weight: torch.Tensor | None = None) -> torch.Tensor:
     """Cross-entropy, binary cross-entropy (multilabel) or L1 (regression, as the MOSI
-    papers). ``reduction="none"`` gives one loss per sample."""
+    papers). ``reduction="none"`` gives one loss per sample; ``weight`` (one per sample, 1 or 0:
+    the ensemble engine's padding) makes the mean a weighted one."""
     if task == "multiclass":
         loss = F.cross_entropy(out, y, reduction="none")
     elif task == "multilabel":
         loss = F.binary_cross_entropy_with_logits(out, y.float(), reduction="none").mean(1)
     else:
         loss = F.l1_loss(out.squeeze(-1), y.float(), reduction="none")
-    return loss.mean() if reduction == "mean" else loss
+    if reduction != "mean":
+        return loss
+    return loss.mean() if weight is None else weighted_mean(loss, weight)
+
+
+def weighted_mean(values: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """sum(w * v) / sum(w) over the batch (0 for a batch of padding only)."""
+    return (values * weight).sum() / weight.sum().clamp(min=1)
+
+
+def validation_scores(task: str, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """:func:`validation_score` of several members' outputs at once: ``out`` (K, n, ...) -> (K,)."""
+    if task == "multiclass":
+        return (out.argmax(-1) == y).float().mean(-1)
+    if task == "multilabel":
+        pred = (out > 0).float()
+        tp = (pred * y).sum((-2, -1))
+        return 2 * tp / (pred.sum((-2, -1)) + y.sum()).clamp(min=1)
+    return -(out.squeeze(-1) - y).abs().mean(-1)
 
 
 def validation_score(task: str, out: torch.Tensor, y: torch.Tensor) -> float:
     """Higher is better: accuracy, micro-F1 (multilabel) or minus MAE (regression)."""
-    pred = decide(task, out)
-    if task == "multiclass":
-        return float((pred == y).float().mean())
-    if task == "multilabel":
-        tp = (pred * y).sum()
-        return float(2 * tp / (pred.sum() + y.sum()).clamp(min=1))
-    return -float((pred - y).abs().mean())
+    return float(validation_scores(task, out.unsqueeze(0), y)[0])
 
 
 def full_presence(data: MultimodalDataset, split: str, presence=None) -> torch.Tensor:

@@ -265,13 +265,32 @@ class MLE(_TwoModality):
             nll = nll - (lq.gather(1, z).squeeze(1) * w_m).sum()
         return nll / idx.shape[0]
 
-    def batchable(self) -> bool:
+    def batchable(self, data=None) -> bool:
         return self.backbone == "mlp"
 
     def fit_seeds(self, data, presences: list, seeds: list[int], *, cfg=None, device=None,
                   val_presences: list | None = None) -> list["MLE"]:
-        """One fitted copy per seed, trained together (:func:`mmlib.train.fit_batched`);
-        ``val_presences``: each seed's masked validation split (None: every modality)."""
+        """One fitted copy per (presence, seed) pair; those with the same numbers of training and
+        complete rows are trained together (:func:`mmlib.train.fit_batched`). ``val_presences``:
+        each member's masked validation split (None: every modality)."""
+        vps = [None] * len(seeds) if val_presences is None else list(val_presences)
+        groups: dict = {}
+        for k, (presence, seed) in enumerate(zip(presences, seeds)):
+            p = full_presence(data, "train", presence)
+            groups.setdefault(tuple(p.sum(0).tolist()), []).append(k)
+        out = [None] * len(seeds)
+        for ks in groups.values():
+            fitted = (self._fit_group(data, [presences[k] for k in ks], [seeds[k] for k in ks], cfg, device,
+                                      [vps[k] for k in ks]) if len(ks) > 1 else
+                      [copy.deepcopy(self).fit(data, presences[ks[0]], seed=seeds[ks[0]], cfg=cfg, device=device,
+                                               val_presence=vps[ks[0]])])
+            for k, m in zip(ks, fitted):
+                out[k] = m
+        return out
+
+    def _fit_group(self, data, presences, seeds, cfg, device, val_presences):
+        if all(v is None for v in val_presences):
+            val_presences = None
         members = []
         for k, (presence, seed) in enumerate(zip(presences, seeds)):
             m = copy.deepcopy(self)

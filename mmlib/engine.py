@@ -1,0 +1,323 @@
+"""The ensemble engine: K fits of one network trained in one step loop.
+
+A chapter's grid fits the same architecture many times: seeds x settings (missing rates and
+patterns only change the masks, which are data) x scalar options. Small networks on a CPU are
+bound by per-step overhead, not arithmetic, so the engine trains those fits, its *members*,
+together:
+
+- the members' weights are rows of one flat tensor ``W`` of shape (K, n_params); each step
+  runs the method's single-model loss for every member at once with ``torch.func.vmap`` over
+  ``functional_call`` (the method's code stays one model, top to bottom);
+- one fused Adam step for every member (``torch._fused_adam_`` over the members' rows: Adam
+  is elementwise, so this is one optimiser per member, each with its own step count);
+- per member: its initialisation (the model built after seeding with its seed), its training
+  rows, its extra tensors (its presence matrix, its masked validation split), its batch order
+  and dropout noise (its own generators, drawn once per epoch), its learning rate, its early
+  stopping and best epoch. Members with fewer rows get padded batches with zero row weights
+  (the loss is a weighted mean), and sit out the steps after their epoch ended (Adam skips
+  them, so their step counts stay their own);
+- the best weights are kept with ``torch.where`` on a best-score tensor; a member that
+  stopped leaves the stacked tensors, so it costs nothing afterwards.
+
+Nothing per member runs in Python inside an epoch; per epoch, each member draws its batch
+order and noise (one call each) and its history line is written.
+
+A member's result is what the same engine gives it alone (``K = 1``, which is how a single
+fit trains): the members never read each other's numbers, only the floating-point order of
+the batched matrix products differs (tests check it). With ``K = 1`` the engine also draws
+the same batch order and dropout masks as :func:`mmlib.train.fit` with the same seed.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from .models import noise_stream
+
+
+@dataclass
+class Member:
+    """One fit of the ensemble. ``model``: the network, built after seeding with ``seed`` (its
+    initialisation); ``rows``: its training rows (indices into the data tensors, on the device);
+    ``extra``: a tensor or a dict of tensors its loss and validation read (e.g. its presence
+    matrix), stacked over members; ``lr``: its learning rate (None: the config's)."""
+    model: nn.Module
+    rows: torch.Tensor
+    extra: Any
+    seed: int
+    lr: float | None = None
+
+
+def order_generator(seed: int) -> torch.Generator:
+    """The generator of a fit's batch order (as :func:`mmlib.train.fit`)."""
+    return torch.Generator().manual_seed(int(seed))
+
+
+def noise_generator(seed: int) -> torch.Generator:
+    """The generator of a fit's dropout noise (as :class:`mmlib.train.DropoutStream`)."""
+    from .train import DropoutStream
+    return DropoutStream(seed).gen
+
+
+class _Listed:
+    """Hands out pre-drawn noise tensors in call order (inside a vmap-ed step)."""
+
+    def __init__(self, tensors):
+        self.tensors, self.i = tensors, 0
+
+    def draw(self, shape, device):
+        u = self.tensors[self.i]
+        self.i += 1
+        if tuple(u.shape) != tuple(shape):
+            raise RuntimeError(f"dropout noise of shape {tuple(u.shape)} drawn for an input of shape {shape}")
+        return u
+
+
+class _Recorder:
+    def __init__(self):
+        self.shapes = []
+
+    def draw(self, shape, device):
+        self.shapes.append(tuple(shape))
+        return torch.ones(shape, device=device)
+
+
+class _Call(nn.Module):
+    """Wraps a model so that ``functional_call`` can run any function of it."""
+
+    def __init__(self, model, fn):
+        super().__init__()
+        self.model, self.fn = model, fn
+
+    def forward(self, *args):
+        return self.fn(self.model, *args)
+
+
+def _stack(extras):
+    if isinstance(extras[0], dict):
+        return {k: torch.stack([e[k] for e in extras]) for k in extras[0]}
+    return torch.stack(extras)
+
+
+def _take(extra, keep):
+    if isinstance(extra, dict):
+        return {k: v[keep] for k, v in extra.items()}
+    return extra[keep]
+
+
+def _noise_shapes(loss_fn, model, rows, extra, batch_size) -> list[tuple]:
+    """The dropout layers' input shapes in call order for a batch of ``batch_size`` rows; a first
+    dimension that follows the batch (found by a second dry run) is None."""
+    recs = []
+    for bs in (batch_size, batch_size + 1):
+        idx = rows[torch.arange(bs, device=rows.device) % len(rows)]
+        rec = _Recorder()
+        with noise_stream(rec), torch.no_grad():
+            loss_fn(model, idx, torch.ones(bs, device=rows.device), extra)
+        recs.append(rec.shapes)
+    return [(None, *a[1:]) if a[0] != b[0] else a for a, b in zip(*recs)]
+
+
+def _size(shape, b):
+    n = b if shape[0] is None else shape[0]
+    for d in shape[1:]:
+        n *= d
+    return n
+
+
+def fit_ensemble(members: list[Member], loss_fn: Callable, val_logits: Callable, val_score: Callable, cfg,
+                 desc: str = "train") -> list[list[dict]]:
+    """Train every member; load each one's best validation epoch into its ``model`` (eval mode)
+    and return the members' histories (one dict per epoch, as :func:`mmlib.train.fit`).
+
+    ``loss_fn(model, idx, weight, extra)``: the member's loss on the batch ``idx`` (B,) with row
+    weights ``weight`` (B,) (1 for a row, 0 for padding): the weighted mean of its rows' losses;
+    no Python control flow on values. ``val_logits(model, extra)``: the validation outputs;
+    ``val_score(out)``: the scores of K members' outputs (K, ...) as a (K,) tensor, higher is
+    better. Every member needs the same architecture and no buffers (no BatchNorm)."""
+    from torch.func import functional_call, vmap
+    K, B = len(members), cfg.batch_size
+    if K == 0:
+        return []
+    first = members[0].model
+    if any(True for _ in first.buffers()):
+        raise ValueError("the ensemble engine needs models without buffers (BatchNorm): fit them one by one")
+    names = [n for n, _ in first.named_parameters()]
+    shapes = [p.shape for _, p in first.named_parameters()]
+    for m in members[1:]:
+        if [(n, p.shape) for n, p in m.model.named_parameters()] != list(zip(names, shapes)):
+            raise ValueError("members of one ensemble need the same architecture (parameter names and shapes)")
+    for k, m in enumerate(members):
+        if len(m.rows) == 0:
+            raise ValueError(f"ensemble member {k} (seed {m.seed}) has no training rows")
+    sizes = [math.prod(s) for s in shapes]
+    offsets = [0]
+    for s in sizes:
+        offsets.append(offsets[-1] + s)
+    device = next(first.parameters()).device
+
+    # a matrix is stored transposed, (in, out): the gradient x^T g of a linear layer is then computed in the
+    # stored layout (contiguous), so copying it costs a memcpy, not a transposition
+    stored = [(s[1], s[0]) if len(s) == 2 else tuple(s) for s in shapes]
+    flip = [len(s) == 2 for s in shapes]
+
+    def flat_of(model):
+        return torch.cat([(p.detach().t() if f else p.detach()).reshape(-1) for p, f in zip(model.parameters(), flip)])
+
+    # the live members' state (rows of stacked tensors); ``alive[i]``: the member held in row i
+    W = torch.stack([flat_of(m.model) for m in members])
+    exp_avg, exp_avg_sq = torch.zeros_like(W), torch.zeros_like(W)
+    steps = [torch.zeros((), dtype=torch.float32, device=device) for _ in range(K)]
+    best_W = W.detach().clone()
+    best_score = torch.full((K,), -math.inf, device=device)
+    best_epoch = torch.full((K,), -1, dtype=torch.long, device=device)
+    extra = _stack([m.extra for m in members])
+    alive = list(range(K))
+    lrs = [cfg.lr if m.lr is None else float(m.lr) for m in members]
+    orders = [order_generator(m.seed) for m in members]
+    noises = [noise_generator(m.seed) for m in members]
+    done: dict[int, torch.Tensor] = {}
+    histories: list[list[dict]] = [[] for _ in range(K)]
+
+    train_fn = _Call(copy.deepcopy(first).to("meta"), loss_fn).train()
+    val_fn = _Call(copy.deepcopy(first).to("meta"), val_logits).eval()
+    keys = ["model." + n for n in names]
+
+    def views(flat):      # (k, n_params) -> {name: (k, *stored shape)}, views of the flat tensor
+        return {key: flat[:, a:b].view(flat.shape[0], *s) for key, a, b, s in zip(keys, offsets, offsets[1:], stored)}
+
+    def as_params(v):     # stored views -> the parameters as the model names them, (k, *shape)
+        return {key: x.transpose(-1, -2) if f else x for (key, x), f in zip(v.items(), flip)}
+
+    def leaves(flat):     # the views as leaves of their own: each gradient lands in its slice, no full-size zeros
+        return {k: v.requires_grad_(True) for k, v in views(flat).items()}
+
+    noise_shapes = _noise_shapes(loss_fn, first, members[0].rows, members[0].extra, B)
+    step_size = sum(_size(s, B) for s in noise_shapes)
+
+    def member_loss(p, idx, w, e, *noise):
+        with noise_stream(_Listed(noise)):
+            return functional_call(train_fn, p, (idx, w, e))
+
+    def member_val(p, e):
+        return functional_call(val_fn, p, (e,))
+
+    vstep, vval = vmap(member_loss), vmap(member_val)
+
+    def step(p, idx, w, e, *noise):        # one member alone runs without vmap (plain matrix products)
+        if idx.shape[0] > 1:
+            return vstep(as_params(p), idx, w, e, *noise)
+        return member_loss({k: v[0] for k, v in as_params(p).items()}, idx[0], w[0], _take(e, 0),
+                           *(u[0] for u in noise)).unsqueeze(0)
+
+    def validate(p, e):
+        if next(iter(p.values())).shape[0] > 1:
+            return vval(as_params(p), e)
+        return member_val({k: v[0] for k, v in as_params(p).items()}, _take(e, 0)).unsqueeze(0)
+    grad_buf = torch.zeros_like(W)
+    n_rows = [len(m.rows) for m in members]
+
+    for epoch in range(cfg.epochs):
+        t0 = time.perf_counter()
+        k_live = len(alive)
+        T = [-(-n_rows[i] // B) for i in alive]
+        T_max = max(T)
+        # each member's batch order and noise for the epoch, drawn from its own generators in the order
+        # a fit of its own draws them (a member's last batch may be short: its noise is drawn short)
+        idx = torch.empty(k_live, T_max * B, dtype=torch.long, device=device)
+        wts = torch.zeros(k_live, T_max * B, device=device)
+        noise = torch.zeros(k_live, T_max, step_size)
+        for r, i in enumerate(alive):
+            rows, n = members[i].rows, n_rows[i]
+            perm = rows[torch.randperm(n, generator=orders[i]).to(rows.device)]
+            idx[r, :n] = perm
+            idx[r, n:] = perm[0]                    # padding: any row, weight 0
+            wts[r, :n] = 1.0
+            full, last = divmod(n, B)
+            if step_size and full:
+                noise[r, :full].view(-1).uniform_(generator=noises[i])
+            if step_size and last:
+                off = 0
+                for s in noise_shapes:
+                    slot = noise[r, full, off:off + _size(s, B)]
+                    if s[0] is None:                # the first ``last`` rows of the batch
+                        slot = slot.view(B, -1)[:last].reshape(-1)
+                    slot.copy_(torch.rand(_size(s, last), generator=noises[i]))
+                    off += _size(s, B)
+        noise = noise.to(device)
+        idx, wts = idx.view(k_live, T_max, B), wts.view(k_live, T_max, B)
+        # Adam's argument lists per set of members whose epoch is not over (the step counts stay each
+        # member's own), one fused call per learning rate
+        plans: dict[tuple, list] = {}
+        for t in sorted(set(T)):
+            act = tuple(r for r in range(k_live) if T[r] >= t)
+            by_lr: dict[float, list[int]] = {}
+            for r in act:
+                by_lr.setdefault(lrs[alive[r]], []).append(r)
+            plans[t] = [(lr, [W[r] for r in rs], [grad_buf[r] for r in rs], [exp_avg[r] for r in rs],
+                         [exp_avg_sq[r] for r in rs], [steps[alive[r]] for r in rs]) for lr, rs in by_lr.items()]
+        plan_of = [plans[min(u for u in plans if u > t)] for t in range(T_max)]
+        params, grad_views = leaves(W), list(views(grad_buf).values())
+        totals = torch.zeros(k_live, device=device)
+        for t in range(T_max):
+            off, noise_t = 0, []
+            for s in noise_shapes:
+                n_el = _size(s, B)
+                noise_t.append(noise[:, t, off:off + n_el].view(k_live, *(B if d is None else d for d in s)))
+                off += n_el
+            losses = step(params, idx[:, t], wts[:, t], extra, *noise_t)
+            grads = torch.autograd.grad(losses.sum(), list(params.values()))
+            with torch.no_grad():
+                totals += losses.detach() * wts[:, t].sum(1)
+                for gb, g in zip(grad_views, grads):
+                    gb.copy_(g)
+                for lr, ps, gs, ms, vs, st in plan_of[t]:
+                    torch._foreach_add_(st, 1)
+                    torch._fused_adam_(ps, gs, ms, vs, [], st, amsgrad=False, lr=lr, beta1=0.9, beta2=0.999,
+                                       weight_decay=cfg.weight_decay, eps=1e-8, maximize=False)
+        with torch.no_grad():
+            scores = val_score(validate(views(W), extra)).to(device).float()
+            better = scores > best_score
+            best_score = torch.where(better, scores, best_score)
+            best_epoch = torch.where(better, torch.full_like(best_epoch, epoch), best_epoch)
+            best_W = torch.where(better[:, None], W, best_W)
+            if cfg.patience is None:
+                stop = torch.zeros(k_live, dtype=torch.bool, device=device)
+            else:
+                stop = (epoch - best_epoch >= cfg.patience) & (epoch + 1 >= cfg.min_epochs)
+        seconds = (time.perf_counter() - t0) / k_live
+        loss_list, score_list = (totals.cpu() / torch.tensor([n_rows[i] for i in alive])).tolist(), scores.tolist()
+        for r, i in enumerate(alive):
+            histories[i].append({"epoch": epoch, "train_loss": loss_list[r], "val_score": score_list[r],
+                                 "seconds": seconds, "batched": K})
+        if epoch == cfg.epochs - 1:
+            stop = torch.ones_like(stop)
+        if bool(stop.any()):
+            stop_l = stop.tolist()
+            for r, i in enumerate(alive):
+                if stop_l[r]:
+                    done[i] = (best_W[r] if int(best_epoch[r]) >= 0 else W[r]).clone()
+            keep = torch.tensor([not s for s in stop_l], device=device)
+            alive = [i for r, i in enumerate(alive) if not stop_l[r]]
+            if not alive:
+                break
+            with torch.no_grad():
+                W = W[keep]
+                exp_avg, exp_avg_sq, best_W = exp_avg[keep].clone(), exp_avg_sq[keep].clone(), best_W[keep]
+                best_score, best_epoch = best_score[keep], best_epoch[keep]
+                grad_buf = torch.zeros_like(W)
+            extra = _take(extra, keep)
+    for i, m in enumerate(members):
+        flat = done[i]
+        with torch.no_grad():
+            for p, a, b, st, f in zip(m.model.parameters(), offsets, offsets[1:], stored, flip):
+                v = flat[a:b].view(st)
+                p.copy_(v.t() if f else v)
+        m.model.eval()
+    return histories
