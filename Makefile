@@ -12,7 +12,7 @@ DEVICE  ?= auto
 MATHJAX := book/_mathjax_root/_mathjax/tex-chtml.js
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: book book-student pdf test test-fast sweep html install mathjax benchmark clean clean-results toc
+.PHONY: book book-student pdf test test-fast test-gpu sweep html install mathjax benchmark clean clean-results toc
 
 book: install mathjax sweep html
 	@echo
@@ -64,7 +64,11 @@ pdf: html
 	$(BIN)/mmbook pdf
 
 benchmark: install
-	$(BIN)/python benchmarks/bench_train.py
+	$(BIN)/python benchmarks/bench_train.py --device $(DEVICE)
+
+# the tests marked gpu (each engine-trained method on CUDA against the CPU), with whatever PyTorch is installed
+test-gpu: install
+	$(BIN)/python -m pytest -q -m gpu
 
 clean-results:
 	rm -rf book/records book/runs book/chapters book/datasheets book/appendix book/verdicts book/scorecard.ipynb _build

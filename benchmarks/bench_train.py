@@ -9,8 +9,9 @@
    and the validation pass), training samples per second, and the training loop's achieved
    GFLOP/s: floating-point operations of one training step counted by
    ``torch.utils.flop_counter`` (forward and backward), times the steps, over the time.
-3. Seeds as a batch dimension: 3, 5 and 12 seeds of zero padding (MLP encoders) fitted
-   one by one and as one vmap-ed batch.
+3. The ensemble engine: member-steps per second for K = 1, 5, 10, 25, 50 members of zero padding
+   (MLP encoders) on ``affect`` and ``avdigits``, against the plain single-fit loop, and achieved
+   GFLOP/s as a share of the peaks.
 4. SMIL at eta = 10 % on 1,000 training samples: warm starts and one meta iteration.
 5. Chapter 03's methods on ``affect`` at MR (A, V, L) = (0.8, 0.2, 0.5), the chapter's batch
    of 128: seconds per epoch and per training sample (validation included).
@@ -79,12 +80,16 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     ap.add_argument("--no-smil", action="store_true")
     ap.add_argument("--no-redcore", action="store_true")
+    ap.add_argument("--engine-only", action="store_true", help="only the peaks and the ensemble engine's table")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     dev = get_device(a.device)
     pk = peak(dev)
     print(f"device {dev}, torch threads {a.threads}; peak: "
           + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in pk.items()))
+    if a.engine_only:
+        bench_engine(dev, pk, a.epochs)
+        return
     data = load_dataset("avdigits")
     n = len(data.splits["train"])
     P = masks.keep_fraction(n, data.modality_names, {"audio": 0.2}, seed=0)
@@ -103,27 +108,58 @@ def main() -> None:
             gflops = step_flops(m, data, P, dev) * steps / dt / 1e9
             print(f"{name:14s} {backbone:8s} {dt / a.epochs:8.2f} {n * a.epochs / dt:10.0f} {gflops:8.2f} "
                   + " ".join(f"{100 * gflops / v:13.1f}%" for v in pk.values()))
-    bench_batched(data, cfg, dev)
+    bench_engine(dev, pk, a.epochs)
     if not a.no_smil:
         bench_smil(data, cfg, dev)
     if not a.no_redcore:
         bench_redcore(a.epochs, dev)
 
 
-def bench_batched(data, cfg, dev) -> None:
-    """Seeds as a batch dimension (vmap over stacked weights) against one fit per seed."""
-    n = len(data.splits["train"])
-    for seeds in ([0, 1, 2], [0, 1, 2, 3, 4], list(range(12))):
-        Ps = [masks.keep_fraction(n, data.modality_names, {"audio": 0.2}, seed=s) for s in seeds]
+def _member_step_flops(method, data, P, dev, batch) -> float:
+    """FLOPs of one member's training step (forward and backward of its loss on one batch)."""
+    Pfull, rows, loss_fn, _, _ = method._setup(data, P, 0, dev)
+    idx = rows[:batch]
+    with FlopCounterMode(display=False) as fc:
+        loss_fn(method.model, idx, None, Pfull).backward()
+    method.model.zero_grad(set_to_none=True)
+    return fc.get_total_flops()
+
+
+def bench_engine(dev, pk: dict, epochs: int, sizes=(1, 5, 10, 25, 50)) -> None:
+    """Member-steps per second of the ensemble engine (mmlib/engine.py) for K members against the
+    plain single-fit loop (:func:`mmlib.train.fit`, torch's Adam), and as a share of the peaks."""
+    from mmlib.models import noise_stream
+    from mmlib.train import DropoutStream, fit
+    cases = [("affect", {"kind": "independent", "rates": {"acoustic": 0.5, "visual": 0.5, "lexical": 0.5}}),
+             ("avdigits", {"kind": "keep_fraction", "keep": {"audio": 0.2}})]
+    cfg = TrainConfig(epochs=epochs, patience=None)
+    print(f"\nensemble engine, zero padding (MLP encoders), {epochs} epochs, batch {cfg.batch_size}; "
+          "member-steps/s (training steps of one member; validation included in the time)")
+    print(f"{'dataset':9s} {'loop':14s} {'K':>3s} {'member-steps/s':>15s} {'x plain':>8s} {'GFLOP/s':>8s} "
+          + " ".join(f"{'% ' + k:>14s}" for k in pk))
+    for name, spec in cases:
+        data = load_dataset(name)
+        n = len(data.splits["train"])
+        Ps = [masks.from_spec(spec, n, data.modality_names, s) for s in range(max(sizes))]
+        m = make_method("zp_concat", backbone="mlp")
+        flops = _member_step_flops(m, data, Ps[0], dev, cfg.batch_size)
+        steps = [-(-int(P.any(1).sum()) // cfg.batch_size) for P in Ps]
+        # the plain loop, one seed
+        Pfull, rows, loss_fn, val_logits, val_score = m._setup(data, Ps[0], 0, dev)
         t0 = time.perf_counter()
-        for P, s in zip(Ps, seeds):
-            make_method("zp_concat", backbone="mlp").fit(data, P, seed=s, cfg=cfg, device=dev)
-        seq = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        make_method("zp_concat", backbone="mlp").fit_seeds(data, Ps, seeds, cfg=cfg, device=dev)
-        bat = time.perf_counter() - t0
-        print(f"zp_concat mlp, {len(seeds):2d} seeds x {cfg.epochs} epochs: one by one {seq:6.2f} s, "
-              f"as a batch {bat:6.2f} s (x{seq / bat:.2f})")
+        with noise_stream(DropoutStream(0)):
+            fit(m.model, lambda model, idx: loss_fn(model, idx, None, Pfull), rows,
+                lambda model: float(val_score(val_logits(model, Pfull).unsqueeze(0))[0]), cfg, seed=0)
+        plain = steps[0] * epochs / (time.perf_counter() - t0)
+        rows_out = [("plain fit", 1, plain)]
+        for K in sizes:
+            t0 = time.perf_counter()
+            make_method("zp_concat", backbone="mlp").fit_seeds(data, Ps[:K], list(range(K)), cfg=cfg, device=dev)
+            rows_out.append(("engine", K, sum(steps[:K]) * epochs / (time.perf_counter() - t0)))
+        for loop, K, rate in rows_out:
+            gf = rate * flops / 1e9
+            print(f"{name:9s} {loop:14s} {K:3d} {rate:15.0f} {rate / plain:8.2f} {gf:8.2f} "
+                  + " ".join(f"{100 * gf / v:13.1f}%" for v in pk.values()))
 
 
 def bench_smil(data, cfg, dev, iters: int = 50) -> None:

@@ -1,0 +1,27 @@
+"""The ensemble engine on CUDA (``make test-gpu``; skipped without a GPU): every method that
+trains on the engine fits a small ensemble for two epochs on ``cuda`` and on the CPU, from the
+same seeds and masks, and the two agree to rounding."""
+import pytest
+import torch
+
+from mmlib import masks
+from mmlib.methods import make_method
+from mmlib.train import TrainConfig
+
+pytestmark = [pytest.mark.gpu,
+              pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
+
+ENGINE_METHODS = ["zp_concat", "zp_sum", "late_fusion", "lower_bound", "upper_bound", "sum_linear",
+                  "concat_linear", "film", "bigated"]
+
+
+@pytest.mark.parametrize("name", ENGINE_METHODS)
+def test_an_ensemble_on_cuda_equals_the_cpu(avdigits, name):
+    small = avdigits.with_train_subset(300)
+    Ps = [masks.keep_fraction(300, small.modality_names, {"audio": 0.3}, seed=s) for s in range(3)]
+    cfg = TrainConfig(epochs=2, batch_size=64, patience=None)
+    cpu = make_method(name, backbone="mlp").fit_seeds(small, Ps, [0, 1, 2], cfg=cfg, device="cpu")
+    gpu = make_method(name, backbone="mlp").fit_seeds(small, Ps, [0, 1, 2], cfg=cfg, device="cuda")
+    for a, b in zip(cpu, gpu):
+        assert [h["val_score"] for h in a.history] == pytest.approx([h["val_score"] for h in b.history], abs=2e-3)
+        assert torch.allclose(a.predict(small, "test"), b.predict(small, "test"), atol=1e-3, rtol=1e-3)
