@@ -39,6 +39,7 @@ import torch
 from torch import nn
 
 from .models import noise_stream
+from .train import Call, DropoutStream
 
 
 @dataclass
@@ -61,7 +62,6 @@ def order_generator(seed: int) -> torch.Generator:
 
 def noise_generator(seed: int) -> torch.Generator:
     """The generator of a fit's dropout noise (as :class:`mmlib.train.DropoutStream`)."""
-    from .train import DropoutStream
     return DropoutStream(seed).gen
 
 
@@ -86,17 +86,6 @@ class _Recorder:
     def draw(self, shape, device):
         self.shapes.append(tuple(shape))
         return torch.ones(shape, device=device)
-
-
-class _Call(nn.Module):
-    """Wraps a model so that ``functional_call`` can run any function of it."""
-
-    def __init__(self, model, fn):
-        super().__init__()
-        self.model, self.fn = model, fn
-
-    def forward(self, *args):
-        return self.fn(self.model, *args)
 
 
 def _stack(extras):
@@ -185,8 +174,8 @@ def fit_ensemble(members: list[Member], loss_fn: Callable, val_logits: Callable,
     done: dict[int, torch.Tensor] = {}
     histories: list[list[dict]] = [[] for _ in range(K)]
 
-    train_fn = _Call(copy.deepcopy(first).to("meta"), loss_fn).train()
-    val_fn = _Call(copy.deepcopy(first).to("meta"), val_logits).eval()
+    train_fn = Call(copy.deepcopy(first).to("meta"), loss_fn).train()
+    val_fn = Call(copy.deepcopy(first).to("meta"), val_logits).eval()
     keys = ["model." + n for n in names]
 
     def views(flat):      # (k, n_params) -> {name: (k, *stored shape)}, views of the flat tensor

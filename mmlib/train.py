@@ -76,12 +76,41 @@ class TrainConfig:
 
 
 
-def adam(params, cfg: TrainConfig) -> torch.optim.Adam:
-    """Adam with the fused kernel (one update for all parameters: ~20 % faster epochs for
-    the book's small networks on a CPU than the per-parameter loop, the same algorithm)."""
-    params = list(params)
-    fused = all(isinstance(p, torch.Tensor) and p.is_floating_point() for p in params)
-    return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused or None)
+class Adam:
+    """Adam (Kingma & Ba; L2 weight decay added to the gradient, as ``torch.optim.Adam``) on torch's
+    fused kernel (one update for all parameters: ~20 % faster epochs for the book's small networks
+    on a CPU than the per-parameter loop). The same algorithm and kernel as
+    ``torch.optim.Adam(fused=True)``, without ``torch.optim``'s machinery, whose first step imports
+    ``torch._dynamo`` (about 3 s of every run's start-up). A parameter without a gradient is left
+    as it is, its step count too, as there."""
+
+    def __init__(self, params, lr: float, weight_decay: float = 0.0, betas=(0.9, 0.999), eps: float = 1e-8):
+        self.params = [p for p in params if p.requires_grad]
+        self.lr, self.weight_decay, self.betas, self.eps = float(lr), float(weight_decay), betas, float(eps)
+        self.exp_avg = [torch.zeros_like(p) for p in self.params]
+        self.exp_avg_sq = [torch.zeros_like(p) for p in self.params]
+        self.steps = [torch.zeros((), dtype=torch.float32, device=p.device) for p in self.params]
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for p in self.params:
+            p.grad = None
+
+    @torch.no_grad()
+    def step(self) -> None:
+        have = [i for i, p in enumerate(self.params) if p.grad is not None]
+        for dev in {self.params[i].device for i in have}:       # the kernel takes one device per call
+            on = [i for i in have if self.params[i].device == dev]
+            steps = [self.steps[i] for i in on]
+            torch._foreach_add_(steps, 1)
+            torch._fused_adam_([self.params[i] for i in on], [self.params[i].grad for i in on],
+                               [self.exp_avg[i] for i in on], [self.exp_avg_sq[i] for i in on], [], steps,
+                               amsgrad=False, lr=self.lr, beta1=self.betas[0], beta2=self.betas[1],
+                               weight_decay=self.weight_decay, eps=self.eps, maximize=False)
+
+
+def adam(params, cfg: TrainConfig) -> Adam:
+    """:class:`Adam` with the budget's learning rate and weight decay."""
+    return Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
 def batches(idx: torch.Tensor, batch_size: int, generator: torch.Generator | None = None):
@@ -169,30 +198,9 @@ class DropoutStream:
         return torch.rand(shape, generator=self.gen).to(device)
 
 
-class _Listed:
-    """Hands out pre-drawn noise tensors in call order (inside a batched step)."""
-
-    def __init__(self, tensors):
-        self.tensors = list(tensors)
-
-    def draw(self, shape, device):
-        u = self.tensors.pop(0)
-        if tuple(u.shape) != tuple(shape):
-            raise RuntimeError(f"dropout noise of shape {tuple(u.shape)} drawn for an input of shape {shape}")
-        return u
-
-
-class _Recorder:
-    def __init__(self):
-        self.shapes = []
-
-    def draw(self, shape, device):
-        self.shapes.append(tuple(shape))
-        return torch.ones(shape, device=device)
-
-
-class _Call(nn.Module):
-    """Wraps a model so that ``torch.func.functional_call`` can run any function of it."""
+class Call(nn.Module):
+    """Wraps a model so that ``torch.func.functional_call`` can run any function of it
+    (``Call(model, fn)(*args)`` is ``fn(model, *args)``)."""
 
     def __init__(self, model, fn):
         super().__init__()
@@ -200,93 +208,3 @@ class _Call(nn.Module):
 
     def forward(self, *args):
         return self.fn(self.model, *args)
-
-
-def fit_batched(models: list[nn.Module], loss_fn: Callable, rows: list[torch.Tensor], extras: list,
-                val_logits: Callable, val_score: Callable, cfg: TrainConfig, seeds: list[int],
-                desc: str = "train") -> tuple[list[nn.Module], list[list[dict]]]:
-    """Train several seeds of one network at once: their weights stacked along a new first
-    dimension and every step ``torch.func.vmap``-ed over it (one call per layer instead of
-    one per seed and layer: faster for small MLPs, see ``make benchmark``).
-
-    Each member keeps what :func:`fit` with its seed would give it: its initialisation
-    (``models[s]``, built after seeding), its rows and extra inputs (``rows[s]``,
-    ``extras[s]``, e.g. its presence matrix), its batch order and dropout masks (its own
-    generators, drawn in the same order) and its early stopping and best epoch; Adam is
-    elementwise, so one optimiser over the stacked weights is one per member. Only the
-    floating-point order of the batched matrix products differs, so results agree with
-    sequential fits to rounding (a test checks it). ``loss_fn(model, idx, extra)`` is the
-    per-member loss; ``val_logits(model, extra)`` the validation outputs (no Python control flow
-    on values; ``extra`` lets each member score its own masked validation split), scored per
-    member by ``val_score(logits)``. Members need equal row counts and
-    no buffers (no BatchNorm)."""
-    from torch.func import functional_call, stack_module_state, vmap
-    S = len(models)
-    if len({len(r) for r in rows}) != 1:
-        raise ValueError(f"fit_batched needs the same number of training rows per member, got {[len(r) for r in rows]}")
-    if any(True for _ in models[0].buffers()):
-        raise ValueError("fit_batched needs models without buffers (BatchNorm): fit them one by one")
-    for m in models:
-        m.train()
-    params, _ = stack_module_state(models)
-    base = _Call(copy.deepcopy(models[0]).to("meta"), loss_fn).train()
-    vbase = _Call(copy.deepcopy(models[0]).to("meta"), val_logits).eval()
-    names = {k: "model." + k for k in params}
-    opt = adam(params.values(), cfg)
-    order = [torch.Generator().manual_seed(s) for s in seeds]           # batch order, as fit()
-    drops = [DropoutStream(s) for s in seeds]
-    # the dropout layers' input shapes in call order; a first dimension that follows the batch
-    # size (found by two dry runs) is None, others (e.g. a fixed support set) are kept
-    recs = []
-    for bs in (2, 3):
-        rec = _Recorder()
-        with noise_stream(rec), torch.no_grad():
-            loss_fn(models[0], rows[0][:bs], extras[0])
-        recs.append(rec.shapes)
-    shapes = [(None, *a[1:]) if a[0] != b[0] else a for a, b in zip(*recs)]
-    if isinstance(extras[0], dict):              # several per-member tensors, stacked key by key
-        stacked_extra = {k: torch.stack([e[k] for e in extras]) for k in extras[0]}
-    else:
-        stacked_extra = torch.stack(extras)
-
-    def member_loss(p, idx, extra, *noise):
-        with noise_stream(_Listed(noise)):
-            return functional_call(base, {names[k]: v for k, v in p.items()}, (idx, extra))
-
-    def member_val(p, extra):
-        return functional_call(vbase, {names[k]: v for k, v in p.items()}, (extra,))
-
-    step = vmap(member_loss)
-    val = vmap(member_val)
-    keepers = [Checkpoint(cfg.patience, cfg.min_epochs) for _ in range(S)]
-    stopped, histories = [False] * S, [[] for _ in range(S)]
-    n = len(rows[0])
-    for epoch in range(cfg.epochs):
-        t0 = time.perf_counter()
-        perms = [r[torch.randperm(n, generator=g).to(r.device)] for r, g in zip(rows, order)]
-        totals = torch.zeros(S)
-        for b in range(0, n, cfg.batch_size):
-            idx = torch.stack([p[b:b + cfg.batch_size] for p in perms])
-            bs = idx.shape[1]
-            noise = [torch.stack([d.draw((bs, *shp[1:]) if shp[0] is None else shp, idx.device) for d in drops])
-                     for shp in shapes]
-            losses = step(params, idx, stacked_extra, *noise)
-            opt.zero_grad(set_to_none=True)
-            losses.sum().backward()
-            opt.step()
-            totals += losses.detach().cpu() * bs
-        with torch.no_grad():
-            logits = val({k: v.detach() for k, v in params.items()}, stacked_extra)
-        seconds = (time.perf_counter() - t0) / S
-        for s in range(S):
-            if stopped[s]:
-                continue
-            score = float(val_score(logits[s]))
-            histories[s].append({"epoch": epoch, "train_loss": float(totals[s]) / n, "val_score": score,
-                                 "seconds": seconds, "batched": S})
-            stopped[s] = keepers[s].update(epoch, score, lambda: {k: v[s].detach().clone() for k, v in params.items()})
-        if all(stopped):
-            break
-    for keeper, m in zip(keepers, models):
-        keeper.restore(m, strict=False)
-    return models, histories

@@ -124,3 +124,21 @@ def test_pooled_statistics_once_per_dataset_equal_pooling_every_batch():
     assert torch.allclose(net(X, p, L), net(Xt, p, Lt), atol=1e-6)
     assert torch.allclose(net(X, p), net(net.transform_inputs(X, {})[0], p), atol=1e-6)
     assert isinstance(net.encoders["s"], PooledEncoder)
+
+
+@pytest.mark.parametrize("name, kw", [("mle", {}), ("mle", {"support": "batch"}), ("mle_zp", {}), ("mle_lb", {}),
+                                      ("mle", {"phi": "outer"})])
+def test_mle_members_equal_their_single_fits(avdigits, name, kw):
+    """MLE's fits at two audio rates and two seeds (two sizes of complete set: one ensemble each)
+    against the same fits one by one."""
+    small = avdigits.with_train_subset(300)
+    cfg = TrainConfig(epochs=4, batch_size=64, patience=2)
+    pairs = [(keep, s) for keep in (0.2, 0.5) for s in (0, 1)]
+    Ps = [masks.keep_fraction(300, small.modality_names, {"audio": keep}, seed=s) for keep, s in pairs]
+    together = make_method(name, backbone="mlp", **kw).fit_seeds(small, Ps, [s for _, s in pairs], cfg=cfg,
+                                                                    device="cpu")
+    for (keep, s), P, b in zip(pairs, Ps, together):
+        a = make_method(name, backbone="mlp", **kw).fit(small, P, seed=s, cfg=cfg, device="cpu")
+        assert len(a.history) == len(b.history)
+        assert [h["val_score"] for h in a.history] == pytest.approx([h["val_score"] for h in b.history], abs=1e-5)
+        assert torch.allclose(a.predict(small, "test"), b.predict(small, "test"), atol=1e-4)

@@ -6,7 +6,7 @@ from torch.func import functional_call
 from mmlib.data import load_dataset
 from mmlib.experiment import corrupted, run
 from mmlib.methods import make_method
-from mmlib.train import TrainConfig, _Call, adam
+from mmlib.train import TrainConfig, Call, adam
 
 CORR = {"band": [0.4, 0.6], "test": {"40-60%": [0.4, 0.6]}}
 
@@ -50,7 +50,7 @@ def _grads(model, fn):
 def test_meta_step_with_alpha_zero_is_the_plain_step_on_the_query_batch_and_orders_differ(fit_data):
     m, base, aug, model, loss_fn, rows = _prepared(fit_data, inner_lr=0.0)
     model.eval()                                                              # no dropout: deterministic
-    call = _Call(model, loss_fn)
+    call = Call(model, loss_fn)
     names = {k: "model." + k for k, _ in model.named_parameters()}
 
     def loss_at(params, idx):

@@ -30,7 +30,7 @@ from torch import nn
 
 from ..data import MultimodalDataset
 from ..models import MLP, encode, make_encoder
-from ..train import TrainConfig, fit, get_device, seed_everything
+from ..train import Adam, TrainConfig, fit, get_device, seed_everything
 from . import Method
 from .baselines import FusionBaseline
 from .common import full_presence, task_loss, validation_score
@@ -107,10 +107,10 @@ class Impute(Method):
         gen = torch.Generator().manual_seed(seed + 7)
         zdim = self.noise_dim if self.generator == "gan" else 0
         G = MLP(dc + zdim, [256, 64, 256] if self.generator == "ae" else [256, 256], dt).to(dev)
-        opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr)
+        opt_g = Adam(G.parameters(), lr=cfg.lr)
         if self.generator == "gan":
             D = MLP(dc + dt, [256, 128], 1, dropout=0.2).to(dev)
-            opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr, betas=(0.5, 0.999))
+            opt_d = Adam(D.parameters(), lr=cfg.lr, betas=(0.5, 0.999))
         steps = max(1, -(-len(rows) // cfg.batch_size))            # an epoch: one pass over the pairs
         best, best_state = float("inf"), None
 

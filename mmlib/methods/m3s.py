@@ -48,7 +48,7 @@ from torch.func import functional_call
 
 from .. import masks, metrics
 from ..models import noise_stream
-from ..train import Checkpoint, DropoutStream, TrainConfig, _Call, adam, batches
+from ..train import Checkpoint, DropoutStream, TrainConfig, Call, adam, batches
 from . import Method, decide, make_method
 
 SETTINGS = ("orig", "spl_trn", "m3s")
@@ -117,7 +117,7 @@ class M3S(Method):
         self.used, self.required = getattr(base, "used", data.modality_names), getattr(base, "required", [])
         self.device = getattr(base, "device", None)
 
-        call = _Call(model, loss_fn)                         # the loss as a function of the parameters
+        call = Call(model, loss_fn)                         # the loss as a function of the parameters
         names = {k: "model." + k for k, _ in model.named_parameters()}
 
         def loss_at(params, idx):

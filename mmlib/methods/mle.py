@@ -58,7 +58,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..models import MLP, make_encoder, noise_stream
-from ..train import DropoutStream, TrainConfig, fit, fit_batched, get_device, seed_everything
+from ..train import Adam, DropoutStream, TrainConfig, fit, get_device, seed_everything
 from . import Method
 from .common import full_presence, two_roles, two_rows
 
@@ -199,13 +199,12 @@ class MLE(_TwoModality):
         n_c = len(self.complete)
         if n_c == 0 and self.incomplete != "zero":
             raise ValueError(f"{self.name}: no training sample has {self.x2!r}; Eq. 4/5 need some")
+        if self.batchable():    # the same loss without data-dependent shapes, on the ensemble engine alone
+            self._train_together([self], [seed])
+            return self
         rows = self.complete if self.incomplete == "discard" else self.train_idx
-
-        loss_fn = self.loss
-        if self.batchable():    # the same loss without data-dependent shapes, as fit_seeds trains it
-            loss_fn = lambda model, idx: self.masked_loss(model, idx, self.has_x2, self.complete)  # noqa: E731
-        with noise_stream(DropoutStream(seed)):            # the seed's own dropout masks (as fit_seeds)
-            self.model, self.history = fit(self.model, loss_fn, rows, self._val_accuracy, self.cfg, seed=seed,
+        with noise_stream(DropoutStream(seed)):            # the seed's own dropout masks
+            self.model, self.history = fit(self.model, self.loss, rows, self._val_accuracy, self.cfg, seed=seed,
                                            desc=self.name)
         return self
 
@@ -235,13 +234,15 @@ class MLE(_TwoModality):
         return nll / len(idx)
 
     # ---------------------------------------------------------------------- seeds as a batch (plumbing)
-    def masked_loss(self, model, idx, has_x2, complete):
-        """:meth:`loss` without data-dependent shapes, so that seeds can be
-        ``vmap``-ed: every row of the batch goes through both terms, each weighted by
-        whether the row has y (a missing y is zeroed before g, so it never enters the
-        network). The same value and gradients as :meth:`loss` (a test checks it); only for
-        encoders without BatchNorm, whose statistics would see the zeroed rows."""
-        comp = has_x2[idx]
+    def masked_loss(self, model, idx, has_x2, complete, weight=None):
+        """:meth:`loss` without data-dependent shapes, so that fits can train as one ensemble
+        (``vmap``): every row of the batch goes through both terms, each weighted by whether the
+        row has y (a missing y is zeroed before g, so it never enters the network). The same
+        value and gradients as :meth:`loss` (a test checks it); only for encoders without
+        BatchNorm, whose statistics would see the zeroed rows. ``weight`` (B,): the ensemble
+        engine's padding rows get 0."""
+        w = torch.ones(idx.shape[0], device=idx.device) if weight is None else weight
+        comp = has_x2[idx] & (w > 0)
         w_c = comp.to(self.X.dtype)
         fx, z = model.f(self.X[idx]), self.labels[idx][:, None]
         yb = self.X2[idx] * w_c.reshape(-1, *([1] * (self.X2.dim() - 1)))
@@ -249,61 +250,63 @@ class MLE(_TwoModality):
         nll = -(log_q_z_given_xy(model.pair_scores(fx, gy), self.log_rz).gather(1, z).squeeze(1) * w_c).sum()
         if self.incomplete == "zero":
             s = model.pair_scores(fx, torch.zeros_like(gy))
-            nll = nll - (log_q_z_given_xy(s, self.log_rz).gather(1, z).squeeze(1) * (1 - w_c)).sum()
+            nll = nll - (log_q_z_given_xy(s, self.log_rz).gather(1, z).squeeze(1) * (1 - w_c) * w).sum()
         elif self.incomplete == "marginalize":
             if self.support == "batch":                  # the batch's complete rows; -1e4 ~ weight 0
                 n_c = comp.sum()
                 log_ry = torch.where(comp, -torch.log(n_c.clamp(min=1).to(fx.dtype)), torch.full_like(w_c, -1e4))
-                w_m = (1 - w_c) * (n_c > 0).to(fx.dtype)
+                w_m = (1 - w_c) * w * (n_c > 0).to(fx.dtype)
             else:
                 gy = model.g(self.X2[complete])
                 if self.support == "all_detached":
                     gy = gy.detach()
                 log_ry = torch.full((complete.shape[0],), -math.log(complete.shape[0]), device=fx.device)
-                w_m = 1 - w_c
+                w_m = (1 - w_c) * w
             lq = log_q_z_given_x(model.cross_scores(fx, gy), self.log_rz, log_ry)
             nll = nll - (lq.gather(1, z).squeeze(1) * w_m).sum()
-        return nll / idx.shape[0]
+        return nll / w.sum().clamp(min=1)
 
     def batchable(self, data=None) -> bool:
         return self.backbone == "mlp"
 
     def fit_seeds(self, data, presences: list, seeds: list[int], *, cfg=None, device=None,
                   val_presences: list | None = None) -> list["MLE"]:
-        """One fitted copy per (presence, seed) pair; those with the same numbers of training and
-        complete rows are trained together (:func:`mmlib.train.fit_batched`). ``val_presences``:
-        each member's masked validation split (None: every modality)."""
+        """One fitted copy per (training presence, seed) pair, trained on the ensemble engine
+        (:func:`mmlib.engine.fit_ensemble`), one ensemble per size of the complete set: Eq. 5's
+        y' run through g in training mode, so each complete row draws dropout noise, and a member
+        padded to a longer set would draw noise its own fit does not. ``val_presences``: each
+        member's masked validation split (None: every modality)."""
         vps = [None] * len(seeds) if val_presences is None else list(val_presences)
-        groups: dict = {}
-        for k, (presence, seed) in enumerate(zip(presences, seeds)):
-            p = full_presence(data, "train", presence)
-            groups.setdefault(tuple(p.sum(0).tolist()), []).append(k)
-        out = [None] * len(seeds)
-        for ks in groups.values():
-            fitted = (self._fit_group(data, [presences[k] for k in ks], [seeds[k] for k in ks], cfg, device,
-                                      [vps[k] for k in ks]) if len(ks) > 1 else
-                      [copy.deepcopy(self).fit(data, presences[ks[0]], seed=seeds[ks[0]], cfg=cfg, device=device,
-                                               val_presence=vps[ks[0]])])
-            for k, m in zip(ks, fitted):
-                out[k] = m
-        return out
-
-    def _fit_group(self, data, presences, seeds, cfg, device, val_presences):
-        if all(v is None for v in val_presences):
-            val_presences = None
-        members = []
-        for k, (presence, seed) in enumerate(zip(presences, seeds)):
+        if not self.batchable():
+            return [copy.deepcopy(self).fit(data, P, seed=s, cfg=cfg, device=device, val_presence=vp)
+                    for P, s, vp in zip(presences, seeds, vps)]
+        copies = []
+        for presence, seed, vp in zip(presences, seeds, vps):
             m = copy.deepcopy(self)
-            m._setup(data, presence, seed, cfg, device, None if val_presences is None else val_presences[k])
+            m._setup(data, presence, seed, cfg, device, vp)
             m.model = MLENet(tuple(m.X.shape[1:]), tuple(m.X2.shape[1:]), m.n_classes, m.phi, m.k,
                              m.backbone).to(m.device)
             if len(m.complete) == 0 and m.incomplete != "zero":
                 raise ValueError(f"{m.name}: no training sample has {m.x2!r}; Eq. 4/5 need some")
-            members.append(m)
-        if len({len(m.complete) for m in members}) != 1:
-            raise ValueError("fit_seeds needs the same number of complete samples at every seed")
-        first = members[0]
+            copies.append(m)
+        groups: dict[int, list[int]] = {}
+        for k, m in enumerate(copies):
+            groups.setdefault(len(m.complete), []).append(k)
+        for ks in groups.values():
+            self._train_together([copies[k] for k in ks], [seeds[k] for k in ks])
+        return copies
+
+    def _train_together(self, copies: list["MLE"], seeds: list[int]) -> None:
+        """Train set-up copies (``_setup`` done, ``model`` built; complete sets of one size) as one
+        ensemble."""
+        from ..engine import Member, fit_ensemble
+        members = [Member(m.model, m.complete if m.incomplete == "discard" else m.train_idx,
+                          {"has_x2": m.has_x2, "complete": m.complete}, seed) for m, seed in zip(copies, seeds)]
+        first = copies[0]
         val = first.val
+
+        def loss_fn(model, idx, weight, e):
+            return first.masked_loss(model, idx, e["has_x2"], e["complete"], weight)
 
         def val_logits(model, e):
             """:meth:`_scores` on the validation rows without data-dependent shapes: Eq. 4 on x2
@@ -323,14 +326,11 @@ class MLE(_TwoModality):
                 out.append(torch.where(has[:, None], with_x2, without))
             return torch.cat(out)
 
-        rows = [m.complete if m.incomplete == "discard" else m.train_idx for m in members]
-        models, histories = fit_batched(
-            [m.model for m in members], lambda model, idx, e: first.masked_loss(model, idx, e["has_x2"], e["complete"]),
-            rows, [{"has_x2": m.has_x2, "complete": m.complete} for m in members], val_logits,
-            lambda out: (out.argmax(1) == first.labels[val]).float().mean(), first.cfg, list(seeds), desc=self.name)
-        for m, model, hist in zip(members, models, histories):
-            m.model, m.history = model, hist
-        return members
+        def val_score(out):                              # (K, n_val, C) -> (K,)
+            return (out.argmax(-1) == first.labels[val]).float().mean(-1)
+        histories = fit_ensemble(members, loss_fn, val_logits, val_score, first.cfg, desc=self.name)
+        for m, hist in zip(copies, histories):
+            m.history = hist
 
     @torch.no_grad()
     def _support(self, model):
@@ -466,7 +466,7 @@ class AEImpute(_TwoModality):
         data = self._setup(data, presence, seed, cfg, device, val_presence)
         dx, dy = self.X[0].numel(), self.X2[0].numel()
         self.ae = MLP(dx, [256, 64, 256], dy).to(self.device)      # x -> bottleneck -> y
-        opt = torch.optim.Adam(self.ae.parameters(), lr=self.cfg.lr)
+        opt = Adam(self.ae.parameters(), lr=self.cfg.lr)
         gen = torch.Generator().manual_seed(seed + 1)
         self.X2imp = self.X2.clone()
         missing = self.train_idx[~self.has_x2[self.train_idx]]
