@@ -37,6 +37,7 @@ from typing import Any, Callable
 
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from .models import noise_stream
 from .train import Call, DropoutStream
@@ -212,7 +213,8 @@ def fit_ensemble(members: list[Member], loss_fn: Callable, val_logits: Callable,
     grad_buf = torch.zeros_like(W)
     n_rows = [len(m.rows) for m in members]
 
-    for epoch in range(cfg.epochs):
+    bar = tqdm(range(cfg.epochs), desc=desc, disable=not cfg.progress, leave=False)
+    for epoch in bar:
         t0 = time.perf_counter()
         k_live = len(alive)
         T = [-(-n_rows[i] // B) for i in alive]
@@ -243,7 +245,7 @@ def fit_ensemble(members: list[Member], loss_fn: Callable, val_logits: Callable,
         idx, wts = idx.view(k_live, T_max, B), wts.view(k_live, T_max, B)
         # Adam's argument lists per set of members whose epoch is not over (the step counts stay each
         # member's own), one fused call per learning rate
-        plans: dict[tuple, list] = {}
+        plans: dict[int, list] = {}     # keyed by a step count: the members with at least that many
         for t in sorted(set(T)):
             act = tuple(r for r in range(k_live) if T[r] >= t)
             by_lr: dict[float, list[int]] = {}
@@ -285,6 +287,7 @@ def fit_ensemble(members: list[Member], loss_fn: Callable, val_logits: Callable,
         for r, i in enumerate(alive):
             histories[i].append({"epoch": epoch, "train_loss": loss_list[r], "val_score": score_list[r],
                                  "seconds": seconds, "batched": K})
+        bar.set_postfix(members=k_live, best=f"{max(score_list):.3f}")
         if epoch == cfg.epochs - 1:
             stop = torch.ones_like(stop)
         if bool(stop.any()):

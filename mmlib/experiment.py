@@ -337,8 +337,8 @@ def run_grid(data: MultimodalDataset, methods: list, settings: dict[str, dict], 
     missing-pattern spec, e.g. ``{"0.9": {"kind": "keep_fraction", "keep": {"audio": 0.1}}}``.
     ``keep``: ``(method, setting)`` pairs whose fitted model (first seed) is returned in
     the dict (refitted if its record existed: figures need the model). With ``batch`` the
-    seeds of a method that allows it (``batchable()``) are fitted as one batch first
-    (:func:`fit_seeds_batched`; the same records up to rounding). ``validation``: "full"
+    (setting, seed) fits of a method that allows it (``batchable(data)``) train first as one
+    ensemble (:func:`fit_seeds_batched`, :mod:`mmlib.engine`; the same records up to rounding). ``validation``: "full"
     (model selection on the validation split with every modality) or "masked" (the
     validation split masked like the training split, by the setting's spec and the seed).
     ``pooled``: add a row per run with ``test="pooled"``, the metrics over every test
