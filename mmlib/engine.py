@@ -22,14 +22,15 @@ together:
 Nothing per member runs in Python inside an epoch; per epoch, each member draws its batch
 order and noise (one call each) and its history line is written.
 
-A member's result is what the same engine gives it alone (``K = 1``, which is how a single
-fit trains): the members never read each other's numbers, only the floating-point order of
-the batched matrix products differs (tests check it). With ``K = 1`` the engine also draws
-the same batch order and dropout masks as :func:`mmlib.train.fit` with the same seed.
+A member's result is what its fit alone gives (``K = 1`` runs the plain loop,
+:func:`mmlib.train.fit`, which draws the same batch order and dropout masks): the members never
+read each other's numbers, only the floating-point order of the batched matrix products and of
+the padded last batch's sums differs (tests check it).
 """
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import time
 from dataclasses import dataclass
@@ -40,7 +41,7 @@ from torch import nn
 from tqdm import tqdm
 
 from .models import noise_stream
-from .train import Call, DropoutStream
+from .train import Call, DropoutStream, fit
 
 
 @dataclass
@@ -121,6 +122,20 @@ def _size(shape, b):
     return n
 
 
+def _fit_alone(m: Member, loss_fn, val_logits, val_score, cfg, desc) -> list[dict]:
+    """One member: the plain loop (:func:`mmlib.train.fit`), which draws the same batches and noise
+    as a member of an ensemble and skips ``functional_call`` (about 1.3x faster for one fit);
+    ``weight=None`` in the loss: every row of the batch counts."""
+    if len(m.rows) == 0:
+        raise ValueError(f"ensemble member 0 (seed {m.seed}) has no training rows")
+    cfg = cfg if m.lr is None else dataclasses.replace(cfg, lr=float(m.lr))
+    with noise_stream(DropoutStream(m.seed)):
+        _, history = fit(m.model, lambda model, idx: loss_fn(model, idx, None, m.extra), m.rows,
+                         lambda model: float(val_score(val_logits(model, m.extra).unsqueeze(0))[0]), cfg,
+                         seed=m.seed, desc=desc)
+    return history
+
+
 def fit_ensemble(members: list[Member], loss_fn: Callable, val_logits: Callable, val_score: Callable, cfg,
                  desc: str = "train") -> list[list[dict]]:
     """Train every member; load each one's best validation epoch into its ``model`` (eval mode)
@@ -130,11 +145,14 @@ def fit_ensemble(members: list[Member], loss_fn: Callable, val_logits: Callable,
     weights ``weight`` (B,) (1 for a row, 0 for padding): the weighted mean of its rows' losses;
     no Python control flow on values. ``val_logits(model, extra)``: the validation outputs;
     ``val_score(out)``: the scores of K members' outputs (K, ...) as a (K,) tensor, higher is
-    better. Every member needs the same architecture and no buffers (no BatchNorm)."""
+    better. Every member needs the same architecture and, unless it is alone, no buffers (no
+    BatchNorm)."""
     from torch.func import functional_call, vmap
     K, B = len(members), cfg.batch_size
     if K == 0:
         return []
+    if K == 1:                  # (any network, BatchNorm too)
+        return [_fit_alone(members[0], loss_fn, val_logits, val_score, cfg, desc)]
     first = members[0].model
     if any(True for _ in first.buffers()):
         raise ValueError("the ensemble engine needs models without buffers (BatchNorm): fit them one by one")
@@ -200,16 +218,11 @@ def fit_ensemble(members: list[Member], loss_fn: Callable, val_logits: Callable,
 
     vstep, vval = vmap(member_loss), vmap(member_val)
 
-    def step(p, idx, w, e, *noise):        # one member alone runs without vmap (plain matrix products)
-        if idx.shape[0] > 1:
-            return vstep(as_params(p), idx, w, e, *noise)
-        return member_loss({k: v[0] for k, v in as_params(p).items()}, idx[0], w[0], _take(e, 0),
-                           *(u[0] for u in noise)).unsqueeze(0)
+    def step(p, idx, w, e, *noise):        # (a member left alone keeps its row: K' = 1 is a batch of one)
+        return vstep(as_params(p), idx, w, e, *noise)
 
     def validate(p, e):
-        if next(iter(p.values())).shape[0] > 1:
-            return vval(as_params(p), e)
-        return member_val({k: v[0] for k, v in as_params(p).items()}, _take(e, 0)).unsqueeze(0)
+        return vval(as_params(p), e)
     grad_buf = torch.zeros_like(W)
     n_rows = [len(m.rows) for m in members]
 

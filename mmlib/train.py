@@ -24,8 +24,6 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from .models import noise_stream
-
 
 def get_device(device: str | torch.device | None = "auto") -> torch.device:
     """``"auto"``/``None`` -> CUDA if available, else CPU; otherwise exactly what is asked."""

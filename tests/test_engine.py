@@ -106,7 +106,7 @@ def test_the_engine_refuses_what_it_cannot_train():
     with pytest.raises(ValueError, match="same architecture"):
         fit_ensemble([Member(a, rows, rows, 0), Member(b, rows, rows, 1)], loss, None, None, cfg)
     with pytest.raises(ValueError, match="BatchNorm"):
-        fit_ensemble([Member(bn, rows, rows, 0)], loss, None, None, cfg)
+        fit_ensemble([Member(bn, rows, rows, 0), Member(bn, rows, rows, 1)], loss, None, None, cfg)
     with pytest.raises(ValueError, match="no training rows"):
         fit_ensemble([Member(a, rows[:0], rows, 0)], loss, None, None, cfg)
 

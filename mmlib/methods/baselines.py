@@ -21,8 +21,8 @@ from dataclasses import dataclass
 import torch
 
 from ..data import MultimodalDataset
-from ..models import MultimodalNet, make_encoder, noise_stream
-from ..train import DropoutStream, TrainConfig, fit, get_device, seed_everything
+from ..models import MultimodalNet, make_encoder
+from ..train import TrainConfig, get_device, seed_everything
 from . import Method
 from .common import EVAL_CHUNK, full_presence, task_loss, validation_scores
 
@@ -132,19 +132,12 @@ class FusionBaseline(Method):
                 (lambda model: float(val_score(val_logits(model, P).unsqueeze(0))[0])))
 
     def fit(self, data, presence, *, seed=0, cfg=None, device=None, val_presence=None):
-        """Train on the ensemble engine as its only member (what every member of :meth:`fit_seeds`
-        gets); a network with BatchNorm (the CNN encoders) trains in :func:`mmlib.train.fit`."""
+        """Train alone (a one-member ensemble: :func:`mmlib.train.fit`, the seed's own batches and
+        dropout masks): what a member of :meth:`fit_seeds` gets, to rounding."""
         from ..engine import Member, fit_ensemble
-        cfg = cfg or TrainConfig()
         P, rows, loss_fn, val_logits, val_score = self._setup(data, presence, seed, device, val_presence)
-        if any(True for _ in self.model.buffers()):
-            with noise_stream(DropoutStream(seed)):           # the seed's own dropout masks
-                self.model, self.history = fit(self.model, lambda model, idx: loss_fn(model, idx, None, P), rows,
-                                               lambda model: float(val_score(val_logits(model, P).unsqueeze(0))[0]),
-                                               cfg, seed=seed, desc=self.name)
-        else:
-            self.history = fit_ensemble([Member(self.model, rows, P, seed)], loss_fn, val_logits, val_score, cfg,
-                                        desc=self.name)[0]
+        self.history = fit_ensemble([Member(self.model, rows, P, seed)], loss_fn, val_logits, val_score,
+                                    cfg or TrainConfig(), desc=self.name)[0]
         return self
 
     def batchable(self, data: MultimodalDataset | None = None) -> bool:

@@ -10,7 +10,6 @@ import torch
 import torch.nn.functional as F
 
 from ..data import MultimodalDataset
-from . import decide
 
 
 # evaluation batch: 256 samples keep a small network's activations in cache (faster on a CPU
