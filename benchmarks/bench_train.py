@@ -134,7 +134,8 @@ def bench_engine(dev, pk: dict, epochs: int, sizes=(1, 5, 10, 25, 50)) -> None:
              ("avdigits", {"kind": "keep_fraction", "keep": {"audio": 0.2}})]
     cfg = TrainConfig(epochs=epochs, patience=None)
     print(f"\nensemble engine, zero padding (MLP encoders), {epochs} epochs, batch {cfg.batch_size}; "
-          "member-steps/s (training steps of one member; validation included in the time)")
+          "member-steps/s (training steps of one member; validation included in the time; "
+          "the faster of two runs; K = 1 is the plain loop by design)")
     print(f"{'dataset':9s} {'loop':14s} {'K':>3s} {'member-steps/s':>15s} {'x plain':>8s} {'GFLOP/s':>8s} "
           + " ".join(f"{'% ' + k:>14s}" for k in pk))
     for name, spec in cases:
@@ -144,18 +145,25 @@ def bench_engine(dev, pk: dict, epochs: int, sizes=(1, 5, 10, 25, 50)) -> None:
         m = make_method("zp_concat", backbone="mlp")
         flops = _member_step_flops(m, data, Ps[0], dev, cfg.batch_size)
         steps = [-(-int(P.any(1).sum()) // cfg.batch_size) for P in Ps]
-        # the plain loop, one seed
-        Pfull, rows, loss_fn, val_logits, val_score = m._setup(data, Ps[0], 0, dev)
-        t0 = time.perf_counter()
-        with noise_stream(DropoutStream(0)):
-            fit(m.model, lambda model, idx: loss_fn(model, idx, None, Pfull), rows,
-                lambda model: float(val_score(val_logits(model, Pfull).unsqueeze(0))[0]), cfg, seed=0)
-        plain = steps[0] * epochs / (time.perf_counter() - t0)
+        def plain_fit():                                   # the plain loop, one seed
+            Pfull, rows, loss_fn, val_logits, val_score = m._setup(data, Ps[0], 0, dev)
+            with noise_stream(DropoutStream(0)):
+                fit(m.model, lambda model, idx: loss_fn(model, idx, None, Pfull), rows,
+                    lambda model: float(val_score(val_logits(model, Pfull).unsqueeze(0))[0]), cfg, seed=0)
+
+        def best_of(fn, repeats=2):                        # the machine is shared: the faster of two runs
+            times = []
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                fn()
+                times.append(time.perf_counter() - t0)
+            return min(times)
+        plain = steps[0] * epochs / best_of(plain_fit)
         rows_out = [("plain fit", 1, plain)]
         for K in sizes:
-            t0 = time.perf_counter()
-            make_method("zp_concat", backbone="mlp").fit_seeds(data, Ps[:K], list(range(K)), cfg=cfg, device=dev)
-            rows_out.append(("engine", K, sum(steps[:K]) * epochs / (time.perf_counter() - t0)))
+            dt = best_of(lambda: make_method("zp_concat", backbone="mlp").fit_seeds(data, Ps[:K], list(range(K)),
+                                                                                    cfg=cfg, device=dev))
+            rows_out.append(("engine", K, sum(steps[:K]) * epochs / dt))
         for loop, K, rate in rows_out:
             gf = rate * flops / 1e9
             print(f"{name:9s} {loop:14s} {K:3d} {rate:15.0f} {rate / plain:8.2f} {gf:8.2f} "
