@@ -182,7 +182,7 @@ def fit_ensemble(members: list[Member], loss_fn: Callable, val_logits: Callable,
     W = torch.stack([flat_of(m.model) for m in members])
     exp_avg, exp_avg_sq = torch.zeros_like(W), torch.zeros_like(W)
     steps = [torch.zeros((), dtype=torch.float32, device=device) for _ in range(K)]
-    best_W = W.detach().clone()
+    best_W = W.clone()
     best_score = torch.full((K,), -math.inf, device=device)
     best_epoch = torch.full((K,), -1, dtype=torch.long, device=device)
     extra = _stack([m.extra for m in members])

@@ -66,10 +66,12 @@ class FusionBaseline(Method):
             return cols
         return [names.index(data.check_modality(m)) for m in self.use]
 
-    def _setup(self, data, presence, seed, device, val_presence=None):
+    def _setup(self, data, presence, seed, device, val_presence=None, inputs=None):
         """Seed, choose the columns, build the network; return the (len(data), columns)
         presence of the training rows, the rows with something usable, and the pieces of
-        the loop: the loss of a batch and the validation outputs."""
+        the loop: the loss of a batch and the validation outputs. ``inputs``: the ``(X, L)`` an
+        earlier set-up of the same method on the same data prepared (``_tensors[:2]``), reused
+        for the modalities it has."""
         self.device = get_device(device)
         seed_everything(seed)
         train = data.splits["train"]
@@ -84,10 +86,13 @@ class FusionBaseline(Method):
         self.model = MultimodalNet(self.used, shapes, n_out, self.fusion, self.feat_dim, self.hidden,
                                    self.backbone, self.sequence, self._head_options(data)).to(self.device)
 
-        X = {m: data.modalities[m].to(self.device) for m in self.used}
-        L = {m: data.lengths[m].to(self.device) for m in self.used if m in data.lengths}   # padded sequences
-        if self.augment is None:   # parameter-free input transforms (pooled statistics) once per dataset
-            X, L = self.model.transform_inputs(X, L)
+        if inputs is not None and set(self.used) <= set(inputs[0]):
+            X, L = ({m: inputs[0][m] for m in self.used}, {m: ln for m, ln in inputs[1].items() if m in self.used})
+        else:
+            X = {m: data.modalities[m].to(self.device) for m in self.used}
+            L = {m: data.lengths[m].to(self.device) for m in self.used if m in data.lengths}   # padded sequences
+            if self.augment is None:   # parameter-free input transforms (pooled statistics) once per dataset
+                X, L = self.model.transform_inputs(X, L)
         y = data.y.to(self.device)
         train = train.to(self.device)
         P = torch.zeros(len(data), len(self.cols), dtype=torch.bool, device=self.device)
@@ -163,7 +168,7 @@ class FusionBaseline(Method):
         copies, members, parts = [], [], None
         for presence, seed, vp in zip(presences, seeds, vps):   # each member's P holds its validation rows'
             m = copy.deepcopy(self)                              # presence too
-            parts = m._setup(data, presence, seed, device, vp)
+            parts = m._setup(data, presence, seed, device, vp, inputs=copies[0]._tensors[:2] if copies else None)
             copies.append(m)
             members.append(Member(m.model, parts[1], parts[0], seed))
         histories = fit_ensemble(members, *parts[2:], cfg, desc=self.name)
