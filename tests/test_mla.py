@@ -54,6 +54,22 @@ def test_dynamic_fusion_weights_sum_to_one_favour_the_confident_modality_and_ski
     assert torch.allclose(wb[0], wb[1]) and torch.allclose(wb.sum(1), torch.ones(2))
 
 
+def test_dynamic_fusion_says_when_a_weight_is_not_a_number():
+    """The code's batch entropy underflows (p = 0, 0 * log 0 = NaN) on very confident logits: the
+    fused logits are NaN with a warning, never a silent weight of 0; an empty row votes 0."""
+    logits = torch.tensor([[[200.0, 0.0], [0.0, 1.0]], [[0.0, 0.0], [1.0, 0.0]]])   # (2, M=2, C=2)
+    present = torch.ones(2, 2, dtype=torch.bool)
+    with pytest.warns(RuntimeWarning, match="non-finite"):
+        fused, w = dynamic_fusion(logits, present, "batch")
+    assert torch.isnan(fused).all()
+    empty = torch.tensor([[True, True], [False, False]])
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fused, w = dynamic_fusion(logits, empty, "sample")
+    assert torch.equal(w[1], torch.zeros(2)) and torch.equal(fused[1], torch.zeros(2))
+
+
 def test_alternation_by_iteration_changes_only_the_current_modality_encoder(dominant, monkeypatch):
     from mmlib.train import Adam
     m = make_method("mla")

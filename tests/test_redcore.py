@@ -50,6 +50,64 @@ def test_projection_rejects_an_empty_set():
         project_gamma1(torch.ones(3), 0.1, 0.15)
 
 
+def test_projection_of_a_single_point_set_and_keeps_the_dtype():
+    one = project_gamma1(torch.tensor([0.3, -0.2, 0.1]), 0.05, 0.05 * math.sqrt(3))   # xi2 = sqrt(M) xi1
+    assert torch.allclose(one, torch.full((3,), 0.05))
+    for dtype in (torch.float32, torch.float64):
+        eta = project_gamma1(torch.tensor([0.2, 0.05, -0.1], dtype=dtype), XI1, XI2)
+        assert eta.dtype == dtype
+    eta = project_gamma1(torch.tensor([0.2, 0.05, -0.1], dtype=torch.float64), XI1, XI2)
+    assert abs(float(eta.norm()) - XI2) < 1e-14                      # exact inside, float64 kept
+
+
+def test_residual_autoencoder_is_mmins():
+    """MMIN's ResidualAE / RedCore's ResidualXE: a linear latent (it can be negative), each
+    block reads the input plus every earlier block's output, and the result is
+    transition(x_B + out_B), so the output depends on the input through the transition."""
+    from mmlib.methods.redcore import ResidualAE
+    torch.manual_seed(0)
+    ae = ResidualAE(12, (8, 4), n_blocks=3, out_dim=5)
+    x = torch.randn(64, 12)
+    y, latents = ae(x)
+    assert y.shape == (64, 5) and [h.shape for h in latents] == [(64, 4)] * 3
+    assert all((h < 0).any() for h in latents)                      # no activation on the latent
+    x_in, out = x, torch.zeros_like(x)                              # the structure, written out
+    for b, blk in enumerate(ae.blocks):
+        x_in = x_in + out
+        assert torch.equal(blk["enc"](x_in), latents[b])
+        out = blk["dec"](latents[b])
+    assert torch.allclose(ae.transition(x_in + out), y)
+    with torch.no_grad():                                           # the last decoder alone is not the output
+        ae.transition[2].weight.zero_()
+        ae.transition[2].bias.fill_(0.5)
+    assert torch.equal(ae(x)[0], torch.full((64, 5), 0.5))
+
+
+def test_red_keeps_every_kl_and_drops_only_the_unimodal_likelihoods(affect, monkeypatch):
+    """Table 2's Red: without the unimodal decoders' cross-entropies the loss pays the same
+    KLs as RedCore's, m = 1..M+1; only the unimodal label likelihoods go."""
+    from mmlib.methods import redcore as rc
+    n = len(affect.splits["train"])
+    P = masks.independent(n, affect.modality_names, {"acoustic": 0.5, "visual": 0.3, "lexical": 0.6}, seed=0)
+    cfg = TrainConfig(epochs=1, batch_size=64, patience=None)
+    m = make_method("redcore").fit(affect, P, seed=0, cfg=cfg, device="cpu")
+    idx, pres = affect.splits["train"][:64], torch.as_tensor(P)[:64]
+    kl = rc.kl_standard_normal
+
+    def vib(unimodal_ce, with_kl):
+        m.unimodal_ce = unimodal_ce
+        monkeypatch.setattr(rc, "kl_standard_normal", kl if with_kl else lambda mu, logvar: 0 * mu.sum(1))
+        torch.manual_seed(1)                                        # the same reparameterisation noise
+        with torch.no_grad():
+            return float(m.losses(m.model, idx, pres)[0])
+    for kind in ("paper", "as_printed"):
+        m.kl = kind
+        red_kl, core_kl = vib(False, True) - vib(False, False), vib(True, True) - vib(True, False)
+        assert red_kl > 0 and math.isclose(red_kl, core_kl, rel_tol=1e-5), (kind, red_kl, core_kl)
+    m.kl = "paper"
+    assert vib(True, True) > vib(False, True)                      # Red drops the unimodal likelihoods
+
+
 def test_relative_advantage_sums_to_zero_and_favours_the_smaller_loss():
     ra = relative_advantage(torch.tensor([1.0, 2.0, 6.0]))
     assert abs(float(ra.sum())) < 1e-6                                      # Eq. 8

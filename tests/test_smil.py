@@ -208,3 +208,27 @@ def test_smil_controls_and_the_code_variants_x2_encoder(avdigits):
     assert not torch.allclose(now, code.X2feat[small.splits["train"]], atol=1e-4)
     assert any(n.startswith("enc2.") for n, _ in code.model.named_parameters())
     assert not any(n.startswith("enc2") for n in code.model.theta())  # not adapted by the inner step
+
+
+def test_code_variant_evaluates_complete_rows_without_the_regularizer(avdigits):
+    """The authors' evaluation with both modalities (``mode='two'``) has no regularizer: the code
+    variant's logits of a row with x2 are the plain pass's; rows without x2 keep Eq. 3. The paper
+    variant evaluates every row through Eq. 3, as its meta-test trains D^f."""
+    small = avdigits.with_train_subset(200)
+    P = masks.keep_fraction(200, small.modality_names, {"audio": 0.2}, seed=0)
+    cfg = TrainConfig(epochs=1, patience=None)
+    val = small.splits["val"]
+    has = torch.arange(len(val)) % 2 == 0                              # half the rows have the audio
+    for name in ("smil_code", "smil"):
+        m = make_method(name, backbone="mlp").fit(small, P, seed=0, cfg=cfg, device="cpu")
+        out = m._forward(m.model, val, has)[0]
+        with torch.no_grad():
+            m.model.eval()
+            x2f = m.X2feat[val] if m.model.enc2 is None else m._x2_features(m.model.enc2, val)
+            plain = m.model(m.X[val], x2f, has, regularize=False)[0]
+            reg = m.model(m.X[val], x2f, has)[0]
+        assert torch.allclose(out[~has], reg[~has])                    # missing x2: Eq. 3 at its mean
+        if name == "smil_code":
+            assert torch.allclose(out[has], plain[has])
+        else:
+            assert torch.allclose(out[has], reg[has]) and not torch.allclose(reg[has], plain[has])

@@ -8,7 +8,8 @@
 - ``bigated`` -- bilinear gated fusion: sigmoid(fc_x(h_cond)) gates fc_y of the others.
 - ``ogm_ge`` -- on-the-fly gradient modulation with generalisation enhancement (Peng et al.,
   CVPR 2022) on ``concat_linear``: per batch, the dominant modality's encoder gradient is
-  scaled by k = 1 - tanh(alpha * rho) and Gaussian noise of the gradient's std is added.
+  scaled by k = 1 - tanh(alpha * rho), and Gaussian noise of each gradient's std is added to
+  every modality's encoder gradients (as OGM-GE's own code does, not to the dominant one's only).
 - ``qmf`` -- quality-aware multimodal fusion (Zhang et al., ICML 2023): energy-confidence
   weighted late fusion, cross-entropy on the fused and on every modality's logits, and a
   ranking regulariser that asks each modality to be less confident on samples whose loss

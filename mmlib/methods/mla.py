@@ -59,6 +59,7 @@ from __future__ import annotations
 
 import copy
 import time
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -137,7 +138,13 @@ def dynamic_fusion(logits: torch.Tensor, present: torch.Tensor, mode: str = "sam
         w = torch.cat(ws)
     else:
         raise ValueError(f"unknown dynamic fusion {mode!r}; use one of {DF}")
-    w = torch.nan_to_num(w)                                 # a row with nothing present: no vote
+    empty = ~present.any(1, keepdim=True)
+    w = torch.where(empty, torch.zeros_like(w), w)          # a row with nothing present: no vote
+    bad = ~torch.isfinite(w).all(1)
+    if bool(bad.any()):                                     # e.g. "batch": a softmax over the batch underflows
+        warnings.warn(f"dynamic fusion ({mode!r}): {int(bad.sum())} of {len(w)} rows have non-finite "
+                      "weights (an entropy of probabilities that underflowed to 0); their fused logits are "
+                      "NaN, not silently set to 0", RuntimeWarning, stacklevel=2)
     return (w.unsqueeze(-1) * logits).sum(1), w
 
 

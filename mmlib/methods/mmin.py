@@ -9,8 +9,13 @@
   constant), where the teacher is a network of the same encoders trained first on the
   *complete* training data and frozen (MMIN's ``utt_fusion``): its embedding of the
   sample's *missing* modalities (the present ones zeroed, MMIN's "reverse" input) is the
-  target, and the student's encoders start from its weights. Checked against
-  ``models/mmin_model.py`` of AIM3-RUC/MMIN; kept differences: no gradient clipping (the
+  target, and the student's encoders start from its weights. With every modality present
+  the target is the teacher's embedding of all-zero inputs, one constant: on complete rows
+  MMIN is an autoencoder (the cycle) plus a classifier. The autoencoders are MMIN's
+  ``ResidualAE`` (linear latents, accumulated residual inputs, a transition MLP on the
+  last block's input plus output: :class:`~mmlib.methods.redcore.ResidualAE`). Checked
+  against ``models/mmin_model.py`` and ``models/networks/autoencoder.py`` of AIM3-RUC/MMIN;
+  kept differences: no gradient clipping (the
   code clips each network at 1.0), the book's budget (Adam 1e-3 to a validation plateau,
   where MMIN runs Adam 2e-4 for 30 + 30 epochs), the sizes below.
 - ``cra`` -- cascaded residual autoencoder imputation (Tran et al., CVPR 2017, as MMIN

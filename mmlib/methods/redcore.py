@@ -39,7 +39,8 @@ Red (relative advantage aware supervision regulation).
   eta starts equal, xi2 / sqrt(M) each (the paper says "randomly"; the code starts equal).
 
 Ablations (Table 2): ``regulate=False`` is "Core" (eta fixed and equal); ``unimodal_ce=False``
-is "Red" (only the joint modality M+1 predicts the label).
+is "Red": Eq. 2 loses the label-likelihood terms of the unimodal predictions (only the joint
+modality M+1 predicts the label) and keeps every KL, m = 1..M+1.
 
 Options where the code differs (each a measured row in the chapter): ``kl``,
 ``eta_update``, ``sample_at_eval`` (the code samples z at test time), ``mask_follows``
@@ -69,7 +70,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..models import MLP, Dropout, encode, make_encoder
+from ..models import MLP, encode, make_encoder
 from ..train import Checkpoint, TrainConfig, adam, batches
 from . import Method
 from .common import EVAL_CHUNK, fit_setup, full_presence, validation_score
@@ -83,15 +84,18 @@ def project_gamma1(v: torch.Tensor, xi1: float, xi2: float) -> torch.Tensor:
     v.eta over Gamma1. Its KKT conditions give eta_i = max(xi1, c v_i) with c > 0 set by
     bisection so that ||eta|| = xi2, when some v_i > 0; when every v_i <= 0 the maximiser
     puts every coordinate at xi1 except the largest v_i's, which takes the rest of the norm.
-    Needs xi1 sqrt(M) < xi2 (else Gamma1 is empty or a single point)."""
-    M = v.numel()
-    if xi1 * math.sqrt(M) >= xi2:
-        raise ValueError(f"Gamma1 is empty or a point: xi1 * sqrt(M) = {xi1 * math.sqrt(M):.4g} >= xi2 = {xi2}")
+    Gamma1 is the single point xi1 * 1 when xi1 sqrt(M) = xi2, and empty when it is larger.
+    Computed in float64; returned in ``v``'s dtype."""
+    M, dtype = v.numel(), v.dtype
+    if math.isclose(xi1 * math.sqrt(M), xi2, rel_tol=1e-12):
+        return torch.full_like(v, xi1)                     # Gamma1 is the single point xi1 * 1
+    if xi1 * math.sqrt(M) > xi2:
+        raise ValueError(f"Gamma1 is empty: xi1 * sqrt(M) = {xi1 * math.sqrt(M):.4g} > xi2 = {xi2}")
     v = v.double()
     if bool((v <= 0).all()):
         eta = torch.full_like(v, xi1)
         eta[int(v.argmax())] = math.sqrt(xi2 ** 2 - (M - 1) * xi1 ** 2)
-        return eta.float()
+        return eta.to(dtype)
 
     def norm(c):
         return float(torch.clamp(c * v, min=xi1).norm())
@@ -101,7 +105,7 @@ def project_gamma1(v: torch.Tensor, xi1: float, xi2: float) -> torch.Tensor:
     for _ in range(100):                                   # norm(c) is increasing in c
         mid = (lo + hi) / 2
         lo, hi = (mid, hi) if norm(mid) < xi2 else (lo, mid)
-    return torch.clamp(hi * v, min=xi1).float()
+    return torch.clamp(hi * v, min=xi1).to(dtype)          # computed in float64, returned in v's dtype
 
 
 def relative_advantage(mal: torch.Tensor) -> torch.Tensor:
@@ -129,41 +133,51 @@ class SelfEncoder(nn.Module):
 
 
 class ResidualAE(nn.Module):
-    """Cascaded residual autoencoders (MMIN's ResidualAE, used by RedCore's cross-modal
-    encoders): block b sees the input plus the previous block's output."""
+    """Cascaded residual autoencoders, as MMIN's ``ResidualAE`` and RedCore's ``ResidualXE``
+    (``models/networks/autoencoder.py`` of both repositories, with their ``dropout=0``).
 
-    def __init__(self, dim: int, widths: tuple[int, ...] = (64, 32), n_blocks: int = 2, dropout: float = 0.0):
+    Block b's encoder is Linear-LeakyReLU-...-Linear: its last layer has no activation, so
+    the latent code is linear (it can be negative); its decoder is Linear-ReLU-...-Linear.
+    Block b reads x_b = x_{b-1} + out_{b-1} (x_0 = x, out_0 = 0: the input accumulates every
+    earlier block's output), and the result is transition(x_B + out_B), a two-layer MLP
+    (Linear-ReLU-Linear) applied to the last block's input plus its output. ``out_dim``:
+    the transition's output width (RedCore's cross-modal encoder maps the other modalities'
+    codes to one modality's; MMIN keeps the input's width)."""
+
+    def __init__(self, dim: int, widths: tuple[int, ...] = (64, 32), n_blocks: int = 2, out_dim: int | None = None):
         super().__init__()
 
         def ae():
             dims = [dim, *widths]
-            enc = [layer for a, b in zip(dims, dims[1:]) for layer in (nn.Linear(a, b), nn.ReLU())]
+            enc = [layer for a, b in zip(dims, dims[1:]) for layer in (nn.Linear(a, b), nn.LeakyReLU())][:-1]
             back = dims[::-1]
             dec = [layer for a, b in zip(back, back[1:]) for layer in (nn.Linear(a, b), nn.ReLU())][:-1]
-            return nn.ModuleDict({"enc": nn.Sequential(*enc, Dropout(dropout)), "dec": nn.Sequential(*dec)})
+            return nn.ModuleDict({"enc": nn.Sequential(*enc), "dec": nn.Sequential(*dec)})
         self.blocks = nn.ModuleList(ae() for _ in range(n_blocks))
+        self.transition = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Linear(dim, out_dim or dim))
 
     def forward(self, x):
-        """The last block's output and every block's latent code."""
-        out, latents = torch.zeros_like(x), []
+        """transition(x_B + out_B) and every block's latent code."""
+        x_in, out, latents = x, torch.zeros_like(x), []
         for blk in self.blocks:
-            h = blk["enc"](x + out)
+            x_in = x_in + out                                   # the input plus every earlier block's output
+            h = blk["enc"](x_in)                                # a linear latent
             latents.append(h)
             out = blk["dec"](h)
-        return out, latents
+        return self.transition(x_in + out), latents
 
 
 class CrossEncoder(nn.Module):
-    """theta_xenc^m: g({zbar^{m'} : m' in A^m}) -> zhat^m (Eq. 1). Its input is the other
-    modalities' zbar concatenated, a missing one zeroed."""
+    """theta_xenc^m: g({zbar^{m'} : m' in A^m}) -> zhat^m (Eq. 1), the code's ``ResidualXE``:
+    a residual autoencoder over the other modalities' zbar concatenated (a missing one
+    zeroed), whose transition maps to one modality's d units."""
 
     def __init__(self, n_others: int, d: int, widths=(64, 32), n_blocks: int = 2):
         super().__init__()
-        self.ae = ResidualAE(n_others * d, widths, n_blocks)
-        self.out = nn.Linear(n_others * d, d)
+        self.ae = ResidualAE(n_others * d, widths, n_blocks, out_dim=d)
 
     def forward(self, others):
-        return self.out(self.ae(others)[0])
+        return self.ae(others)[0]
 
 
 class RedCoreNet(nn.Module):
@@ -209,7 +223,7 @@ class RedCore(Method):
     reads_data_at_predict = True      # predict() reads the data it is given (e.g. a corrupted test copy)
     name: str = "redcore"
     regulate: bool = True             # Red: eta regulated by the relative advantage (False: "Core")
-    unimodal_ce: bool = True          # every modality predicts the label (False: "Red", joint only)
+    unimodal_ce: bool = True          # every modality predicts the label (False: "Red", joint only; KLs kept)
     gamma: float = 0.008              # the VIB coefficient (see ``kl``)
     kl: str = "paper"                 # "paper" (gamma on the KL), "as_printed" (gamma on the CE), "code"
     eta_update: str = "projection"    # "projection" (Eq. 9) or "code" (clamp, normalise, growing step)
@@ -256,9 +270,9 @@ class RedCore(Method):
         kl_joint = kls.sum(1).mean()                                 # the concatenated Gaussian's KL
         ce_m = torch.stack(ce) if self.unimodal_ce else torch.zeros(len(self.names), device=joint.device)
         if self.kl == "paper":                                       # sum_m [-log q + gamma KL]
-            vib = ce_m.sum() + ce_joint + self.gamma * ((kl_m * self.unimodal_ce).sum() + kl_joint)
+            vib = ce_m.sum() + ce_joint + self.gamma * (kl_m.sum() + kl_joint)
         elif self.kl == "as_printed":                                # sum_m [KL - gamma log q]
-            vib = (kl_m * self.unimodal_ce).sum() + kl_joint + self.gamma * (ce_m.sum() + ce_joint)
+            vib = kl_m.sum() + kl_joint + self.gamma * (ce_m.sum() + ce_joint)
         else:                                                        # the released code
             vib = ce_joint + ce_m.sum() + 0.0016 * kl_m.sum()
         sq = torch.stack([((parts[m]["zbar"] - parts[m]["zhat"]) ** 2).sum(1) for m in self.names], 1)

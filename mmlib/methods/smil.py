@@ -27,7 +27,10 @@ Networks.
 - The regularization network f_phi_r (Eq. 3): from the previous layer's feature it
   predicts (mu, sigma) of r ~ N(mu, sigma^2), and the feature becomes h o Softplus(r),
   o = multiplication (paper) or addition (code). It acts on h0 (from h0) and on h1
-  (from h0, the previous layer). At evaluation r = mu and omega = its mean.
+  (from h0, the previous layer). At evaluation r = mu and omega = its mean, on every row:
+  a row that has x2 goes through Eq. 3 too, as D^f's rows do in the meta-test of Eq. 7, so
+  selection and test read the features the way meta-learning trained them (the fusion warm
+  start before it trains without Eq. 3; Eq. 3 starts at the identity, see ``reg_init``).
 
 Training (Eq. 4-7, Algorithm 1). Each iteration draws a batch of D^m and a batch of D^f.
   Meta-train (inner loop, Eq. 4): theta' = theta - alpha grad_theta CE(D^m; theta, psi),
@@ -60,7 +63,9 @@ regularizer at all. The x2 encoder is fine-tuned with the fusion layers in the w
 and keeps training in the outer step (through the MSE terms); it is not adapted in the
 inner step. Kept differences: the inner step's decay 0.1^(t // 1000) and the learning-rate
 step at 5,000 iterations (our runs stop on a plateau long before), the sizes (160 + 320-d
-features), and checkpoints chosen on validation, not test.
+features), and checkpoints chosen on validation, not test. Evaluation as the code's: a row
+with both modalities is classified without the regularizer (its ``mode='two'``), a row
+missing x2 with the reconstruction and the regularizer at its mean (``mode='one'``).
 
 Controls the paper lacks: ``meta=False`` (the warm-started network alone, the missing x2
 being the mean prior) and ``inner_lr=0`` (theta' = theta: the same losses without the
@@ -375,8 +380,9 @@ class SMIL(Method):
         return self
 
     def _warm_starts(self, X2, train, complete, cfg, seed):
-        """The authors' pipeline before meta-learning: the x2 encoder trained on D^f and frozen
-        (its features of every sample are kept); the x1 encoder trained on every training x1;
+        """The authors' pipeline before meta-learning: the x2 encoder trained on D^f (its features
+        of every sample are kept; the paper variant freezes it, the code variant fine-tunes it in
+        the fusion warm start and the outer step); the x1 encoder trained on every training x1;
         the modality priors M = K-means centres of D^f's x2 features (Eq. 2); the fusion
         layers trained on D^f (the code also fine-tunes the x2 encoder there). Returns (x2 features,
         main network state, priors, x2 encoder state)."""
@@ -474,7 +480,12 @@ class SMIL(Method):
         for s in range(0, len(idx), 1024):
             b = idx[s:s + 1024]
             x2f = self.X2feat[b] if model.enc2 is None else self._x2_features(model.enc2, b)
-            logits, (_, h1), _ = model(self.X[b], x2f, has_x2[s:s + 1024], x_len=self._xl(b))
+            has = has_x2[s:s + 1024]
+            logits, (_, h1), _ = model(self.X[b], x2f, has, x_len=self._xl(b))
+            if self.variant == "code" and bool(has.any()):   # the code's evaluation with both modalities
+                plain, (_, h1_plain), _ = model(self.X[b], x2f, has, x_len=self._xl(b), regularize=False)
+                logits = torch.where(has[:, None], plain, logits)            # (its mode "two"): no regularizer
+                h1 = torch.where(has[:, None], h1_plain, h1)
             outs.append(logits)
             embs.append(h1)
         return torch.cat(outs), torch.cat(embs)
