@@ -37,6 +37,70 @@ PROFILES = {
     "full": {"train": TrainConfig(epochs=300, patience=20), "seeds": list(range(10)), "backbone": "cnn"},
 }
 
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _rate(v) -> bool:
+    return _number(v) and 0 <= v <= 1
+
+
+def _names(v, n=None) -> bool:
+    return isinstance(v, (list, tuple)) and all(isinstance(m, str) and m for m in v) and len(set(v)) == len(v) \
+        and (n is None or len(v) == n)
+
+
+# The chapters' notebook parameters, one meaning per name across the book: what each must be
+# (said in an error) and a test of a value. ``None`` is accepted where the notebook's default is
+# None; a name not listed here must have its default's type.
+PARAMETERS = {
+    "missing_rate": ("a number in [0, 1] (the fraction missing)", _rate),
+    "missing_rates": ("a list of numbers in [0, 1], one per modality in the dataset's order, e.g. [0.8, 0.2, 0.5]",
+                      lambda v: isinstance(v, (list, tuple)) and len(v) > 0 and all(map(_rate, v))),
+    "band": ("[low, high]: two numbers in [0, 1] with low < high, e.g. [0.4, 0.6]",
+             lambda v: isinstance(v, (list, tuple)) and len(v) == 2 and all(map(_rate, v)) and v[0] < v[1]),
+    "seeds": ("a non-empty list of different non-negative integers (or None for the profile's)",
+              lambda v: isinstance(v, list) and len(v) > 0 and len(set(v)) == len(v)
+              and all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in v)),
+    "profile": (f"one of {sorted(PROFILES)}", lambda v: isinstance(v, str) and v in PROFILES),
+    "device": ('a device name: "auto", "cpu", "cuda" or "cuda:N"', lambda v: isinstance(v, str) and bool(v)),
+    "dataset": ("a dataset name (a string)", lambda v: isinstance(v, str) and bool(v)),
+    "data_root": ("a folder (a string)", lambda v: isinstance(v, str) and bool(v)),
+    "data_options": ('a dict of reader options, e.g. {"fold": 1}', lambda v: isinstance(v, dict)),
+    "modalities": ('a list of two different modality names [x1, x2], e.g. ["image", "audio"]',
+                   lambda v: _names(v, 2)),
+    "train_size": ("a positive integer", lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0),
+    "backbone": ('"mlp" or "cnn"', lambda v: v in ("mlp", "cnn")),
+    "results_dir": ("a folder (a string)", lambda v: isinstance(v, str) and bool(v)),
+    "page": ("true or false", lambda v: isinstance(v, bool)),
+    "missing_modality": ("a modality name (a string)", lambda v: isinstance(v, str) and bool(v)),
+    "isolation": ("a modality name (a string)", lambda v: isinstance(v, str) and bool(v)),
+    "part": ('"all", "settings" or "controls"', lambda v: v in ("all", "settings", "controls")),
+    "protocol": ('one of "smil", "mle", "m3s", "redcore", "mla"', lambda v: v in ("smil", "mle", "m3s", "redcore", "mla")),
+}
+
+
+def check_value(name: str, value, default, what: str) -> None:
+    """Refuse a notebook parameter's value that is not what the parameter takes, naming the
+    parameter, what it takes and what it got (``default``: the notebook's own value)."""
+    if value is None and default is None:
+        return
+    if name in PARAMETERS:
+        expected, ok = PARAMETERS[name]
+    elif default is not None:
+        kind = type(default)
+        expected = f"a {kind.__name__} like its default {default!r}"
+
+        def ok(v):
+            return isinstance(v, kind) and not (isinstance(v, bool) and kind is not bool) or \
+                (kind is float and _number(v))
+    else:
+        return
+    if not ok(value):
+        raise ValueError(f"{what}: parameter {name} must be {expected}, got {type(value).__name__} {value!r}")
+
+
 def profile(name: str) -> dict:
     """A profile's training budget (``"train"``), seeds (``"seeds"``) and encoders
     (``"backbone"``)."""

@@ -101,6 +101,14 @@ def main(argv=None) -> int:
             print(f"all {len(sweep.CHAPTERS)} pages ran to the end")
         return 1 if problems else 0
 
+    if a.cmd == "student":                     # the HTML of a half-built book would publish broken pages
+        problems = sweep.unfinished_pages()
+        for p in problems:
+            print(f"mmbook: page not published: {p}", file=sys.stderr)
+        if problems:
+            print("mmbook: error: the student edition needs every page built: run `make book` first", file=sys.stderr)
+            return 1
+
     if a.cmd in ("pdf", "student"):
         from .edition import build_student
         from .pdf import build_pdf
@@ -119,7 +127,8 @@ def main(argv=None) -> int:
         rows = sweep.status(a.chapters or None, a.profile)
         for r in rows:
             sec = f"{r['seconds']:.0f} s" if r["seconds"] else ""
-            print(f"{r['chapter']:24s} {r['status']:7s} {sec:>7s}  {r['point']}")
+            cause = f"\n{'':33s}{r['cause']}" if r.get("cause") else ""
+            print(f"{r['chapter']:24s} {r['status']:7s} {sec:>7s}  {r['point']}{cause}")
         counts = {s_: sum(r["status"] == s_ for r in rows) for s_ in ("done", "failed", "to do")}
         print(", ".join(f"{n} {s_}" for s_, n in counts.items()))
         return 0
@@ -150,6 +159,10 @@ def main(argv=None) -> int:
         seconds = sweep.execute(sweep.ROOT / ch.notebook, out.resolve(), params, sweep.THREADS)
         print(f"ran {ch.name} with {params} in {seconds:.0f} s -> {out}")
         return 0
+    except KeyboardInterrupt:
+        print("\nmmbook: interrupted; every finished run is kept (its marker and records): the same command "
+              "resumes where this one stopped", file=sys.stderr)
+        return 130
     except (ValueError, RuntimeError) as e:
         print(f"mmbook: error: {e}", file=sys.stderr)
         return 2

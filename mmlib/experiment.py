@@ -19,8 +19,7 @@ import torch
 from . import masks, metrics
 from .data import MultimodalDataset
 from .methods import Method, decide, make_method
-from .results import (CorruptRecord, log_record_use, provenance, read_record, record_path, set_aside, utc_now,
-                      versions, write_record)
+from .results import existing_record, log_record_use, provenance, record_path, utc_now, versions, write_record
 from .train import TrainConfig, get_device
 
 
@@ -187,14 +186,10 @@ def run(data: MultimodalDataset, method: str | Method, missing: dict, seed: int,
     identity = run_identity(data, m, presence, seed, cfg, profile, val_missing, corruption, test_missing)
     if records_dir is not None and reuse:
         path = record_path(records_dir, identity)
-        if path.is_file():
-            try:
-                rec = read_record(path)
-                log_record_use(path)
-                return rec, None
-            except CorruptRecord as e:                  # e.g. truncated by a kill: set aside, fit again
-                import warnings
-                warnings.warn(f"{e}; moved to {set_aside(path).name}, the run is redone")
+        rec = existing_record(path)                     # a corrupt one (e.g. truncated by a kill) is set aside
+        if rec is not None:
+            log_record_use(path)
+            return rec, None
     device = get_device(device)
     started = utc_now()
     t0 = time.perf_counter()
@@ -287,7 +282,7 @@ def fit_seeds_batched(data: MultimodalDataset, method: str, method_kwargs: dict,
                                                                        test_missing=tm)))
     # one fit per identity (e.g. the lower bound is the same fit at every missing rate)
     unique = list({record_path(records_dir, m[5]): m for m in members}.items())
-    todo = {path for path, _ in unique if not path.is_file()}
+    todo = {path for path, _ in unique if existing_record(path) is None}
     # the whole ensemble, or none of it: which records a run finds (another grid run writing the same identities,
     # a killed run's leftovers) must not decide how a member is fitted; the records already there are left
     if len(unique) < 2 or not todo:

@@ -153,6 +153,10 @@ def from_spec(spec: dict, n: int, modalities: list[str], seed: int) -> torch.Ten
     ``{"kind": "pattern", "present": ["image"]}``,
     ``{"kind": "full"}``.
     """
+    if not isinstance(spec, dict):
+        hint = f", e.g. {{'kind': {spec!r}}}" if isinstance(spec, str) else ""
+        raise ValueError(f"a missing-pattern spec is a dict with a 'kind' (one of {sorted(KINDS)}){hint}, "
+                         f"got {type(spec).__name__} {spec!r}")
     kind = spec.get("kind")
     need = {"keep_fraction": "keep", "independent": "rates", "random_drop": "p", "cpm": "rate",
             "pattern": "present"}.get(kind)

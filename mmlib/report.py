@@ -333,10 +333,27 @@ def write_verdicts(path: str | Path, chapter: str, verdicts: list[Verdict], **co
                                     "verdicts": [v.to_dict() for v in verdicts]})
 
 
+def read_verdict_file(path: str | Path) -> tuple[dict, list[Verdict]]:
+    """A chapter's verdict file as (context, verdicts); a file that is not one raises a
+    ValueError naming the file, what it holds and what a verdict file is."""
+    expected = 'a JSON object {"chapter", "context", "verdicts": [verdict, ...]} (report.write_verdicts)'
+    try:
+        d = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"verdict file {path} cannot be read ({type(e).__name__}: {e}); re-run its chapter's "
+                         "page (mmbook sweep <chapter>)") from e
+    if not isinstance(d, dict) or not isinstance(d.get("verdicts"), list) or \
+            not isinstance(d.get("context", {}), dict) or not all(isinstance(v, dict) for v in d["verdicts"]):
+        raise ValueError(f"verdict file {path} holds a {type(d).__name__}, not {expected}; re-run its chapter's "
+                         "page (mmbook sweep <chapter>)")
+    try:
+        return d.get("context", {}), [Verdict(**v) for v in d["verdicts"]]
+    except TypeError as e:
+        raise ValueError(f"verdict file {path}: a verdict has the wrong fields ({e}); expected {expected}") from e
+
+
 def read_verdicts(path: str | Path) -> list[Verdict]:
-    with open(path) as f:
-        d = json.load(f)
-    return [Verdict(**v) for v in d["verdicts"]]
+    return read_verdict_file(path)[1]
 
 
 # ----------------------------------------------------------------------------- names

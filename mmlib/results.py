@@ -103,14 +103,19 @@ os.umask(_UMASK)
 def write_json_atomic(path: str | Path, obj) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
+    except OSError as e:
+        raise OSError(e.errno, f"cannot write {path}: {e.strerror}") from e
     try:
         with os.fdopen(fd, "w") as f:
             json.dump(obj, f, indent=1, sort_keys=True, default=float)
         os.chmod(tmp, 0o666 & ~_UMASK)          # mkstemp makes 0600; records are shared like any file
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError):              # e.g. no space left: name the file (nothing was replaced)
+            raise OSError(e.errno, f"cannot write {path}: {e.strerror or e}") from e
         raise
     return path
 
@@ -141,6 +146,9 @@ def log_record_use(path: str | Path) -> None:
             f.write(str(Path(path).resolve()) + "\n")
 
 
+RECORD_KEYS = ("dataset", "method", "seed")           # what every record's identity names
+
+
 class CorruptRecord(ValueError):
     """A record file that cannot be parsed (e.g. truncated by a kill)."""
 
@@ -152,9 +160,35 @@ def read_record(path: str | Path) -> dict:
             r = json.load(f)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise CorruptRecord(f"{path}: not a readable record ({e})") from e
-    if not isinstance(r, dict) or "identity" not in r:
-        raise CorruptRecord(f"{path}: not a readable record (no 'identity')")
+    except OSError as e:
+        raise CorruptRecord(f"{path}: not a readable record ({e.strerror or e})") from e
+    if not isinstance(r, dict) or not isinstance(r.get("identity"), dict):
+        raise CorruptRecord(f"{path}: not a readable record (no 'identity' dict)")
+    lacking = [k for k in RECORD_KEYS if k not in r["identity"]]
+    if lacking:
+        raise CorruptRecord(f"{path}: not a readable record (its identity lacks {lacking})")
+    if not isinstance(r.get("metrics", {}), dict):
+        raise CorruptRecord(f"{path}: not a readable record ('metrics' is not a dict)")
     return r
+
+
+def existing_record(path: str | Path) -> dict | None:
+    """The record at ``path`` if there is a readable one, else None: a missing file, and a file
+    that is not a record (empty, truncated, the wrong schema) count as no record, everywhere.
+    A corrupt file is set aside (``<name>.corrupt``) with a warning that names it, so its run
+    is redone."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        return read_record(path)
+    except CorruptRecord as e:
+        try:
+            where = f"moved to {set_aside(path).name}"
+        except OSError as err:
+            where = f"could not be moved aside ({err.strerror or err})"
+        warnings.warn(f"{e}; {where}, the run is redone")
+        return None
 
 
 def set_aside(path: str | Path) -> Path:
@@ -172,10 +206,8 @@ def load_records(directory: str | Path, pattern: str = "*.json") -> pd.DataFrame
     for p in sorted(Path(directory).rglob(pattern)):
         if p.name.startswith(".tmp-"):
             continue
-        try:
-            r = read_record(p)
-        except CorruptRecord as e:
-            warnings.warn(f"{e}; left out (the run that wrote it is redone at the next sweep)")
+        r = existing_record(p)                  # not a record: set aside, named in a warning, left out
+        if r is None:
             continue
         ident = r["identity"]
         base = {"dataset": ident["dataset"], "data_fingerprint": ident.get("data_fingerprint"),
@@ -221,9 +253,8 @@ def explorer_frame(records_dir: str | Path, book_dir: str | Path | None = None) 
             used.setdefault(Path(rel).name, set()).add(marker.parent.name)
     rows = []
     for p in sorted(Path(records_dir).glob("*.json")):
-        try:
-            r = read_record(p)
-        except CorruptRecord:
+        r = existing_record(p)                  # not a record: set aside, named in a warning, left out
+        if r is None:
             continue
         ident = r["identity"]
         conf = {k: v for k, v in (ident.get("method_config") or {}).items() if k not in _PLUMBING}

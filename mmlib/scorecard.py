@@ -10,13 +10,12 @@ paper's reading, and the **book's** when the book asks it of the method (its cla
 """
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
 import pandas as pd
 
-from .report import VERDICTS, Verdict
+from .report import VERDICTS, read_verdict_file
 
 # chapter -> (paper, the heading of the chapter's verdict section)
 PAPERS = {
@@ -56,12 +55,8 @@ def read_all(verdict_dir: str | Path, chapters: list[str] | None = None) -> dict
     for p in sorted(Path(verdict_dir).glob("*.json")):
         if chapters is not None and p.stem not in chapters:
             continue
-        try:
-            d = json.loads(p.read_text())
-            out[p.stem] = {"context": d.get("context", {}), "verdicts": [Verdict(**v) for v in d["verdicts"]]}
-        except (OSError, json.JSONDecodeError, KeyError, TypeError) as e:
-            raise ValueError(f"verdict file {p} cannot be read ({type(e).__name__}: {e}); "
-                             "re-run its chapter's page (mmbook sweep <chapter>)") from e
+        context, verdicts = read_verdict_file(p)
+        out[p.stem] = {"context": context, "verdicts": verdicts}
     return out
 
 

@@ -41,24 +41,32 @@ def hide_injected_parameters(path: Path) -> None:
     nbformat.write(nb, path)
 
 
-def notebook_parameters(src: Path) -> list[str]:
-    """The names a notebook's parameters cell defines (papermill reads them)."""
+def notebook_parameters(src: Path) -> dict:
+    """The parameters a notebook's parameters cell defines (papermill reads them), with their
+    default values."""
+    import ast
+
     import papermill as pm
-    return list(pm.inspect_notebook(str(src)))
+    out = {}
+    for name, info in pm.inspect_notebook(str(src)).items():
+        try:
+            out[name] = ast.literal_eval(info["default"])
+        except (ValueError, SyntaxError):
+            out[name] = None                  # an expression: its type is not checked
+    return out
 
 
 def check_parameters(src: Path, params: dict, what: str) -> None:
     """Refuse a parameter the notebook does not define (a misspelt name would silently run
-    the defaults), naming the valid ones."""
+    the defaults), naming the valid ones, and a value of the wrong type or range, naming the
+    parameter and what it takes (:data:`mmlib.chapters.PARAMETERS`), before anything runs."""
+    from .chapters import check_value
     known = notebook_parameters(src)
     unknown = [k for k in params if k not in known]
     if unknown:
-        raise ValueError(f"{what}: unknown parameter(s) {unknown}; its parameters are {known}")
-    seeds = params.get("seeds")
-    if seeds is not None and (not isinstance(seeds, list) or not seeds or
-                              any(isinstance(x, bool) or not isinstance(x, int) or x < 0 for x in seeds)):
-        raise ValueError(f"{what}: seeds must be a non-empty list of non-negative integers (or None for the "
-                         f"profile's), got {seeds!r}")
+        raise ValueError(f"{what}: unknown parameter(s) {unknown}; its parameters are {list(known)}")
+    for name, value in params.items():
+        check_value(name, value, known[name], what)
 
 
 # a kernel that dies before it answers has run nothing: start it again, up to this many times in all
@@ -98,7 +106,10 @@ def execute(src: Path, out: Path, params: dict, threads: int | None = None, fail
                     raise                                                            # same moment): nothing ran
     except BaseException:
         if partial.exists():
-            hide_injected_parameters(partial)
+            try:
+                hide_injected_parameters(partial)
+            except OSError:                           # e.g. no space left: keep the report as it is
+                pass
             dest = Path(failed or out)
             dest.parent.mkdir(parents=True, exist_ok=True)
             os.replace(partial, dest)
@@ -107,6 +118,8 @@ def execute(src: Path, out: Path, params: dict, threads: int | None = None, fail
         os.environ.pop(RECORD_LOG_ENV, None)
     hide_injected_parameters(partial)
     os.replace(partial, out)
+    if failed is not None and Path(failed) != out:
+        Path(failed).unlink(missing_ok=True)           # an earlier failure's report is not this run's
     return time.perf_counter() - t0
 
 
@@ -135,14 +148,20 @@ def marker_trusted(marker: Path, log=print) -> bool:
 
 
 def describe_failure(e: Exception) -> str:
-    """One line a reader can act on: for a failed cell, its execution count and the
+    """What a reader can act on: for a failed cell, its execution count and the
     exception's name and message (papermill's own message starts with an empty line and a
     coloured traceback); otherwise the exception's type and first line."""
     if hasattr(e, "ename") and hasattr(e, "evalue"):
-        lines = [ln for ln in str(e.evalue).splitlines() if ln.strip()]
-        return f"cell [{getattr(e, 'exec_count', '?')}] raised {e.ename}: {lines[0].strip() if lines else ''}"
-    lines = [ln for ln in str(e).splitlines() if ln.strip()]
-    return f"{type(e).__name__}: {lines[0] if lines else ''}"
+        return f"cell [{getattr(e, 'exec_count', '?')}] raised {e.ename}: {_message(str(e.evalue))}"
+    return f"{type(e).__name__}: {_message(str(e))}"
+
+
+def _message(text: str, keep: int = 25) -> str:
+    """An exception's message for a reader: every non-empty line (a data folder's list of
+    problems, say), up to ``keep`` of them."""
+    lines = [ln.rstrip() for ln in text.splitlines() if ln.strip()]
+    more = f"\n    ... ({len(lines) - keep} more lines)" if len(lines) > keep else ""
+    return "\n    ".join(ln.strip() if i == 0 else ln for i, ln in enumerate(lines[:keep])) + more
 
 
 def _here(path: str | Path) -> Path:
@@ -174,6 +193,8 @@ def _execute_point(args, collect: bool = False) -> dict:
         status, error = "ok", None
     except Exception as e:                                   # keep going; report at the end
         seconds, status, error = None, "failed", describe_failure(e)
+        if isinstance(e, OSError) and not e.filename:        # e.g. no space left while writing the notebook
+            error += f" (writing {out} or its partial copy beside it)"
     used = sorted({ln.strip() for ln in Path(log).read_text().splitlines() if ln.strip()})
     Path(log).unlink(missing_ok=True)
     notebook = out if status == "ok" else (failed or out)
@@ -209,7 +230,14 @@ def _land(info: dict, marker) -> dict:
             tmp.write_bytes(data)
             os.replace(tmp, p)
     if info["status"] == "ok":
-        write_json_atomic(marker, info)
+        try:
+            write_json_atomic(marker, info)
+        except OSError as e:                  # e.g. no space left: the run is not marked done, and a page
+            info.update(status="failed", error=f"the run finished but its marker could not be written ({e})")
+            page, report = Path(info["notebook"]), Path(marker).with_name("page.failed.ipynb")
+            if Path(marker).name == "page.json" and page.is_file():    # is not published without its marker
+                os.replace(page, report)
+                info["notebook"] = str(report)
     return info
 
 
@@ -294,33 +322,75 @@ def _alive(pid: int) -> bool:
     return True
 
 
+# set by the sweep's own options, not by -p
+_OPTIONS = {"profile": "--profile", "device": "--device", "data_root": "--data-root", "results_dir": "the book folder",
+            "page": "--no-page"}
+
+
+def sweep_points(ch: Chapter, prof: str, extra: dict | None = None) -> tuple[list[dict], dict, dict]:
+    """What a sweep of ``ch`` runs, given its ``-p`` parameters: (grid points, page point,
+    the parameters every run takes). A ``-p`` on a parameter the grid varies restricts the
+    grid to that value (refused, with the grid's values, if no grid point has it); ``seeds``
+    replaces the profile's seeds in every run and the page of a chapter that trains; any other
+    parameter goes to every run. A parameter that has a sweep option of its own is refused."""
+    extra = dict(extra or {})
+    for name in extra:
+        if name in _OPTIONS:
+            raise ValueError(f"chapter {ch.name}: set {name} with {_OPTIONS[name]}, not -p {name}=...")
+    seeds = extra.pop("seeds", None)
+    points, page_point = ch.points(prof), ch.page_point(prof)
+    for name in [n for n in extra if any(n in p for p in points)]:
+        value = extra.pop(name)
+        values = ch.grid_values(prof, name)
+        points = [p for p in points if p.get(name) == value]
+        if not points:
+            raise ValueError(f"chapter {ch.name}: its {prof!r} grid runs {name} in {values}, not {value!r}; a sweep "
+                             f"runs only grid points (for another setting: mmbook run {ch.name} -p {name}=...)")
+    if seeds is not None and ch.seeded:                    # (a chapter that trains nothing takes none)
+        points = [{**p, "seeds": seeds} for p in points]
+        page_point = {**page_point, "seeds": seeds}
+    return points, page_point, extra
+
+
 def status(names: list[str] | None = None, prof: str = "default", book_dir: str | Path = BOOK,
            data_root: str | None = None, extra: dict | None = None) -> list[dict]:
-    """Per grid point and page of each chapter: "done" (its marker is trusted), "failed" (its
-    last run left a report but no marker) or "to do", with the seconds the last run took."""
+    """Per grid point and page of each chapter, for profile ``prof``: "done" (a grid point's
+    marker is trusted; a page that ran to the end with this profile), "failed" (its last run's
+    executed notebook says it failed; ``cause``: the error) or "to do" (never run, killed, its
+    records gone, or its page built with another profile), with the seconds the last run took."""
     book = Path(book_dir)
     times = _timings(book)
     rows = []
     for ch in [chapter(n) for n in (names or CHAPTERS)]:
         records = book.resolve() / "records"
         records = records.relative_to(ROOT) if records.is_relative_to(ROOT) else records
+        points, page_point, rest = sweep_points(ch, prof, extra)
         common = {"profile": prof, "device": "auto", "results_dir": str(records),
-                  **({"data_root": data_root} if data_root else {}), **(extra or {})}
-        for p in ch.points(prof):
+                  **({"data_root": data_root} if data_root else {}), **rest}
+        for p in points:
             params = {**common, **p, "page": False}
             k = key(params)
             marker = book / "runs" / ch.name / f"{k}.json"
-            if p == ch.page_point(prof) and not marker.is_file():
+            if p == page_point and not marker.is_file():
                 continue                       # run by the page (a one-worker sweep), or not yet run
-            state = ("done" if marker_trusted(marker, log=lambda *a: None) else
-                     "failed" if (book / "runs" / ch.name / f"{k}.ipynb").is_file() else "to do")
+            state, cause = "to do", None       # never run, killed, or its records are gone
+            if marker_trusted(marker, log=lambda *a: None):
+                state = "done"
+            else:
+                report = notebook_outcome(book / "runs" / ch.name / f"{k}.ipynb")
+                if report["state"] == "failed":
+                    state, cause = "failed", report["cause"] or "see its executed notebook"
             rows.append({"chapter": ch.name, "point": {q: v for q, v in p.items() if q != "seeds"}, "status": state,
-                         "seconds": times.get(_task_key(ch.name, {**params, "device": "auto"}))})
-        page = book / Path(ch.page).relative_to("book")
-        failed = (book / "runs" / ch.name / "page.failed.ipynb").is_file()
-        rows.append({"chapter": ch.name, "point": "page",
-                     "status": "failed" if failed and not page.is_file() else "done" if page.is_file() else "to do",
-                     "seconds": times.get(_task_key(ch.name, {**common, **ch.page_point(prof), "page": True}))})
+                         "cause": cause, "seconds": times.get(_task_key(ch.name, {**params, "device": "auto"}))})
+        page = notebook_outcome(book / Path(ch.page).relative_to("book"))
+        report = notebook_outcome(book / "runs" / ch.name / "page.failed.ipynb")
+        state, cause = "to do", None
+        if page["state"] == "finished" and page["parameters"].get("profile", "default") == prof:
+            state = "done"                     # (a page built with another profile is not this profile's)
+        elif report["state"] != "missing":
+            state, cause = "failed", report["cause"] or report["state"]
+        rows.append({"chapter": ch.name, "point": "page", "status": state, "cause": cause,
+                     "seconds": times.get(_task_key(ch.name, {**common, **page_point, "page": True}))})
     return rows
 
 
@@ -349,13 +419,14 @@ def sweep_book(names: list[str] | None = None, prof: str = "default", jobs: int 
     for ch in chapters:
         records = book.resolve() / "records"                        # the record store every chapter shares
         records = records.relative_to(ROOT) if records.is_relative_to(ROOT) else records  # no machine paths in pages
+        points, page_point, rest = sweep_points(ch, prof, extra)
         common = {"profile": prof, "device": device, "results_dir": str(records),
-                  **({"data_root": data_root} if data_root else {}), **(extra or {})}
+                  **({"data_root": data_root} if data_root else {}), **rest}
         src = str(ROOT / ch.notebook)
-        check_parameters(Path(src), {**common, **ch.page_point(prof), "page": True}, f"chapter {ch.name}")
-        page_point = ch.page_point(prof)
+        for p in points + [page_point]:
+            check_parameters(Path(src), {**common, **p, "page": p is page_point}, f"chapter {ch.name}")
         grid_left[ch.name] = 0
-        for p in ch.points(prof):
+        for p in points:
             if p == page_point and jobs <= 1:
                 continue                                     # one worker: the page run covers it
             params = {**common, **p, "page": False}
@@ -392,7 +463,10 @@ def sweep_book(names: list[str] | None = None, prof: str = "default", jobs: int 
         k = _task_key(t["chapter"], t["args"][3])
         if info["seconds"] is not None and (info.get("fitted", 1) or k not in times):
             times[k] = info["seconds"]                       # a run that only read records keeps the time of
-            write_json_atomic(book / "runs" / "timings.json", times)     # the last one that fitted
+            try:                                             # the last one that fitted
+                write_json_atomic(book / "runs" / "timings.json", times)
+            except OSError as e:
+                log(f"  (run times not saved: {e})")
         if not t["page"]:
             grid_left[t["chapter"]] -= 1
         if not CHAPTERS[t["chapter"]].last:
@@ -426,15 +500,16 @@ def sweep_book(names: list[str] | None = None, prof: str = "default", jobs: int 
     log(f"[{', '.join(names)}] done in {seconds:.0f} s")
     ran = [i for i in infos if i["status"] != "skipped"]
     if ran:
-        _log_sweep(book, {"chapters": names, "profile": prof, "jobs": jobs, "executor": executor,
+        _log_sweep(book, log, {"chapters": names, "profile": prof, "jobs": jobs, "executor": executor,
                           "seconds": round(seconds, 1), "runs": len(ran),
                           "skipped": sum(1 for i in infos if i["status"] == "skipped"),
                           "failed": sum(1 for i in infos if i["status"] == "failed"), "machine": _machine_line(),
                           "finished (UTC)": utc_now()})
     failed = [i for i in infos if i["status"] == "failed"]
     if failed:
-        msg = "; ".join(f"[{i['chapter']}] {i['params']} -> {i['notebook']}: {i['error']}" for i in failed)
-        raise RuntimeError(f"{len(failed)} run(s) failed (executed notebooks kept as reports): {msg}")
+        msg = "\n".join(f"  - [{i['chapter']}] {'page' if i.get('page') else i['params']} -> {i['notebook']}:\n"
+                        f"    {i['error']}" for i in failed)
+        raise RuntimeError(f"{len(failed)} run(s) failed (executed notebooks kept as reports):\n{msg}")
     return infos
 
 
@@ -447,11 +522,15 @@ def _machine_line() -> str:
     return f"{m['cpu']}, {m['cores']} cores" + (f", {m['ram_gib']:.0f} GiB" if m.get("ram_gib") else "")
 
 
-def _log_sweep(book: Path, entry: dict) -> None:
+def _log_sweep(book: Path, log, entry: dict) -> None:
     """Append a finished sweep (its chapters, workers and seconds on the clock) to
-    ``book/runs/sweeps.json`` (the last ``SWEEP_LOG_KEEP``)."""
+    ``book/runs/sweeps.json`` (the last ``SWEEP_LOG_KEEP``); a failure to write it is said, not
+    raised (the runs' own results and failures come first)."""
     path = book / "runs" / "sweeps.json"
-    write_json_atomic(path, (_read_json(path, []) + [entry])[-SWEEP_LOG_KEEP:])
+    try:
+        write_json_atomic(path, (_read_json(path, []) + [entry])[-SWEEP_LOG_KEEP:])
+    except OSError as e:
+        log(f"  (the sweep log was not saved: {e})")
 
 
 def sweep_history(book_dir: str | Path = BOOK) -> "pd.DataFrame":
@@ -554,35 +633,50 @@ def _records_rel(book: Path) -> Path:
     return records.relative_to(ROOT) if records.is_relative_to(ROOT) else records
 
 
+def notebook_outcome(path: Path) -> dict:
+    """How an executed notebook ended: ``{"state": "finished" | "failed" | "unfinished" |
+    "unreadable" | "missing", "cause": a line or None, "parameters": what papermill ran it
+    with}``. papermill marks a failed or interrupted run in the notebook's metadata; a cell with
+    an error output counts as failed, and its error is the cause."""
+    import nbformat
+    if not path.is_file():
+        return {"state": "missing", "cause": None, "parameters": {}}
+    if path.stat().st_size == 0:
+        return {"state": "unreadable", "cause": "empty file", "parameters": {}}
+    try:
+        nb = nbformat.read(path, as_version=4)
+    except Exception as e:                                  # nbformat raises several kinds
+        return {"state": "unreadable", "cause": f"not a readable notebook ({type(e).__name__}: "
+                f"{(str(e).splitlines() or [''])[0][:120]})", "parameters": {}}
+    pm = nb.metadata.get("papermill", {})
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    errors = [o for c in code for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    cause = f"{errors[0].get('ename')}: {_message(str(errors[0].get('evalue', '')), 1)}" if errors else None
+    state = ("failed" if pm.get("exception") or errors else
+             "unfinished" if any(c.get("metadata", {}).get("papermill", {}).get("status") not in (None, "completed")
+                                 for c in code) else "finished")
+    return {"state": state, "cause": cause, "parameters": pm.get("parameters", {})}
+
+
 def unfinished_pages(book_dir: str | Path = BOOK) -> list[str]:
     """The chapter pages the HTML build must not publish: missing, empty or unreadable files,
-    and notebooks whose execution did not finish (papermill marks a failed or interrupted
-    run in the notebook's metadata; a cell with an error output counts too)."""
-    import nbformat
+    and notebooks whose execution did not finish (:func:`notebook_outcome`)."""
     book = Path(book_dir)
     problems = []
     for ch in CHAPTERS.values():
         p = book / Path(ch.page).relative_to("book")
         rel = f"book/{Path(ch.page).relative_to('book')}"
-        if not p.is_file():
+        out = notebook_outcome(p)
+        if out["state"] == "missing":
             problems.append(f"{rel}: missing (run `mmbook sweep {ch.name}`)")
-            continue
-        if p.stat().st_size == 0:
-            problems.append(f"{rel}: empty file")
-            continue
-        try:
-            nb = nbformat.read(p, as_version=4)
-        except Exception as e:                                  # nbformat raises several kinds
-            problems.append(f"{rel}: not a readable notebook ({type(e).__name__}: {str(e).splitlines()[0][:120]})")
-            continue
-        pm = nb.metadata.get("papermill", {})
-        code = [c for c in nb.cells if c.cell_type == "code"]
-        if pm.get("exception"):
+        elif out["state"] == "unreadable":
+            problems.append(f"{rel}: {out['cause']}")
+        elif out["state"] == "failed" and not out["cause"]:
             problems.append(f"{rel}: its execution failed (see book/runs/{ch.name}/page.failed.ipynb)")
-        elif any(c.get("metadata", {}).get("papermill", {}).get("status") not in (None, "completed") for c in code):
+        elif out["state"] == "failed":
+            problems.append(f"{rel}: a cell raised an error ({out['cause']})")
+        elif out["state"] == "unfinished":
             problems.append(f"{rel}: its execution did not finish")
-        elif any(o.get("output_type") == "error" for c in code for o in c.get("outputs", [])):
-            problems.append(f"{rel}: a cell raised an error")
     return problems
 
 
@@ -614,6 +708,31 @@ def slurm_cluster(spec: str):
     return SLURMCluster(**opts, job_extra_directives=extra, scheduler_options={"dashboard_address": None})
 
 
+def check_slurm_submission(job_script: str, timeout: float = 60) -> None:
+    """Fail at once, not by waiting for workers that never come, when the workers' Slurm job
+    cannot be submitted from here: no ``sbatch`` on PATH, or ``sbatch --test-only`` (which
+    checks the script, partition and resources without queueing anything) refuses it."""
+    import shutil
+    import subprocess
+    import tempfile
+    sbatch = shutil.which("sbatch")
+    if sbatch is None:
+        raise RuntimeError("--slurm submits the workers with sbatch, which is not on PATH on this machine: run the "
+                           "sweep on a Slurm login node, or give --scheduler tcp://HOST:PORT of a running Dask "
+                           "scheduler")
+    with tempfile.NamedTemporaryFile("w", suffix=".sh", prefix="mmbook-worker-") as f:
+        f.write(job_script)
+        f.flush()
+        try:
+            r = subprocess.run([sbatch, "--test-only", f.name], capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise RuntimeError(f"sbatch --test-only did not answer in {timeout:.0f} s: is the Slurm controller "
+                               "reachable from this machine?") from None
+    if r.returncode != 0:
+        raise RuntimeError(f"Slurm refuses the workers' job (sbatch --test-only exited {r.returncode}): "
+                           f"{(r.stderr or r.stdout).strip() or 'no message'}")
+
+
 def _dask_loop(todo: list, ready, finished, jobs: int, scheduler: str | None, log, slurm: str | None = None) -> None:
     """The sweep's queue on Dask: a scheduler's workers (``scheduler="tcp://host:port"``) or a
     local cluster of ``jobs`` single-threaded worker processes on the loopback interface. A task
@@ -628,6 +747,11 @@ def _dask_loop(todo: list, ready, finished, jobs: int, scheduler: str | None, lo
         client = Client(scheduler)
     elif slurm:
         cluster = slurm_cluster(slurm)
+        try:
+            check_slurm_submission(cluster.job_script())
+        except BaseException:
+            cluster.close()
+            raise
         cluster.scale(jobs=max(jobs, 1))
         client = Client(cluster)
         log(f"  dask: Slurm, up to {max(jobs, 1)} job(s); job script:\n{cluster.job_script()}")
@@ -637,7 +761,8 @@ def _dask_loop(todo: list, ready, finished, jobs: int, scheduler: str | None, lo
         client = Client(cluster)
     try:
         slots = max(jobs, 1) if not scheduler else max(sum(client.nthreads().values()), 1)
-        log(f"  dask: {'scheduler ' + scheduler if scheduler else 'local cluster'}, {slots} task(s) at a time")
+        where = f"scheduler {scheduler}" if scheduler else "Slurm workers" if slurm else "local cluster"
+        log(f"  dask: {where}, {slots} task(s) at a time")
         running = {}
         while todo or running:
             for t in sorted(ready(), key=lambda t: -t["expected"])[: slots - len(running)]:

@@ -27,14 +27,56 @@ def test_param_parsing():
 
 
 @pytest.mark.slow
-def test_impossible_missing_rate_fails_clearly_and_keeps_the_report(tmp_path, capsys):
+def test_impossible_missing_rate_fails_clearly_before_anything_runs(tmp_path, capsys):
     out = tmp_path / "bad.ipynb"
     code = cli.main(["run", "00_missing_modalities", "-p", "missing_rate=1.5", "--profile", "quick",
                      "--device", "cpu", "-o", str(out), "-p", f"results_dir={json.dumps(str(tmp_path))}"])
-    assert code == 1
-    assert "missing_rate must be in [0, 1], got 1.5" in capsys.readouterr().err
-    assert out.is_file()                                  # the executed notebook is kept as a report
-    assert not list(tmp_path.glob("*.json"))              # and no record was written
+    assert code == 2
+    assert "parameter missing_rate must be a number in [0, 1] (the fraction missing), got float 1.5" in \
+        capsys.readouterr().err
+    assert not out.exists() and not list(tmp_path.glob("*.json"))      # refused before a kernel started
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["run", "00_missing_modalities", "-p", "missing_rate=abc"], "parameter missing_rate must be a number in [0, 1]"),
+    (["run", "00_missing_modalities", "-p", 'missing_rate="0.5"'], "got str '0.5'"),
+    (["run", "03_redcore", "-p", 'missing_rates="abc"'], "parameter missing_rates must be a list of numbers"),
+    (["run", "03_redcore", "-p", 'missing_rates={"acoustic": 0.5}'], "got dict"),
+    (["run", "04_m3s", "-p", 'band="ab"'], "parameter band must be [low, high]"),
+    (["run", "04_m3s", "-p", "band=[0.6, 0.4]"], "low < high"),
+    (["run", "01_smil", "-p", 'modalities=["image"]'], "parameter modalities must be a list of two different"),
+    (["run", "01_smil", "-p", "modalities=[]"], "parameter modalities must be a list of two different"),
+    (["run", "01_smil", "-p", "train_size=0"], "parameter train_size must be a positive integer"),
+    (["run", "05_mla", "-p", "page=1"], "parameter page must be true or false"),
+    (["run", "00_missing_modalities", "-p", "seeds=[1, 1]"], "parameter seeds must be a non-empty list of different"),
+    (["sweep", "00_missing_modalities", "-p", "missing_rate=0.3"], "grid runs missing_rate in [0.5, 0.8, 0.9, 0.95], "
+                                                                   "not 0.3"),
+    (["sweep", "03_redcore", "-p", "missing_rates=[0.5, 0.5]"], "not [0.5, 0.5]"),
+    (["sweep", "00_missing_modalities", "-p", 'profile="quick"'], "set profile with --profile"),
+])
+def test_every_parameter_is_checked_by_type_and_a_sweep_never_ignores_one(argv, message, capsys):
+    """A value of the wrong type or range is refused before anything runs, naming the parameter
+    and what it takes; a sweep's -p on a grid parameter restricts the grid or is refused."""
+    assert cli.main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_a_sweeps_p_restricts_its_grid_and_seeds_replace_the_profiles():
+    ch = sweep.chapter("00_missing_modalities")
+    points, page, rest = sweep.sweep_points(ch, "default", {"missing_rate": 0.8, "dataset": "avdigits"})
+    assert [p["missing_rate"] for p in points] == [0.8] and rest == {"dataset": "avdigits"}
+    points, page, rest = sweep.sweep_points(ch, "default", {"seeds": list(range(10))})
+    assert len(points) == len(ch.points("default")) and all(p["seeds"] == list(range(10)) for p in points)
+    assert page["seeds"] == list(range(10)) and rest == {}
+
+
+def test_every_registry_value_passes_the_parameter_check():
+    from mmlib.chapters import CHAPTERS, PROFILES
+    for c in CHAPTERS.values():
+        for prof in PROFILES:
+            for point in c.points(prof) + [c.page_point(prof)]:
+                sweep.check_parameters(sweep.ROOT / c.notebook, {"profile": prof, "device": "auto", **point},
+                                       c.name)
 
 
 def test_toc_is_the_registrys():
@@ -62,7 +104,7 @@ def test_failure_message_names_the_cell_and_the_exception():
     class CellError(Exception):                       # the attributes papermill's error carries
         exec_count, ename, evalue = 7, "ValueError", "missing_rate must be in [0, 1], got 1.5\nmore"
     assert sweep.describe_failure(CellError("\n\x1b[31m---\ntraceback")) == \
-        "cell [7] raised ValueError: missing_rate must be in [0, 1], got 1.5"
+        "cell [7] raised ValueError: missing_rate must be in [0, 1], got 1.5\n    more"
     assert sweep.describe_failure(RuntimeError("\nkernel died\n")) == "RuntimeError: kernel died"
 
 
@@ -96,3 +138,19 @@ def test_registry_parameters_are_notebook_parameters():
             for point in c.points(prof) + [c.page_point(prof)]:
                 passed |= set(point)
         assert passed <= declared, (c.name, sorted(passed - declared))
+
+
+def test_student_on_a_half_built_book_names_the_pages_and_ctrl_c_is_one_line(monkeypatch, capsys):
+    from mmlib import edition
+    monkeypatch.setattr(sweep, "unfinished_pages", lambda: ["book/chapters/01_smil.ipynb: missing"])
+    monkeypatch.setattr(edition, "build_student", lambda: pytest.fail("built a half-built book"))
+    assert cli.main(["student"]) == 1
+    err = capsys.readouterr().err
+    assert "01_smil.ipynb: missing" in err and "make book" in err
+
+    def interrupted(*a, **kw):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(sweep, "sweep_book", interrupted)
+    assert cli.main(["sweep", "00_missing_modalities", "--jobs", "1"]) == 130
+    err = capsys.readouterr().err
+    assert "interrupted" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1

@@ -1,6 +1,8 @@
 """A re-executor's sweep: pages replaced only on success, markers trusted only with their records,
 corrupt records named and redone, misspelt parameters refused, unfinished pages never published."""
 import json
+import os
+import time
 import warnings
 
 import nbformat
@@ -11,7 +13,7 @@ from mmlib import sweep
 from mmlib.cli import main as cli
 from mmlib.data import load_dataset
 from mmlib.experiment import run
-from mmlib.results import RECORD_LOG_ENV, load_records, read_record, record_path, write_record
+from mmlib.results import RECORD_LOG_ENV, explorer_frame, load_records, read_record, record_path, write_record
 from mmlib.train import TrainConfig
 
 CFG = TrainConfig(epochs=1, patience=None)
@@ -37,7 +39,7 @@ def test_a_failed_run_keeps_the_last_good_page_and_reports_the_failure(tmp_path)
     assert page.read_text() == good                                   # the last good page is still there
     assert failed.is_file() and "AssertionError" in failed.read_text()   # and the failed run is kept as a report
     assert not list(page.parent.glob(".*partial*"))                   # no half-run file left behind
-    assert sweep.notebook_parameters(src) == ["x"]
+    assert sweep.notebook_parameters(src) == {"x": 1}
 
 
 def test_a_kernel_that_never_started_is_started_again(tmp_path, monkeypatch):
@@ -88,7 +90,7 @@ def test_misspelt_parameters_are_refused_with_the_valid_names(capsys):
 
 
 def _record(tmp_path, name="r"):
-    rec = {"identity": {"method": name, "seed": 0}, "metrics": {}}
+    rec = {"identity": {"dataset": "d", "method": name, "seed": 0}, "metrics": {}}
     return write_record(tmp_path / "records", rec)
 
 
@@ -127,13 +129,19 @@ def test_a_corrupt_record_is_named_set_aside_and_refitted(tmp_path):
     rec, _ = run(d, "late_fusion", {"kind": "full"}, 0, CFG, "cpu", **kw)
     path = record_path(tmp_path / "store", rec["identity"])
     path.write_text(path.read_text()[:100])                            # truncated
-    with pytest.warns(UserWarning, match=f"{path.name}: not a readable record"):
-        frame = load_records(tmp_path / "store")
-    assert frame.empty
-    with pytest.warns(UserWarning, match="is redone"):
-        rec2, m = run(d, "late_fusion", {"kind": "full"}, 0, CFG, "cpu", **kw)
+    with pytest.warns(UserWarning, match=f"{path.name}: not a readable record.*moved to.*is redone"):
+        frame = load_records(tmp_path / "store")                      # any reader sets it aside
+    assert frame.empty and (path.parent / (path.name + ".corrupt")).is_file()
+    rec2, m = run(d, "late_fusion", {"kind": "full"}, 0, CFG, "cpu", **kw)
     assert m is not None and read_record(path)["identity"] == rec["identity"]
-    assert (path.parent / (path.name + ".corrupt")).is_file()
+    path.write_text("")                                               # a 0-byte record is no record, for run()
+    with pytest.warns(UserWarning, match="is redone"):
+        rec3, m = run(d, "late_fusion", {"kind": "full"}, 0, CFG, "cpu", **kw)
+    assert m is not None
+    path.write_text(json.dumps({"identity": {"method": "late_fusion"}}))   # valid JSON, the wrong schema
+    with pytest.warns(UserWarning, match="identity lacks"):
+        explorer_frame(tmp_path / "store", tmp_path)                  # the explorer names it, sets it aside
+    run(d, "late_fusion", {"kind": "full"}, 0, CFG, "cpu", **kw)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert len(load_records(tmp_path / "store")) > 0                # the store reads cleanly again
@@ -165,6 +173,45 @@ def test_failure_summary_names_the_cell_and_the_exception():
     class Fake(Exception):
         ename, evalue, exec_count = "KeyError", "\n'MLA (Ours)' not found\n", 16
     assert sweep.describe_failure(Fake()) == "cell [16] raised KeyError: 'MLA (Ours)' not found"
+
+    class Layout(Exception):            # a data folder's problems: every one is said, not only the first line
+        ename, exec_count = "ValueError", 3
+        evalue = "/data/x is not in the expected layout (2 problem(s)):\n  - a.npy: missing\n  - b.npy: NaN"
+    text = sweep.describe_failure(Layout())
+    assert "a.npy: missing" in text and "b.npy: NaN" in text
+
+
+def test_a_good_page_run_removes_the_last_failures_report(tmp_path):
+    src = _notebook(tmp_path / "src.ipynb")
+    page, failed = tmp_path / "book" / "page.ipynb", tmp_path / "runs" / "page.failed.ipynb"
+    with pytest.raises(Exception):
+        sweep.execute(src, page, {"x": 2}, failed=failed)
+    assert failed.is_file()
+    sweep.execute(src, page, {"x": 1}, failed=failed)
+    assert page.is_file() and not failed.exists()
+
+
+def test_no_space_left_names_the_file_and_keeps_page_and_marker_consistent(tmp_path, monkeypatch):
+    """A full disk: the error names the file it could not write; a page whose marker cannot be
+    written is moved to the failed report (never a page without its marker); the runs' causes
+    are printed one per line."""
+    import errno
+    from mmlib import results
+    real = results.tempfile.mkstemp
+
+    def full(*a, **kw):
+        if "runs" in str(kw.get("dir", "")):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(*a, **kw)
+    monkeypatch.setattr(results.tempfile, "mkstemp", full)
+    with pytest.raises(OSError, match="cannot write .*page.json: No space left on device"):
+        results.write_json_atomic(tmp_path / "runs" / "ch" / "page.json", {})
+    page = tmp_path / "book" / "page.ipynb"
+    page.parent.mkdir(parents=True)
+    page.write_text("{}")
+    info = sweep._land({"status": "ok", "notebook": str(page), "params": {}}, tmp_path / "runs" / "ch" / "page.json")
+    assert info["status"] == "failed" and "No space left" in info["error"] and "page.json" in info["error"]
+    assert not page.exists() and (tmp_path / "runs" / "ch" / "page.failed.ipynb").is_file()
 
 
 def test_corrupt_data_files_and_out_of_range_labels_are_named(tmp_path):
@@ -276,6 +323,25 @@ def test_status_says_what_is_done_failed_or_to_do(tmp_path):
     (tmp_path / "runs" / "05_mla" / f"{k}.json").write_text(json.dumps({"status": "ok", "records": [str(rec)]}))
     assert sweep.status(["05_mla"], "quick", book_dir=tmp_path)[0]["status"] == "done"
     assert len(grid) == len(ch.points("quick"))
+    # a second point: a finished notebook whose marker was never written (killed before it) is "to do";
+    # a report of a failed run is "failed" with its cause
+    second = sweep.key({"profile": "quick", "device": "auto", "results_dir": str(records), **ch.points("quick")[1],
+                        "page": False})
+    nb = new_notebook(cells=[new_code_cell("1")])
+    nbformat.write(nb, tmp_path / "runs" / "05_mla" / f"{second}.ipynb")
+    assert sweep.status(["05_mla"], "quick", book_dir=tmp_path)[1]["status"] == "to do"
+    nb.cells[0].outputs = [nbformat.v4.new_output("error", ename="ValueError", evalue="bad band", traceback=[])]
+    nb.metadata["papermill"] = {"exception": True}
+    nbformat.write(nb, tmp_path / "runs" / "05_mla" / f"{second}.ipynb")
+    row = sweep.status(["05_mla"], "quick", book_dir=tmp_path)[1]
+    assert row["status"] == "failed" and row["cause"] == "ValueError: bad band"
+    # the page: done only for the profile it was built with; a failed report goes with a good run
+    page = tmp_path / ch.page.removeprefix("book/")
+    page.parent.mkdir(parents=True)
+    good = new_notebook(cells=[new_code_cell("1")], metadata={"papermill": {"parameters": {"profile": "quick"}}})
+    nbformat.write(good, page)
+    assert sweep.status(["05_mla"], "quick", book_dir=tmp_path)[-1]["status"] == "done"
+    assert sweep.status(["05_mla"], "default", book_dir=tmp_path)[-1]["status"] == "to do"
 
 
 def test_bad_seeds_and_split_points_get_clear_errors(tmp_path):
@@ -386,6 +452,29 @@ def test_slurm_workers_render_their_job_script_without_slurm():
         sweep.slurm_cluster("cores=4")
 
 
+def test_slurm_without_slurm_fails_at_once_names_the_cause_and_releases_the_lock(tmp_path, monkeypatch):
+    """No sbatch on PATH: a clear error within seconds (not a wait for workers that never come),
+    the lock released. An sbatch that refuses the job: its message is in the error."""
+    pytest.importorskip("dask_jobqueue")
+    book = tmp_path / "book"
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    t0 = time.perf_counter()
+    with pytest.raises(RuntimeError, match="sbatch, which is not on PATH"):
+        sweep.sweep_book(["affect_datasheet"], "quick", book_dir=book, executor="dask", slurm="partition=gpu",
+                         log=lambda *a: None)
+    assert time.perf_counter() - t0 < 30
+    assert not (book / "runs" / ".sweep.lock").exists()
+    fake = tmp_path / "bin" / "sbatch"
+    fake.parent.mkdir()
+    fake.write_text("#!/bin/sh\necho 'sbatch: error: invalid partition specified: gpu' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake.parent}{os.pathsep}{os.environ['PATH']}")
+    with pytest.raises(RuntimeError, match="invalid partition specified: gpu"):
+        sweep.sweep_book(["affect_datasheet"], "quick", book_dir=book, executor="dask", slurm="partition=gpu",
+                         log=lambda *a: None)
+    assert not (book / "runs" / ".sweep.lock").exists()
+
+
 @pytest.mark.slow
 def test_every_hostile_input_gets_a_clear_error():
     """benchmarks/hostile_inputs.py: 30 bad inputs (corrupt, mislabelled or misshapen files in every
@@ -424,7 +513,7 @@ def test_chapter_costs_add_up_each_fit_once_and_bound_the_clock(tmp_path):
     def record(name, seconds):
         path = tmp_path / "records" / f"{name}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"identity": {"method": name}, "timings": {"fit_seconds": seconds}}))
+        path.write_text(json.dumps({"identity": {"dataset": "d", "method": name, "seed": 0}, "timings": {"fit_seconds": seconds}}))
         return str(path)
     a, b, c, d = record("a", 10.0), record("b", 30.0), record("c", 5.0), record("d", 2.0)
     runs = tmp_path / "runs" / "04_m3s"

@@ -274,3 +274,7 @@ def test_a_batch_with_a_record_missing_is_fitted_whole(avdigits, tmp_path):
     assert again["metrics"] == first[lost]["metrics"] and again["timings"]["batched_seeds"] == 3
     assert {n: (tmp_path / n).stat().st_mtime_ns for n in kept_mtime} == kept_mtime
     assert fit_seeds_batched(small, "zp_concat", kw, spec, [0, 1, 2], cfg, "cpu", tmp_path) == 0
+    (tmp_path / lost).write_text("")              # a 0-byte record is no record: refitted with its batch, as lost
+    with pytest.warns(UserWarning, match="not a readable record"):
+        assert fit_seeds_batched(small, "zp_concat", kw, spec, [0, 1, 2], cfg, "cpu", tmp_path) == 1
+    assert results.read_record(tmp_path / lost)["metrics"] == first[lost]["metrics"]

@@ -144,6 +144,14 @@ class MultimodalDataset:
                              f"it has {self.modality_names}")
         return modality
 
+    def need_modalities(self, n: int, why: str) -> "MultimodalDataset":
+        """This dataset, if it has at least ``n`` modalities; else a ValueError that says why
+        they are needed and what the dataset has."""
+        if len(self.modalities) < n:
+            raise ValueError(f"{why}: it needs a dataset with at least {n} modalities; {self.name!r} has "
+                             f"{len(self.modalities)} ({self.modality_names})")
+        return self
+
     def summary(self) -> str:
         mods = ", ".join(f"{m} {tuple(x.shape[1:])}" for m, x in self.modalities.items())
         sizes = ", ".join(f"{s} {len(i)}" for s, i in self.splits.items())

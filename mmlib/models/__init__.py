@@ -342,6 +342,9 @@ class ConcatLinear(nn.Module):
 
 def _condition(in_dims: list[int], cond: int, who: str) -> tuple[int, int]:
     """The conditioning modality's index and the common feature width (FiLM, BiGated)."""
+    if len(in_dims) < 2:
+        raise ValueError(f"{who} conditions one modality's features on another's: it needs at least two "
+                         f"modalities, the data gives {len(in_dims)}")
     cond = cond % len(in_dims)
     if any(x != in_dims[cond] for x in in_dims):
         raise ValueError(f"{who} needs features of one width per modality, got {in_dims}")
