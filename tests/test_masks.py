@@ -137,3 +137,10 @@ def test_span_fixed_per_seed_or_redrawn_by_a_generator():
         masks.span(4, 10, (0.6, 0.4), seed=0)
     with pytest.raises(ValueError, match="lengths"):
         masks.span(4, 10, (0.2, 0.4), seed=0, lengths=torch.tensor([11, 1, 1, 1]))
+
+
+def test_a_spec_that_is_not_a_dict_is_refused_with_the_allowed_kinds():
+    with pytest.raises(ValueError, match=r"a dict with a 'kind'.*e\.g\. \{'kind': 'full'\}, got str 'full'"):
+        masks.from_spec("full", 4, ["a", "b"], 0)
+    with pytest.raises(ValueError, match="got list"):
+        masks.from_spec(["full"], 4, ["a", "b"], 0)

@@ -188,3 +188,14 @@ def test_mla_and_its_baselines_run_on_each_reader(tmp_path, name, writer):
         rec, _ = run(data, method, {"kind": "cpm", "rate": 0.3}, 0, cfg, "cpu",
                      method_kwargs={} if method == "mla" else {"backbone": "mlp"})
         assert np.isfinite(rec["metrics"][full]["accuracy"]), method
+
+
+def test_a_fusion_on_one_modality_says_it_needs_two(tmp_path):
+    from mmlib.models import BiGatedFusion, FiLMFusion
+    write_features(tmp_path / "f", seq=False)
+    d = load_dataset("features", tmp_path / "f")
+    with pytest.raises(ValueError, match=r"this chapter fuses.*at least 2 modalities; 'features' has 1"):
+        d.need_modalities(2, "this chapter fuses")
+    for fusion in (BiGatedFusion, FiLMFusion):
+        with pytest.raises(ValueError, match="needs at least two modalities, the data gives 1"):
+            fusion([8], 3)

@@ -161,3 +161,13 @@ def test_equivalence_verdict_needs_the_whole_interval_inside_the_margin():
     assert decide_equivalence((-0.4, 1.6), 5, 1.0) == "inconclusive"
     assert decide_equivalence((1.2, 3.0), 5, 1.0) == "contradicted"
     assert decide_equivalence((-0.4, 0.6), 1, 1.0) == "not testable"
+
+
+def test_a_verdict_file_of_the_wrong_shape_is_named(tmp_path):
+    from mmlib import scorecard
+    (tmp_path / "01_smil.json").write_text("[]")
+    with pytest.raises(ValueError, match=r"verdict file .*01_smil\.json holds a list, not a JSON object"):
+        scorecard.read_all(tmp_path)
+    (tmp_path / "01_smil.json").write_text('{"verdicts": [{"claim": "x", "nonsense": 1}]}')
+    with pytest.raises(ValueError, match="a verdict has the wrong fields"):
+        scorecard.read_all(tmp_path)
