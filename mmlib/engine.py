@@ -122,22 +122,75 @@ def _size(shape, b):
     return n
 
 
-def _fit_alone(m: Member, loss_fn, val_logits, val_score, cfg, desc) -> list[dict]:
+def _fit_alone(m: Member, loss_fn, val_logits, val_score, cfg, desc, program=None) -> list[dict]:
     """One member: the plain loop (:func:`mmlib.train.fit`), which draws the same batches and noise
-    as a member of an ensemble and skips ``functional_call`` (about 1.3x faster for one fit);
-    ``weight=None`` in the loss: every row of the batch counts."""
+    as a member of an ensemble and skips ``functional_call`` (about 1.3x faster for one fit; any
+    network, BatchNorm too); ``weight=None`` in the loss: every row of the batch counts. With a
+    ``program``, its state is a batch of one, updated around each step as the engine does."""
     if len(m.rows) == 0:
         raise ValueError(f"ensemble member 0 (seed {m.seed}) has no training rows")
     cfg = cfg if m.lr is None else dataclasses.replace(cfg, lr=float(m.lr))
+    extra, lines = m.extra, []
+    if program is None:
+        epoch_start = None
+
+        def loss(model, idx):
+            return loss_fn(model, idx, None, m.extra)
+    else:
+        state, now = program.init([m]), {"epoch": 0, "extra": _stack([m.extra])}
+        one = torch.ones(1, dtype=torch.bool, device=m.rows.device)
+
+        def epoch_start(epoch):
+            now["epoch"], now["extra"] = epoch, program.epoch(now["extra"], [0], epoch)
+
+        def loss(model, idx):
+            with torch.no_grad():
+                program.before(state, one, [0], now["epoch"])
+            value, aux = loss_fn(model, idx, None, _take(now["extra"], 0), {k: v[0] for k, v in state.items()})
+            with torch.no_grad():
+                program.after(state, {k: v.detach()[None] for k, v in aux.items()}, one, [0], now["epoch"])
+            return value
+
+    def score(model):
+        if program is not None:
+            lines.append(program.history(state)[0])
+        with noise_stream(None):                    # validation draws nothing from the fit's noise stream
+            return float(val_score(val_logits(model, _take(now["extra"], 0) if program else extra).unsqueeze(0))[0])
     with noise_stream(DropoutStream(m.seed)):
-        _, history = fit(m.model, lambda model, idx: loss_fn(model, idx, None, m.extra), m.rows,
-                         lambda model: float(val_score(val_logits(model, m.extra).unsqueeze(0))[0]), cfg,
-                         seed=m.seed, desc=desc)
-    return history
+        _, history = fit(m.model, loss, m.rows, score, cfg, seed=m.seed, desc=desc, epoch_start=epoch_start)
+    return [{**h, **line} for h, line in zip(history, lines)] if program is not None else history
+
+
+class Program:
+    """A method's training state beyond its weights, kept for every member at once (e.g.
+    RedCore's modality weights eta and their moving averages). The state is a dict of tensors
+    whose first dimension is the member (the rows of the live members, as the engine's other
+    stacked tensors); the loss reads its member's row (``loss_fn(model, idx, weight, extra,
+    state)`` returns ``(loss, aux)``, ``aux`` a dict of tensors). ``alive``: which member each
+    row is; ``active``: (rows,) bool, the members whose epoch is not over (the others sit the
+    step out and must keep their state)."""
+
+    def init(self, members: list[Member]) -> dict:
+        """The state of every member before the first step."""
+        return {}
+
+    def epoch(self, extra, alive: list[int], epoch: int):
+        """The members' ``extra`` for this epoch (e.g. masks that move every epoch)."""
+        return extra
+
+    def before(self, state: dict, active: torch.Tensor, alive: list[int], epoch: int) -> None:
+        """Update ``state`` in place before a step (no gradient)."""
+
+    def after(self, state: dict, aux: dict, active: torch.Tensor, alive: list[int], epoch: int) -> None:
+        """Update ``state`` in place from the step's ``aux`` (detached)."""
+
+    def history(self, state: dict) -> list[dict]:
+        """What each live member's history line adds at the end of an epoch."""
+        return [{} for _ in range(len(next(iter(state.values()))) if state else 0)]
 
 
 def fit_ensemble(members: list[Member], loss_fn: Callable, val_logits: Callable, val_score: Callable, cfg,
-                 desc: str = "train") -> list[list[dict]]:
+                 desc: str = "train", program: Program | None = None) -> list[list[dict]]:
     """Train every member; load each one's best validation epoch into its ``model`` (eval mode)
     and return the members' histories (one dict per epoch, as :func:`mmlib.train.fit`).
 
@@ -146,13 +199,14 @@ def fit_ensemble(members: list[Member], loss_fn: Callable, val_logits: Callable,
     no Python control flow on values. ``val_logits(model, extra)``: the validation outputs;
     ``val_score(out)``: the scores of K members' outputs (K, ...) as a (K,) tensor, higher is
     better. Every member needs the same architecture and, unless it is alone, no buffers (no
-    BatchNorm)."""
+    BatchNorm). ``program``: per-member training state (:class:`Program`); the loss then takes
+    the member's state and returns ``(loss, aux)``."""
     from torch.func import functional_call, vmap
     K, B = len(members), cfg.batch_size
     if K == 0:
         return []
     if K == 1:                  # (any network, BatchNorm too)
-        return [_fit_alone(members[0], loss_fn, val_logits, val_score, cfg, desc)]
+        return [_fit_alone(members[0], loss_fn, val_logits, val_score, cfg, desc, program)]
     first = members[0].model
     if any(True for _ in first.buffers()):
         raise ValueError("the ensemble engine needs models without buffers (BatchNorm): fit them one by one")
@@ -206,30 +260,38 @@ def fit_ensemble(members: list[Member], loss_fn: Callable, val_logits: Callable,
     def leaves(flat):     # the views as leaves of their own: each gradient lands in its slice, no full-size zeros
         return {k: v.requires_grad_(True) for k, v in views(flat).items()}
 
-    noise_shapes = _noise_shapes(loss_fn, first, members[0].rows, members[0].extra, B)
+    state = program.init(members) if program is not None else {}
+    row0 = (lambda model, idx, w, e: loss_fn(model, idx, w, e, {k: v[0] for k, v in state.items()})) \
+        if program is not None else loss_fn
+    noise_shapes = _noise_shapes(row0, first, members[0].rows, members[0].extra, B)
     step_size = sum(_size(s, B) for s in noise_shapes)
 
-    def member_loss(p, idx, w, e, *noise):
+    def member_loss(p, idx, w, e, st, *noise):
         with noise_stream(_Listed(noise)):
-            return functional_call(train_fn, p, (idx, w, e))
+            return functional_call(train_fn, p, (idx, w, e, st) if program is not None else (idx, w, e))
 
     def member_val(p, e):
         return functional_call(val_fn, p, (e,))
 
-    vstep, vval = vmap(member_loss), vmap(member_val)
+    # validation may sample (e.g. a VIB's code at test time): each member draws its own noise
+    vstep, vval = vmap(member_loss), vmap(member_val, randomness="different")
 
-    def step(p, idx, w, e, *noise):        # (a member left alone keeps its row: K' = 1 is a batch of one)
-        return vstep(as_params(p), idx, w, e, *noise)
+    def step(p, idx, w, e, st, *noise):    # (a member left alone keeps its row: K' = 1 is a batch of one)
+        out = vstep(as_params(p), idx, w, e, st, *noise)
+        return out if program is not None else (out, None)
 
     def validate(p, e):
         return vval(as_params(p), e)
     grad_buf = torch.zeros_like(W)
     n_rows = [len(m.rows) for m in members]
+    unused = None
 
     bar = tqdm(range(cfg.epochs), desc=desc, disable=not cfg.progress, leave=False)
     for epoch in bar:
         t0 = time.perf_counter()
         k_live = len(alive)
+        if program is not None:
+            extra = program.epoch(extra, alive, epoch)
         T = [-(-n_rows[i] // B) for i in alive]
         T_max = max(T)
         # each member's batch order and noise for the epoch, drawn from its own generators in the order
@@ -267,6 +329,7 @@ def fit_ensemble(members: list[Member], loss_fn: Callable, val_logits: Callable,
             plans[t] = [(lr, [W[r] for r in rs], [grad_buf[r] for r in rs], [exp_avg[r] for r in rs],
                          [exp_avg_sq[r] for r in rs], [steps[alive[r]] for r in rs]) for lr, rs in by_lr.items()]
         plan_of = [plans[min(u for u in plans if u > t)] for t in range(T_max)]
+        active_of = [torch.tensor([T[r] > t for r in range(k_live)], device=device) for t in range(T_max)]
         params, grad_views = leaves(W), list(views(grad_buf).values())
         totals = torch.zeros(k_live, device=device)
         for t in range(T_max):
@@ -275,16 +338,27 @@ def fit_ensemble(members: list[Member], loss_fn: Callable, val_logits: Callable,
                 n_el = _size(s, B)
                 noise_t.append(noise[:, t, off:off + n_el].view(k_live, *(B if d is None else d for d in s)))
                 off += n_el
-            losses = step(params, idx[:, t], wts[:, t], extra, *noise_t)
-            grads = torch.autograd.grad(losses.sum(), list(params.values()))
-            with torch.no_grad():
+            if program is not None:
+                with torch.no_grad():
+                    program.before(state, active_of[t], alive, epoch)
+            losses, aux = step(params, idx[:, t], wts[:, t], extra, state, *noise_t)
+            grads = torch.autograd.grad(losses.sum(), list(params.values()), allow_unused=True)
+            if unused is None:              # parameters the loss never reads (e.g. RedCore's Red has no unimodal
+                unused = [(a, b) for g, a, b in zip(grads, offsets, offsets[1:]) if g is None]   # decoders):
+            with torch.no_grad():           # Adam leaves them alone, as the plain loop's does
+                kept = [W[:, a:b].clone() for a, b in unused]
+                if program is not None:
+                    program.after(state, {k: v.detach() for k, v in aux.items()}, active_of[t], alive, epoch)
                 totals += losses.detach() * wts[:, t].sum(1)
                 for gb, g in zip(grad_views, grads):
-                    gb.copy_(g)
+                    if g is not None:
+                        gb.copy_(g)
                 for lr, ps, gs, ms, vs, st in plan_of[t]:
                     torch._foreach_add_(st, 1)
                     torch._fused_adam_(ps, gs, ms, vs, [], st, amsgrad=False, lr=lr, beta1=0.9, beta2=0.999,
                                        weight_decay=cfg.weight_decay, eps=1e-8, maximize=False)
+                for (a, b), v in zip(unused, kept):
+                    W[:, a:b] = v
         with torch.no_grad():
             scores = val_score(validate(views(W), extra)).to(device).float()
             better = scores > best_score
@@ -297,9 +371,10 @@ def fit_ensemble(members: list[Member], loss_fn: Callable, val_logits: Callable,
                 stop = (epoch - best_epoch >= cfg.patience) & (epoch + 1 >= cfg.min_epochs)
         seconds = (time.perf_counter() - t0) / k_live
         loss_list, score_list = (totals.cpu() / torch.tensor([n_rows[i] for i in alive])).tolist(), scores.tolist()
+        more = program.history(state) if program is not None else [{}] * k_live
         for r, i in enumerate(alive):
             histories[i].append({"epoch": epoch, "train_loss": loss_list[r], "val_score": score_list[r],
-                                 "seconds": seconds, "batched": K})
+                                 **more[r], "seconds": seconds, "batched": K})
         bar.set_postfix(members=k_live, best=f"{max(score_list):.3f}")
         if epoch == cfg.epochs - 1:
             stop = torch.ones_like(stop)
@@ -318,6 +393,7 @@ def fit_ensemble(members: list[Member], loss_fn: Callable, val_logits: Callable,
                 best_score, best_epoch = best_score[keep], best_epoch[keep]
                 grad_buf = torch.zeros_like(W)
             extra = _take(extra, keep)
+            state = {k: v[keep] for k, v in state.items()}
     for i, m in enumerate(members):
         flat = done[i]
         with torch.no_grad():

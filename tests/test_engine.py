@@ -49,6 +49,33 @@ def test_members_equal_their_single_fits_across_settings_and_seeds(affect, name)
         assert torch.allclose(a.predict(affect, "test"), b.predict(affect, "test"), atol=1e-4)
 
 
+@pytest.mark.parametrize("kw", [{}, {"regulate": False}, {"unimodal_ce": False}, {"kl": "code"},
+                                {"eta_update": "code"}, {"mask_follows": "batch_position", "empty_rows": "keep"},
+                                {"xenc_input": "code"}])
+def test_redcore_members_equal_their_single_fits(affect, kw):
+    """RedCore's ensemble (its eta schedule, moving averages and projection held per member as
+    tensors; the VIB's noise from each member's stream) against the same fits one by one: the
+    same best epoch, validation curves, eta and its trace, and predictions, equal to rounding."""
+    n, nv = len(affect.splits["train"]), len(affect.splits["val"])
+    cfg = TrainConfig(epochs=5, batch_size=64, patience=2)
+    pairs = [(r, s) for r in ([0.8, 0.2, 0.5], [0.5, 0.5, 0.8]) for s in (0, 1)]
+    Ps = [masks.from_spec(_spec(r), n, affect.modality_names, s) for r, s in pairs]
+    VPs = [masks.from_spec(_spec(r), nv, affect.modality_names, s + 99) for r, s in pairs]
+    together = make_method("redcore", **kw).fit_seeds(affect, Ps, [s for _, s in pairs], cfg=cfg, device="cpu",
+                                                      val_presences=VPs)
+    for (r, s), P, VP, b in zip(pairs, Ps, VPs, together):
+        a = make_method("redcore", **kw).fit(affect, P, seed=s, cfg=cfg, device="cpu", val_presence=VP)
+        assert b.history[0]["batched"] == 4 and len(a.history) == len(b.history)
+        assert [h["val_score"] for h in a.history] == pytest.approx([h["val_score"] for h in b.history], abs=1e-5)
+        assert [h["train_loss"] for h in a.history] == pytest.approx([h["train_loss"] for h in b.history], rel=1e-4)
+        for ha, hb in zip(a.history, b.history):
+            assert ha["eta"] == pytest.approx(hb["eta"], abs=1e-5)
+        assert len(a.trace) == len(b.trace) > 0
+        for ta, tb in zip(a.trace, b.trace):
+            assert ta["step"] == tb["step"] and ta == pytest.approx(tb, abs=1e-4)
+        assert torch.allclose(a.predict(affect, "test"), b.predict(affect, "test"), atol=1e-4)
+
+
 def test_a_member_does_not_depend_on_the_others(affect_regression):
     """The same member in ensembles of different sizes and company gives the same numbers."""
     affect = affect_regression

@@ -45,6 +45,30 @@ def test_projection_lands_in_gamma1_and_is_the_nearest_point(v):
     assert float((eta - v).norm()) <= d_brute + 1e-4                                     # no grid point is nearer
 
 
+def test_projection_of_many_rows_at_once_equals_a_bisection_row_by_row():
+    """The closed form over rows (the ensemble's members) against the KKT form solved by a
+    plain bisection, one row at a time, in float64."""
+    def bisection(v, xi1, xi2):
+        if bool((v <= 0).all()):
+            eta = torch.full_like(v, xi1)
+            eta[int(v.argmax())] = math.sqrt(xi2 ** 2 - (len(v) - 1) * xi1 ** 2)
+            return eta
+        lo, hi = 0.0, 1.0
+        while float(torch.clamp(hi * v, min=xi1).norm()) < xi2:
+            hi *= 2
+        for _ in range(200):
+            mid = (lo + hi) / 2
+            lo, hi = (mid, hi) if float(torch.clamp(mid * v, min=xi1).norm()) < xi2 else (lo, mid)
+        return torch.clamp(hi * v, min=xi1)
+    g = torch.Generator().manual_seed(0)
+    for M in (2, 3, 5):
+        V = torch.randn(300, M, generator=g, dtype=torch.float64) * 0.1
+        V[:20] = -V[:20].abs()                                          # every coordinate <= 0
+        eta = project_gamma1(V, XI1, XI2)
+        ref = torch.stack([bisection(v, XI1, XI2) for v in V])
+        assert torch.allclose(eta, ref, atol=1e-12, rtol=0)
+
+
 def test_projection_rejects_an_empty_set():
     with pytest.raises(ValueError, match="Gamma1 is empty"):
         project_gamma1(torch.ones(3), 0.1, 0.15)
@@ -158,8 +182,9 @@ def test_imputation_loss_counts_only_present_rows(affect):
     present = P[:32].clone()
     present[:, 0] = False                                                  # no row of the batch has acoustic
     torch.manual_seed(0)
-    _, mse = m.losses(m.model, idx, present)
+    _, mse, have = m.losses(m.model, idx, present)
     assert float(mse[0].detach()) == 0.0 and float(mse[1:].detach().min()) > 0
+    assert have.tolist() == [False, True, True]
 
 
 def test_code_variants_run_and_the_batch_position_mask_moves(affect):
@@ -222,9 +247,9 @@ def test_batch_position_mask_moves_to_other_samples(affect, monkeypatch):
     seen = []
     original = RedCore.losses
 
-    def spy(self, model, idx, present):
+    def spy(self, model, idx, present, weight=None):
         seen.append((idx.clone(), present.clone()))
-        return original(self, model, idx, present)
+        return original(self, model, idx, present, weight)
     monkeypatch.setattr(RedCore, "losses", spy)
     cfg = TrainConfig(epochs=2, batch_size=64, patience=None)
     for follows, moved in [("sample", False), ("batch_position", True)]:

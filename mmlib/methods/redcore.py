@@ -63,54 +63,57 @@ from __future__ import annotations
 
 import copy
 import math
-import time
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..models import MLP, encode, make_encoder
-from ..train import Checkpoint, TrainConfig, adam, batches
+from ..models import MLP, encode, make_encoder, normal_like
+from ..engine import Program
+from ..train import TrainConfig
 from . import Method
-from .common import EVAL_CHUNK, fit_setup, full_presence, validation_score
+from .common import EVAL_CHUNK, fit_setup, full_presence, validation_scores, weighted_mean
 
 
 # --------------------------------------------------------------------------- Eq. 9's projection
 def project_gamma1(v: torch.Tensor, xi1: float, xi2: float) -> torch.Tensor:
-    """The point of Gamma1 = {eta >= xi1, ||eta||_2 = xi2} nearest to v (Eq. 9, p = 2).
+    """The point of Gamma1 = {eta >= xi1, ||eta||_2 = xi2} nearest to v (Eq. 9, p = 2), for
+    every row of ``v`` (..., M) at once.
 
     On the sphere ||eta - v||^2 = xi2^2 - 2 v.eta + ||v||^2, so the projection maximises
-    v.eta over Gamma1. Its KKT conditions give eta_i = max(xi1, c v_i) with c > 0 set by
-    bisection so that ||eta|| = xi2, when some v_i > 0; when every v_i <= 0 the maximiser
-    puts every coordinate at xi1 except the largest v_i's, which takes the rest of the norm.
+    v.eta over Gamma1. Its KKT conditions give eta_i = max(xi1, c v_i) with c > 0 such that
+    ||eta|| = xi2, when some v_i > 0; when every v_i <= 0 the maximiser puts every coordinate
+    at xi1 except the largest v_i's, which takes the rest of the norm. ``c`` in closed form:
+    if the j largest v_i are the coordinates above xi1, c^2 (sum of their squares) + (M - j)
+    xi1^2 = xi2^2; of the M candidates, the one whose coordinates are consistent has norm
+    exactly xi2 (any other lands above it), so it is the candidate nearest the sphere.
     Gamma1 is the single point xi1 * 1 when xi1 sqrt(M) = xi2, and empty when it is larger.
-    Computed in float64; returned in ``v``'s dtype."""
-    M, dtype = v.numel(), v.dtype
+    Computed in float64 as tensor operations (no Python per row); returned in ``v``'s dtype."""
+    M, dtype = v.shape[-1], v.dtype
     if math.isclose(xi1 * math.sqrt(M), xi2, rel_tol=1e-12):
         return torch.full_like(v, xi1)                     # Gamma1 is the single point xi1 * 1
     if xi1 * math.sqrt(M) > xi2:
         raise ValueError(f"Gamma1 is empty: xi1 * sqrt(M) = {xi1 * math.sqrt(M):.4g} > xi2 = {xi2}")
-    v = v.double()
-    if bool((v <= 0).all()):
-        eta = torch.full_like(v, xi1)
-        eta[int(v.argmax())] = math.sqrt(xi2 ** 2 - (M - 1) * xi1 ** 2)
-        return eta.to(dtype)
-
-    def norm(c):
-        return float(torch.clamp(c * v, min=xi1).norm())
-    lo, hi = 0.0, 1.0
-    while norm(hi) < xi2:
-        hi *= 2.0
-    for _ in range(100):                                   # norm(c) is increasing in c
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if norm(mid) < xi2 else (lo, mid)
-    return torch.clamp(hi * v, min=xi1).to(dtype)          # computed in float64, returned in v's dtype
+    flat = v.double().reshape(-1, M)
+    # every v_i <= 0: xi1 everywhere, the rest of the norm on the largest v_i
+    nonpos = torch.full_like(flat, xi1).scatter_(1, flat.argmax(1, keepdim=True),
+                                                 math.sqrt(xi2 ** 2 - (M - 1) * xi1 ** 2))
+    # some v_i > 0: candidate j = 1..M (the j largest coordinates above xi1), c_j from the norm
+    top = flat.sort(1, descending=True).values
+    j = torch.arange(1, M + 1, dtype=flat.dtype, device=flat.device)
+    c = ((xi2 ** 2 - (M - j) * xi1 ** 2) / (top ** 2).cumsum(1).clamp(min=1e-300)).sqrt()        # (n, M)
+    cand = torch.clamp(c[:, :, None] * flat[:, None, :], min=xi1)                               # (n, M, M)
+    best = (cand.norm(dim=2) - xi2).abs().argmin(1)
+    eta = cand[torch.arange(len(flat), device=flat.device), best]
+    eta = torch.where((flat <= 0).all(1, keepdim=True), nonpos, eta)
+    return eta.reshape(v.shape).to(dtype)
 
 
 def relative_advantage(mal: torch.Tensor) -> torch.Tensor:
-    """Eq. 4-5: RA^m = (Lbar - L^m) / Lbar with Lbar the mean over modalities."""
-    mean = mal.mean()
+    """Eq. 4-5: RA^m = (Lbar - L^m) / Lbar with Lbar the mean over modalities (the last
+    dimension: one row per member of an ensemble)."""
+    mean = mal.mean(-1, keepdim=True)
     return (mean - mal) / mean.clamp(min=1e-12)
 
 
@@ -199,7 +202,7 @@ class RedCoreNet(nn.Module):
         for j, m in enumerate(self.names):
             keep = present[:, j].to(xs[m].dtype).reshape(-1, *([1] * (xs[m].dim() - 1)))
             mu, logvar = self.senc[m](xs[m] * keep, lengths.get(m))          # read only where present
-            zbar = mu + torch.randn_like(mu) * (0.5 * logvar).exp() if sample else mu
+            zbar = mu + normal_like(mu) * (0.5 * logvar).exp() if sample else mu
             out[m] = {"mu": mu, "logvar": logvar, "zbar": zbar}
         for j, m in enumerate(self.names):
             others = [out[o]["zbar"] * (present[:, k:k + 1].to(out[o]["zbar"].dtype) if self.zero_missing else 1.0)
@@ -214,6 +217,79 @@ class RedCoreNet(nn.Module):
 def kl_standard_normal(mu, logvar):
     """KL[N(mu, diag(e^logvar)) || N(0, I)] per sample (summed over the d units)."""
     return 0.5 * (mu ** 2 + logvar.exp() - 1 - logvar).sum(1)
+
+
+# -------------------------------------------------------------------- Algorithm 1's eta schedule
+class EtaSchedule(Program):
+    """Algorithm 1's state for every fit of an ensemble at once (rows: the live fits): eta
+    (K, M), the moving averages L_MAL (Eq. 10), the step counts, and with
+    ``eta_update="code"`` the code's normalised weights. Every K steps, before the batch (line
+    3-4): RA = Eq. 4-5 of L_MAL, eta <- Proj_Gamma1[eta - alpha1 RA] (Eq. 9, one batched
+    bisection); after each batch: Eq. 10 over the modalities the batch has (L_MAL starts at the
+    first value; the code's starts at 0). A fit whose epoch has ended keeps its state."""
+
+    def __init__(self, method: "RedCore", fits: list, seeds: list[int], train: torch.Tensor):
+        self.m, self.fits, self.train, self.log = method, fits, train, []
+        self.shuffles = [torch.Generator().manual_seed(s + 1) for s in seeds]   # mask_follows="batch_position"
+        self.presence = None
+
+    def init(self, members):
+        K, M, dev = len(members), len(self.m.names), members[0].rows.device
+        self.presence = [mem.extra["P"][self.train].clone() for mem in members]
+        return {"eta": torch.full((K, M), self.m.xi2 / math.sqrt(M), device=dev),    # eta_0: equal
+                "mal": torch.zeros(K, M, device=dev), "started": torch.zeros(K, dtype=torch.bool, device=dev),
+                "code_w": torch.ones(K, M, device=dev), "step": torch.zeros(K, dtype=torch.long, device=dev)}
+
+    def epoch(self, extra, alive, epoch):
+        if self.m.mask_follows != "batch_position":
+            return extra
+        P = extra["P"].clone()                       # the code: the mask moves to other samples each epoch
+        for r, i in enumerate(alive):
+            P[r, self.train] = self.presence[i][torch.randperm(len(self.train), generator=self.shuffles[i])
+                                                .to(P.device)]
+        return {**extra, "P": P}
+
+    def before(self, state, active, alive, epoch):
+        m = self.m
+        if m.eta_update != "projection":
+            return
+        due = active & state["started"] & (state["step"] % m.K == 0)
+        if not bool(due.any()):
+            return
+        ra = relative_advantage(state["mal"])                          # line 3: Eqs. 10, 4, 5
+        if m.regulate:                                                 # line 4: Eq. 9 (Core: eta kept)
+            state["eta"] = torch.where(due[:, None], project_gamma1(state["eta"] - m.alpha1 * ra, m.xi1, m.xi2),
+                                       state["eta"])
+        self.log.append((list(alive), due, state["step"].clone(), epoch, ra, state["eta"].clone(),
+                         state["mal"].clone()))
+
+    def after(self, state, aux, active, alive, epoch):
+        m, now = self.m, aux["mse"]
+        have = aux["have"] & active[:, None]
+        ema = torch.where(have, (1 - m.beta) * state["mal"] + m.beta * now, state["mal"])
+        if m.eta_update == "projection":                               # starts at the first value
+            first = active & ~state["started"]
+            state["mal"] = torch.where(first[:, None], now, ema)
+            state["started"] = state["started"] | active
+        else:                                                          # (the code starts at 0)
+            state["mal"] = ema
+            if m.regulate:
+                due = active & (state["step"] % m.K == 0)
+                state["code_w"] = torch.where(active[:, None], aux["code_w"], state["code_w"])
+                state["eta"] = m.xi2 * state["code_w"]
+                if bool(due.any()):
+                    self.log.append((list(alive), due, state["step"].clone(), epoch,
+                                     relative_advantage(state["mal"]), state["eta"].clone(), state["mal"].clone()))
+        state["step"] = state["step"] + active.long()
+
+    def history(self, state):
+        return [{"eta": row} for row in state["eta"].tolist()]
+
+    def write_traces(self):
+        """Each fit's eta updates into its ``trace`` (Figure 5 reads them from the record)."""
+        for alive, due, step, epoch, ra, eta, mal in self.log:
+            for r in torch.nonzero(due).flatten().tolist():
+                self.fits[alive[r]]._log(int(step[r]), epoch, ra[r], eta[r], mal[r])
 
 
 # ------------------------------------------------------------------------------ the method
@@ -255,19 +331,23 @@ class RedCore(Method):
             raise ValueError(f"K must be >= 1 and beta in (0, 1], got K={self.K}, beta={self.beta}")
 
     # -- the loss of one batch (Eq. 1-3 and the imputation loss) -------------------------------
-    def losses(self, model: RedCoreNet, idx: torch.Tensor, present: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """L_VIB (Eq. 3, the ``kl`` reading) and the vector of L_MSE^m for the rows ``idx``
-        with presence ``present`` (B x M)."""
+    def losses(self, model: RedCoreNet, idx: torch.Tensor, present: torch.Tensor,
+               weight: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """L_VIB (Eq. 3, the ``kl`` reading), the vector of L_MSE^m and which modalities the batch
+        has, for the rows ``idx`` with presence ``present`` (B x M). ``weight`` (B,): each row's
+        weight in the batch means (0 for an ensemble's padding; None: every row counts)."""
         xs = {m: self.X[m][idx] for m in self.names}
         ls = {m: ln[idx] for m, ln in self.L.items()}
         y = self.labels[idx]
+        w = torch.ones(len(idx), device=idx.device) if weight is None else weight
         parts, joint = model(xs, present, ls, sample=True)
-        pf = present.to(joint.dtype)
+        pf = present.to(joint.dtype) * w[:, None]                    # the rows that have m (and count)
         kls = torch.stack([kl_standard_normal(parts[m]["mu"], parts[m]["logvar"]) for m in self.names], 1) * pf
-        ce = [F.cross_entropy(model.dec[j](parts[m]["z"]), y) for j, m in enumerate(self.names)]
-        ce_joint = F.cross_entropy(model.dec[-1](joint), y)
-        kl_m = kls.mean(0)                                           # per modality, over the batch
-        kl_joint = kls.sum(1).mean()                                 # the concatenated Gaussian's KL
+        ce = [weighted_mean(F.cross_entropy(model.dec[j](parts[m]["z"]), y, reduction="none"), w)
+              for j, m in enumerate(self.names)]
+        ce_joint = weighted_mean(F.cross_entropy(model.dec[-1](joint), y, reduction="none"), w)
+        kl_m = kls.sum(0) / w.sum().clamp(min=1)                     # per modality, over the batch
+        kl_joint = kls.sum() / w.sum().clamp(min=1)                  # the concatenated Gaussian's KL
         ce_m = torch.stack(ce) if self.unimodal_ce else torch.zeros(len(self.names), device=joint.device)
         if self.kl == "paper":                                       # sum_m [-log q + gamma KL]
             vib = ce_m.sum() + ce_joint + self.gamma * (kl_m.sum() + kl_joint)
@@ -277,67 +357,76 @@ class RedCore(Method):
             vib = ce_joint + ce_m.sum() + 0.0016 * kl_m.sum()
         sq = torch.stack([((parts[m]["zbar"] - parts[m]["zhat"]) ** 2).sum(1) for m in self.names], 1)
         mse = (sq * pf).sum(0) / pf.sum(0).clamp(min=1)              # L_MSE^m over the rows that have m
-        return vib, mse
+        return vib, mse, pf.sum(0) > 0
+
+    def loss(self, model, idx, weight, extra, state):
+        """Algorithm 1, lines 5-7: L = L_VIB + sum_m eta^m L_MSE^m on a batch, with this fit's
+        eta (``state``). ``eta_update="code"`` updates eta here, from the moving average that
+        includes this batch (the code's order); the projection's update comes before the batch
+        (:class:`EtaSchedule`)."""
+        vib, mse, have = self.losses(model, idx, extra["P"][idx], weight)
+        eta, aux = state["eta"], {"mse": mse.detach(), "have": have}
+        if self.regulate and self.eta_update == "code":         # the code: clamp at 0.1 and normalise (not Eq. 9)
+            mal = torch.where(have, (1 - self.beta) * state["mal"] + self.beta * mse.detach(), state["mal"])
+            lr = self.alpha1 * 1.5 ** (state["step"] // 500 + 1)
+            w = (state["code_w"] - lr * relative_advantage(mal)).clamp(min=0.1)
+            w = torch.where(state["step"] % self.K == 0, w / w.norm(), state["code_w"])
+            eta = self.xi2 * w
+            aux["code_w"] = w
+        return vib + (eta * mse).sum(), aux
 
     # -- Algorithm 1 ------------------------------------------------------------------------------
     def fit(self, data, presence, *, seed=0, cfg=None, device=None, val_presence=None):
-        cfg = cfg or TrainConfig()
-        s = fit_setup(self, data, presence, val_presence, seed, device)          # plumbing: data on the device
-        dev, P, train, val, val_P, self.labels = s.device, s.P, s.train, s.val, s.val_P, s.y
-        presence, M = P[train], len(self.names)
-        rows = train if self.empty_rows == "keep" else s.rows
-        self.model = model = RedCoreNet({m: tuple(x.shape[1:]) for m, x in data.modalities.items()}, data.n_classes,
-                                        self.d, self.hidden, self.sequence, n_blocks=self.n_blocks,
-                                        zero_missing=self.xenc_input == "available", backbone=self.backbone).to(dev)
-
-        opt = adam(model.parameters(), cfg)
-        keeper, order, shuffle = Checkpoint(cfg.patience, cfg.min_epochs), torch.Generator().manual_seed(seed), \
-            torch.Generator().manual_seed(seed + 1)
-        eta = torch.full((M,), self.xi2 / math.sqrt(M))             # eta_0: equal (see the docstring)
-        code_w = torch.ones(M)                                       # the code's weights (eta_update="code")
-        mal, step, self.history, self.trace = None, 0, [], []
-        for epoch in range(cfg.epochs):
-            t0 = time.perf_counter()
-            Pe = P
-            if self.mask_follows == "batch_position":                # the code: the mask moves to other samples
-                Pe = P.clone()
-                Pe[train] = presence[torch.randperm(len(train), generator=shuffle).to(dev)]
-            model.train()
-            total = 0.0
-            for idx in batches(rows, cfg.batch_size, order):
-                if self.eta_update == "projection" and step % self.K == 0 and mal is not None:
-                    ra = relative_advantage(mal)                                    # Algorithm 1, line 3: Eqs. 10, 4, 5
-                    if self.regulate:                                               # (Core: RA is logged, eta kept)
-                        eta = project_gamma1(eta - self.alpha1 * ra, self.xi1, self.xi2)   # line 4: Eq. 9
-                    self._log(step, epoch, ra, eta, mal)
-                vib, mse = self.losses(model, idx, Pe[idx])                # lines 5-7: a step on theta
-                with torch.no_grad():                                      # Eq. 10 (the rows that have m)
-                    have, m_now = Pe[idx].any(0).cpu(), mse.detach().cpu()
-                    if mal is None and self.eta_update == "projection":
-                        mal = m_now.clone()                                # starts at the first value
-                    else:                                                  # (the code starts at 0)
-                        mal = torch.zeros_like(m_now) if mal is None else mal
-                        mal = torch.where(have, (1 - self.beta) * mal + self.beta * m_now, mal)
-                if self.regulate and self.eta_update == "code" and step % self.K == 0:
-                    ra = relative_advantage(mal)                           # the code: this batch's average, then
-                    lr = self.alpha1 * 1.5 ** (step // 500 + 1)            # clamp at 0.1 and normalise (not Eq. 9)
-                    code_w = (code_w - lr * ra).clamp(min=0.1)
-                    code_w = code_w / code_w.norm()
-                    eta = self.xi2 * code_w
-                    self._log(step, epoch, ra, eta, mal)
-                loss = vib + (eta.to(dev) * mse).sum()
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                step += 1
-                total += float(loss.detach()) * len(idx)
-            score = self._val_score(val, val_P)                             # plumbing from here on
-            self.history.append({"epoch": epoch, "train_loss": total / max(len(rows), 1), "val_score": score,
-                                 "eta": [float(e) for e in eta], "seconds": time.perf_counter() - t0})
-            if keeper.update(epoch, score, lambda: copy.deepcopy(model.state_dict())):
-                break
-        keeper.restore(model)
+        self.fit_seeds(data, [presence], [seed], cfg=cfg, device=device, val_presences=[val_presence], _into=[self])
         return self
+
+    def batchable(self, data=None) -> bool:
+        """Several fits train as one ensemble when no self-encoder keeps buffers (BatchNorm) and
+        validation does not sample (``sample_at_eval``: its draws would differ from a fit alone)."""
+        if self.sample_at_eval:
+            return False
+        if data is None:
+            return self.backbone == "mlp"
+        return not any(True for x in data.modalities.values()
+                       for _ in make_encoder(tuple(x.shape[1:]), self.d, self.backbone, self.sequence).buffers())
+
+    def fit_seeds(self, data, presences: list, seeds: list[int], *, cfg=None, device=None,
+                  val_presences: list | None = None, _into: list | None = None) -> list["RedCore"]:
+        """One fitted copy of this method per (training presence, seed) pair, trained together on
+        the ensemble engine (:func:`mmlib.engine.fit_ensemble`; one fit is an ensemble of one):
+        the networks' weights, Adam, the batch orders, the noise and eta's schedule of every
+        member advance in one step loop. Each member equals its fit alone up to rounding."""
+        from ..engine import Member, fit_ensemble
+        cfg = cfg or TrainConfig()
+        vps = [None] * len(seeds) if val_presences is None else list(val_presences)
+        if len(seeds) > 1 and not self.batchable(data):
+            return [self.fit_seeds(data, [P], [s], cfg=cfg, device=device, val_presences=[vp])[0]
+                    for P, s, vp in zip(presences, seeds, vps)]
+        copies = _into or [copy.deepcopy(self) for _ in seeds]
+        members = []
+        for m, presence, seed, vp in zip(copies, presences, seeds, vps):
+            st = fit_setup(m, data, presence, vp, seed, device)             # plumbing: data on the device
+            m.labels, m.trace, m.val = st.y, [], st.val
+            m.model = RedCoreNet({k: tuple(x.shape[1:]) for k, x in data.modalities.items()}, data.n_classes,
+                                 m.d, m.hidden, m.sequence, n_blocks=m.n_blocks,
+                                 zero_missing=m.xenc_input == "available", backbone=m.backbone).to(st.device)
+            rows = st.train if m.empty_rows == "keep" else st.rows
+            members.append(Member(m.model, rows, {"P": st.P, "val_P": st.val_P}, seed))
+        lead = copies[0]
+        schedule = EtaSchedule(lead, copies, [int(s) for s in seeds], st.train)
+
+        def val_logits(model, extra):
+            parts, joint = model({k: lead.X[k][lead.val] for k in lead.names}, extra["val_P"],
+                                 {k: ln[lead.val] for k, ln in lead.L.items()}, sample=lead.sample_at_eval)
+            return model.dec[-1](joint)
+
+        histories = fit_ensemble(members, lead.loss, val_logits,
+                                 lambda out: validation_scores("multiclass", out, lead.labels[lead.val]), cfg,
+                                 desc=self.name, program=schedule)
+        for m, hist in zip(copies, histories):
+            m.history = hist
+        schedule.write_traces()
+        return copies
 
     def _log(self, step, epoch, ra, eta, mal):
         """One eta update in ``trace`` (Figure 5 reads it from the record)."""
@@ -359,9 +448,6 @@ class RedCore(Method):
                                       {m: ln[b] for m, ln in self.L.items()}, sample=self.sample_at_eval)
             outs.append(self.model.dec[-1](joint) if what == "predict" else joint)
         return torch.cat(outs)
-
-    def _val_score(self, val, val_P) -> float:
-        return validation_score("multiclass", self._logits(val, val_P), self.labels[val])
 
     def predict(self, data, split, presence=None):
         idx = data.splits[split].to(self.device)

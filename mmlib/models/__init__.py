@@ -43,9 +43,21 @@ class Dropout(nn.Module):
         return f"p={self.p}"
 
 
+def normal_like(x: torch.Tensor) -> torch.Tensor:
+    """Standard normal noise shaped like ``x`` (a VIB's or VAE's reparameterisation): from the
+    current noise stream when one is set (the normal quantiles of its uniform draws, so a fit
+    alone and the same fit as a member of an ensemble draw the same noise), else
+    ``torch.randn_like``."""
+    stream = _NOISE.get()
+    if stream is None:
+        return torch.randn_like(x)
+    u = stream.draw(tuple(x.shape), x.device).clamp(1e-7, 1 - 1e-7)
+    return torch.special.ndtri(u).to(x.dtype)
+
+
 @contextlib.contextmanager
 def noise_stream(stream):
-    """Use ``stream`` for every :class:`Dropout` inside the block."""
+    """Use ``stream`` for every :class:`Dropout` (and :func:`normal_like`) inside the block."""
     token = _NOISE.set(stream)
     try:
         yield stream
