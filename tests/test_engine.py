@@ -76,6 +76,25 @@ def test_redcore_members_equal_their_single_fits(affect, kw):
         assert torch.allclose(a.predict(affect, "test"), b.predict(affect, "test"), atol=1e-4)
 
 
+@pytest.mark.parametrize("name,kw", [("mmin_lite", {}), ("mmin_lite", {"pdt": False}), ("cra", {})])
+def test_mmin_and_cra_members_equal_their_single_fits(affect, name, kw):
+    """MMIN (its teachers trained as one ensemble, then the students reading each member's own
+    frozen teacher) and CRA against the same fits one by one."""
+    n, nv = len(affect.splits["train"]), len(affect.splits["val"])
+    cfg = TrainConfig(epochs=4, batch_size=64, patience=2)
+    pairs = [(r, s) for r in ([0.8, 0.2, 0.5], [0.5, 0.5, 0.8]) for s in (0, 1)]
+    Ps = [masks.from_spec(_spec(r), n, affect.modality_names, s) for r, s in pairs]
+    VPs = [masks.from_spec(_spec(r), nv, affect.modality_names, s + 99) for r, s in pairs]
+    together = make_method(name, **kw).fit_seeds(affect, Ps, [s for _, s in pairs], cfg=cfg, device="cpu",
+                                                 val_presences=VPs)
+    for (r, s), P, VP, b in zip(pairs, Ps, VPs, together):
+        a = make_method(name, **kw).fit(affect, P, seed=s, cfg=cfg, device="cpu", val_presence=VP)
+        assert b.history[0]["batched"] == 4 and len(a.history) == len(b.history)
+        assert [h["val_score"] for h in a.history] == pytest.approx([h["val_score"] for h in b.history], abs=1e-5)
+        assert [h["train_loss"] for h in a.history] == pytest.approx([h["train_loss"] for h in b.history], rel=1e-4)
+        assert torch.allclose(a.predict(affect, "test"), b.predict(affect, "test"), atol=1e-4)
+
+
 def test_a_member_does_not_depend_on_the_others(affect_regression):
     """The same member in ensembles of different sizes and company gives the same numbers."""
     affect = affect_regression

@@ -40,16 +40,18 @@ blocks of 64-32; MMIN has LSTM / TextCNN encoders of 128 and five blocks of 256-
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.func import functional_call
 
-from ..models import MLP, encode, make_encoder
+from ..models import MLP, encode, make_encoder, uniform_noise
 from ..train import TrainConfig, fit, seed_everything
 from . import Method
-from .common import EVAL_CHUNK, fit_setup, full_presence, validation_score
+from .common import EVAL_CHUNK, fit_setup, full_presence, validation_score, validation_scores, weighted_mean
 from .redcore import ResidualAE
 
 
@@ -148,72 +150,144 @@ class MMINLite(_EveryModality):
     backbone: str = "cnn"            # images and MFCCs: "cnn" (LeNet / MFCCNet) or "mlp"
     implicit = {"backbone": "cnn"}
 
-    def prepare(self, data, presence, *, seed=0, cfg=None, device=None, val_presence=None):
-        """Everything before the student's training loop (the teacher included): the student,
-        the loss of a batch of rows, the training rows and the validation score."""
+    def batchable(self, data=None) -> bool:
+        """Several fits train as one ensemble (teachers, then students) when no encoder keeps
+        buffers (BatchNorm) and no training-time transform is set (M3S's runs its own loop)."""
+        if self.augment is not None:
+            return False
+        if data is None:
+            return self.backbone == "mlp"
+        return not any(True for x in data.modalities.values()
+                       for _ in make_encoder(tuple(x.shape[1:]), self.d, self.backbone, self.sequence).buffers())
+
+    def fit(self, data, presence, *, seed=0, cfg=None, device=None, val_presence=None):
+        self.fit_seeds(data, [presence], [seed], cfg=cfg, device=device, val_presences=[val_presence], _into=[self])
+        return self
+
+    def fit_seeds(self, data, presences: list, seeds: list[int], *, cfg=None, device=None,
+                  val_presences: list | None = None, _into: list | None = None) -> list["MMINLite"]:
+        """One fitted copy per (training presence, seed) pair on the ensemble engine
+        (:func:`mmlib.engine.fit_ensemble`): MMIN's teachers as one ensemble, then the students
+        as another. Each equals its fit alone up to rounding."""
+        from ..engine import fit_ensemble
         cfg = cfg or TrainConfig()
-        s = fit_setup(self, data, presence, val_presence, seed, device)          # plumbing: data on the device
-        dev, P, train, rows, val, self.val_P, y = s.device, s.P, s.train, s.rows, s.val, s.val_P, s.y
-        M, full = len(self.names), torch.ones_like(s.P)
-        shapes = {m: tuple(x.shape[1:]) for m, x in data.modalities.items()}
+        vps = [None] * len(seeds) if val_presences is None else list(val_presences)
+        if len(seeds) > 1 and not self.batchable(data):
+            return [self.fit_seeds(data, [P], [s], cfg=cfg, device=device, val_presences=[vp])[0]
+                    for P, s, vp in zip(presences, seeds, vps)]
+        copies = _into or [copy.deepcopy(self) for _ in seeds]
+        setups, members = [], []
+        for m, P, s, vp in zip(copies, presences, seeds, vps):     # each teacher built right after its seeding
+            setups.append(m._setup_fit(data, P, s, device, vp))
+            members.append(m._teacher(data, setups[-1], s) if self.imagine else None)
+        lead = copies[0]
+        teachers = [None] * len(copies)
+        if self.imagine:              # MMIN's teachers: the same encoders + a classifier, trained first
+            fit_ensemble(members, lead._teacher_loss, lead._teacher_logits, lead._score, cfg, desc=f"{self.name}:teacher")
+            teachers = [mem.model for mem in members]
+        members = [m._student(data, st, s, t) for m, st, s, t in zip(copies, setups, seeds, teachers)]
+        histories = fit_ensemble(members, lead._student_loss, lead._student_logits, lead._score, cfg, desc=self.name)
+        for m, mem, hist in zip(copies, members, histories):
+            m.model, m.history = mem.model, hist
+        return copies
 
-        def batch(idx):
-            return {m: self.X[m][idx] for m in self.names}, {m: ln[idx] for m, ln in self.L.items()}
-
+    def prepare(self, data, presence, *, seed=0, cfg=None, device=None, val_presence=None):
+        """Everything before the student's training loop (the teacher included), for a method
+        that runs its own loop over MMIN (M3S): the student, the loss of a batch of rows, the
+        training rows and the validation score."""
+        from ..engine import fit_ensemble
+        cfg = cfg or TrainConfig()
+        st = self._setup_fit(data, presence, seed, device, val_presence)
         teacher = None
-        if self.imagine:              # MMIN's teacher: the same encoders + a classifier on complete data
-            teacher = nn.ModuleDict({"enc": Encoders(shapes, self.d, self.sequence, self.backbone),
-                                     "cls": MLP(self.d * M, [self.hidden], data.n_classes, dropout=0.5)}).to(dev)
+        if self.imagine:
+            t = self._teacher(data, st, seed)
+            fit_ensemble([t], self._teacher_loss, self._teacher_logits, self._score, cfg, desc=f"{self.name}:teacher")
+            teacher = t.model
+        mem = self._student(data, st, seed, teacher)
+        self.model = mem.model
+        return (mem.model, lambda model, idx: self._student_loss(model, idx, None, mem.extra), mem.rows,
+                lambda model: float(self._score(self._student_logits(model, mem.extra).unsqueeze(0))[0]))
 
-            seen = full if self.pdt else P                              # PDT: the complete training data
+    # -- the pieces: set-up, teacher, student ---------------------------------------------------------
+    def _setup_fit(self, data, presence, seed, device, val_presence):
+        st = fit_setup(self, data, presence, val_presence, seed, device)          # plumbing: data on the device
+        self.val_P, self.y, self.val = st.val_P, st.y, st.val
+        self.shapes = {m: tuple(x.shape[1:]) for m, x in data.modalities.items()}
+        return st
 
-            def t_loss(model, idx):
-                xs, ls = batch(idx)
-                return F.cross_entropy(model["cls"](model["enc"](xs, seen[idx], ls)), y[idx])
+    def _batch(self, idx):
+        return {m: self.X[m][idx] for m in self.names}, {m: ln[idx] for m, ln in self.L.items()}
 
-            def t_val(model):
-                xs, ls = batch(val)
-                return validation_score("multiclass", model["cls"](model["enc"](xs, full[val] if self.pdt else self.val_P, ls)),
-                                        y[val])
-            teacher, _ = fit(teacher, t_loss, train if self.pdt else rows, t_val, cfg, seed=seed + 1,
-                             desc=f"{self.name}:teacher")
-            teacher.requires_grad_(False)
+    def _teacher(self, data, st, seed):
+        """MMIN's teacher (``utt_fusion``): built right after the fit's seeding, trained with seed + 1
+        on the complete training data (PDT) or on the training presence (IDT)."""
+        from ..engine import Member
+        model = nn.ModuleDict({"enc": Encoders(self.shapes, self.d, self.sequence, self.backbone),
+                               "cls": MLP(self.d * len(self.names), [self.hidden], data.n_classes, dropout=0.5)})
+        full = torch.ones_like(st.P)
+        return Member(model.to(st.device), st.train if self.pdt else st.rows,
+                      {"seen": full if self.pdt else st.P, "val_P": torch.ones_like(st.val_P) if self.pdt else st.val_P},
+                      seed + 1)
 
+    def _teacher_loss(self, model, idx, weight, extra):
+        xs, ls = self._batch(idx)
+        ce = F.cross_entropy(model["cls"](model["enc"](xs, extra["seen"][idx], ls)), self.y[idx], reduction="none")
+        return ce.mean() if weight is None else weighted_mean(ce, weight)
+
+    def _teacher_logits(self, model, extra):
+        xs, ls = self._batch(self.val)
+        return model["cls"](model["enc"](xs, extra["val_P"], ls))
+
+    def _score(self, out):
+        return validation_scores("multiclass", out, self.y[self.val])
+
+    def _student(self, data, st, seed, teacher):
+        """The student, built after seeding with the fit's seed; MMIN's starts its encoders from its
+        teacher's, whose encoder (weights in ``extra``, frozen) gives the imagination's targets."""
+        from ..engine import Member
         seed_everything(seed)
-        self.model = ImagineNet(shapes, data.n_classes, self.d, self.hidden, self.sequence, self.n_blocks,
-                                self.imagine, self.backbone).to(dev)
-        if self.imagine:                                  # MMIN starts its encoders from the teacher's
-            self.model.encoders.load_state_dict(teacher["enc"].state_dict())
+        model = ImagineNet(self.shapes, data.n_classes, self.d, self.hidden, self.sequence, self.n_blocks,
+                           self.imagine, self.backbone).to(st.device)
+        extra = {"P": st.P, "val_P": st.val_P}
+        if teacher is not None:
+            model.encoders.load_state_dict(teacher["enc"].state_dict())
+            self._template = copy.deepcopy(teacher["enc"]).eval().requires_grad_(False)
+            extra.update({f"t.{k}": v.detach() for k, v in
+                          [*teacher["enc"].named_parameters(), *teacher["enc"].named_buffers()]})
+        return Member(model, st.rows, extra, seed)
 
-        gen = torch.Generator().manual_seed(seed + 5)
+    def _student_loss(self, model, idx, weight, extra):
+        """CE + 4.0 MSE(imagined, teacher's embedding of what is hidden) + 2.0 MSE(cycle, E) for
+        MMIN; CE + MSE(reconstruction, the complete sample's embedding) for CRA; ``weight``: the
+        rows' weights in the batch means (None: every row counts)."""
+        w = torch.ones(len(idx), device=idx.device) if weight is None else weight
+        P = extra["P"]
+        xs, ls = self._batch(idx)
+        if self.augment is not None:
+            xs = self.augment(idx, xs)
+        shown = P[idx]
+        if self.imagine and not self.pdt:                           # IDT: hide part of what is present
+            shown = P[idx] & (uniform_noise(tuple(shown.shape), shown.device) >= self.drop)
+            shown = torch.where(shown.any(1, keepdim=True), shown, P[idx])
+        logits, E, imagined = model(xs, shown, ls)
+        loss = weighted_mean(F.cross_entropy(logits, self.y[idx], reduction="none"), w)
+        if self.imagine:
+            hidden = ~P[idx] if self.pdt else P[idx] & ~shown       # PDT: the missing modalities; IDT: the
+            with torch.no_grad():                                   # hidden present ones, through the teacher
+                target = functional_call(self._template, {k[2:]: v for k, v in extra.items() if k.startswith("t.")},
+                                         (xs, hidden, ls))
+            back, _ = model.backward_ae(imagined)
+            loss = loss + self.teacher_weight * weighted_mean(((imagined - target) ** 2).mean(1), w) \
+                + self.cycle_weight * weighted_mean(((back - E.detach()) ** 2).mean(1), w)
+        else:
+            with torch.no_grad():
+                target = model.encoders(xs, torch.ones_like(shown), ls)    # PDT: the complete sample
+            loss = loss + self.rec_weight * weighted_mean(((imagined - target) ** 2).mean(1), w)
+        return loss
 
-        def loss_fn(model, idx):
-            xs, ls = batch(idx)
-            if self.augment is not None:
-                xs = self.augment(idx, xs)
-            shown = P[idx]
-            if self.imagine and not self.pdt:                           # IDT: hide part of what is present
-                shown = P[idx] & (torch.rand(shown.shape, generator=gen).to(dev) >= self.drop)
-                shown = torch.where(shown.any(1, keepdim=True), shown, P[idx])
-            logits, E, imagined = model(xs, shown, ls)
-            loss = F.cross_entropy(logits, y[idx])
-            if self.imagine:
-                hidden = ~P[idx] if self.pdt else P[idx] & ~shown       # PDT: the missing modalities; IDT: the
-                with torch.no_grad():                                   # hidden present ones, through the teacher
-                    target = teacher["enc"](xs, hidden, ls)
-                back, _ = model.backward_ae(imagined)
-                loss = loss + self.teacher_weight * F.mse_loss(imagined, target) \
-                    + self.cycle_weight * F.mse_loss(back, E.detach())
-            else:
-                with torch.no_grad():
-                    target = model.encoders(xs, full[idx], ls)            # PDT: the complete sample
-                loss = loss + self.rec_weight * F.mse_loss(imagined, target)
-            return loss
-
-        def val_score(model):
-            return validation_score("multiclass", self._logits(model, val, self.val_P), y[val])
-
-        return self.model, loss_fn, rows, val_score
+    def _student_logits(self, model, extra):
+        xs, ls = self._batch(self.val)
+        return model(xs, extra["val_P"], ls)[0]
 
     def _embedding(self, out):
         return out[2]                                  # the imagined embedding

@@ -43,6 +43,13 @@ class Dropout(nn.Module):
         return f"p={self.p}"
 
 
+def uniform_noise(shape: tuple, device) -> torch.Tensor:
+    """Uniform noise in [0, 1) of ``shape`` (e.g. a random choice of what to hide in a batch):
+    from the current noise stream when one is set, else ``torch.rand``."""
+    stream = _NOISE.get()
+    return torch.rand(shape, device=device) if stream is None else stream.draw(tuple(shape), device)
+
+
 def normal_like(x: torch.Tensor) -> torch.Tensor:
     """Standard normal noise shaped like ``x`` (a VIB's or VAE's reparameterisation): from the
     current noise stream when one is set (the normal quantiles of its uniform draws, so a fit
