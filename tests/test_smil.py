@@ -153,6 +153,19 @@ def test_generative_baselines_impute_and_classify(avdigits):
             assert m.val_mse["audio"] < 1.5                   # standardized MFCCs: variance about 1
 
 
+def test_an_imputation_generator_trains_to_a_validation_plateau(avdigits):
+    """The generator stops when its validation error has not improved for ``patience`` epochs
+    (the book's rule for every network), keeping its best epoch."""
+    small = avdigits.with_train_subset(300)
+    P = masks.keep_fraction(300, small.modality_names, {"audio": 0.3}, seed=0)
+    m = make_method("ae_impute", backbone="mlp").fit(small, P, seed=0, cfg=TrainConfig(epochs=60, patience=2),
+                                                     device="cpu")
+    assert 3 <= m.generator_epochs["audio"] < 60
+    long = make_method("ae_impute", backbone="mlp").fit(small, P, seed=0, cfg=TrainConfig(epochs=8, patience=None),
+                                                        device="cpu")
+    assert long.generator_epochs["audio"] == 8
+
+
 def test_mvae_product_of_experts():
     torch.manual_seed(0)
     net = MVAENet({"a": (3,), "b": (4,)}, z_dim=2, backbone="mlp").eval()     # no dropout

@@ -30,7 +30,7 @@ from torch import nn
 
 from ..data import MultimodalDataset
 from ..models import MLP, encode, make_encoder
-from ..train import Adam, TrainConfig, fit, get_device, seed_everything
+from ..train import Adam, Checkpoint, TrainConfig, fit, get_device, seed_everything
 from . import Method
 from .baselines import FusionBaseline
 from .common import full_presence, task_loss, validation_score
@@ -47,7 +47,9 @@ class Impute(Method):
     train the fusion network (``backbone``, ``feat_dim``, ``hidden``, ``sequence``: as
     :class:`FusionBaseline`) on completed data. ``generator="ae"`` or ``"gan"``. On a masked
     validation split (``val_presence``) the generator is selected on the validation rows that
-    have its modality, and the classifier on the validation split completed as the test split is."""
+    have its modality, and the classifier on the validation split completed as the test split is.
+    The generator, like every network of the book, trains to a validation plateau (its squared
+    error on those rows; the budget's patience), not for the budget's whole ceiling of epochs."""
     name: str = "ae_impute"
     generator: str = "ae"
     cond: list | None = None
@@ -81,7 +83,8 @@ class Impute(Method):
         self.required, self.used = list(self.sources), list(self.sources) + self.targets
         train = data.splits["train"].to(dev)
         C = _flat(data, self.sources, dev)
-        self.gens, self.val_mse, completed = {}, {}, {m: x.clone() for m, x in data.modalities.items()}
+        self.gens, self.val_mse, self.generator_epochs = {}, {}, {}
+        completed = {m: x.clone() for m, x in data.modalities.items()}
         val = data.splits["val"].to(dev)
         for m in self.targets:
             j = names.index(m)
@@ -90,7 +93,8 @@ class Impute(Method):
             val_has = val[val_P[:, j]]                          # the generator is selected on the rows that have m
             if len(val_has) == 0:
                 raise ValueError(f"{self.name}: no validation row has {m!r} to select its generator on")
-            self.gens[m], self.val_mse[m] = self._train_generator(C, T, has, val_has, cfg, seed)
+            self.gens[m], self.val_mse[m], self.generator_epochs[m] = self._train_generator(C, T, has, val_has, cfg,
+                                                                                            seed)
             miss = torch.cat([train[~presence[:, j].to(dev)], val[~val_P[:, j]]])   # completed as at test time
             with torch.no_grad():
                 completed[m][miss.cpu()] = self._generate(m, C[miss]).reshape(-1, *data.modalities[m].shape[1:]).cpu()
@@ -112,14 +116,14 @@ class Impute(Method):
             D = MLP(dc + dt, [256, 128], 1, dropout=0.2).to(dev)
             opt_d = Adam(D.parameters(), lr=cfg.lr, betas=(0.5, 0.999))
         steps = max(1, -(-len(rows) // cfg.batch_size))            # an epoch: one pass over the pairs
-        best, best_state = float("inf"), None
+        keeper = Checkpoint(cfg.patience, cfg.min_epochs)         # to a validation plateau, as every fit here
 
         def g_out(c):
             if zdim:
                 c = torch.cat([c, torch.randn(len(c), zdim, generator=gen).to(dev)], 1)
             return G(c)
 
-        for _ in range(cfg.epochs):
+        for epoch in range(cfg.epochs):
             G.train()
             for _ in range(steps):
                 b = rows[torch.randint(len(rows), (min(cfg.batch_size, len(rows)),), generator=gen).to(dev)]
@@ -143,10 +147,9 @@ class Impute(Method):
             G.eval()
             with torch.no_grad():                                  # selection: validation squared error
                 err = float(F.mse_loss(g_out(C[val]), T[val]))
-            if err < best:
-                best, best_state = err, copy.deepcopy(G.state_dict())
-        G.load_state_dict(best_state)
-        return G.eval(), best
+            if keeper.update(epoch, -err, lambda: copy.deepcopy(G.state_dict())):
+                break
+        return keeper.restore(G), -keeper.best, epoch + 1
 
     @torch.no_grad()
     def _generate(self, m, c):
