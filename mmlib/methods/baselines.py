@@ -21,10 +21,10 @@ from dataclasses import dataclass
 import torch
 
 from ..data import MultimodalDataset
-from ..models import MultimodalNet, make_encoder
+from ..models import MultimodalNet
 from ..train import TrainConfig, get_device, seed_everything
 from . import Method
-from .common import EVAL_CHUNK, full_presence, task_loss, validation_scores
+from .common import EVAL_CHUNK, ensemble_ready, full_presence, task_loss, validation_scores
 
 
 @dataclass(eq=False)
@@ -150,8 +150,7 @@ class FusionBaseline(Method):
         (the CNNs' BatchNorm does); without ``data``, when the encoders are MLPs."""
         if data is None:
             return self.backbone == "mlp"
-        return not any(True for x in data.modalities.values()
-                       for _ in make_encoder(tuple(x.shape[1:]), self.feat_dim, self.backbone, self.sequence).buffers())
+        return ensemble_ready(data, self.feat_dim, self.backbone, self.sequence)
 
     def fit_seeds(self, data, presences: list, seeds: list[int], *, cfg=None, device=None,
                   val_presences: list | None = None) -> list["FusionBaseline"]:

@@ -130,3 +130,20 @@ def fit_setup(method, data: MultimodalDataset, presence, val_presence, seed: int
     P[train] = presence
     return Setup(dev, P, train, train[presence.any(1)], data.splits["val"].to(dev),
                  full_presence(data, "val", val_presence).to(dev), data.y.to(dev))
+
+
+# ----------------------------------------------------------------------------- ensembles
+def ensemble_ready(data, d: int, backbone: str, sequence: str) -> bool:
+    """Whether a method's fits on ``data`` can train as one ensemble (:mod:`mmlib.engine`): no
+    encoder it builds (width ``d``) keeps buffers (the CNNs' BatchNorm does)."""
+    from ..models import make_encoder
+    return not any(True for x in data.modalities.values()
+                   for _ in make_encoder(tuple(x.shape[1:]), d, backbone, sequence).buffers())
+
+
+def fits_one_by_one(method, data, presences, seeds, cfg, device, val_presences) -> list:
+    """``method.fit_seeds`` one (presence, seed) pair at a time: for fits that cannot share an
+    ensemble (each is then an ensemble of one, the plain loop)."""
+    return [method.fit_seeds(data, [P], [s], cfg=cfg, device=device, val_presences=[vp])[0]
+            for P, s, vp in zip(presences, seeds, val_presences)]
+

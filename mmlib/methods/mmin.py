@@ -51,7 +51,8 @@ from torch.func import functional_call
 from ..models import MLP, encode, make_encoder, uniform_noise
 from ..train import TrainConfig, fit, seed_everything
 from . import Method
-from .common import EVAL_CHUNK, fit_setup, full_presence, validation_score, validation_scores, weighted_mean
+from .common import (EVAL_CHUNK, ensemble_ready, fit_setup, fits_one_by_one, full_presence, validation_score,
+                     validation_scores, weighted_mean)
 from .redcore import ResidualAE
 
 
@@ -157,8 +158,7 @@ class MMINLite(_EveryModality):
             return False
         if data is None:
             return self.backbone == "mlp"
-        return not any(True for x in data.modalities.values()
-                       for _ in make_encoder(tuple(x.shape[1:]), self.d, self.backbone, self.sequence).buffers())
+        return ensemble_ready(data, self.d, self.backbone, self.sequence)
 
     def fit(self, data, presence, *, seed=0, cfg=None, device=None, val_presence=None):
         self.fit_seeds(data, [presence], [seed], cfg=cfg, device=device, val_presences=[val_presence], _into=[self])
@@ -173,8 +173,7 @@ class MMINLite(_EveryModality):
         cfg = cfg or TrainConfig()
         vps = [None] * len(seeds) if val_presences is None else list(val_presences)
         if len(seeds) > 1 and not self.batchable(data):
-            return [self.fit_seeds(data, [P], [s], cfg=cfg, device=device, val_presences=[vp])[0]
-                    for P, s, vp in zip(presences, seeds, vps)]
+            return fits_one_by_one(self, data, presences, seeds, cfg, device, vps)
         copies = _into or [copy.deepcopy(self) for _ in seeds]
         setups, members = [], []
         for m, P, s, vp in zip(copies, presences, seeds, vps):     # each teacher built right after its seeding

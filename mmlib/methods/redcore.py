@@ -73,7 +73,8 @@ from ..models import MLP, encode, make_encoder, normal_like
 from ..engine import Program
 from ..train import TrainConfig
 from . import Method
-from .common import EVAL_CHUNK, fit_setup, full_presence, validation_scores, weighted_mean
+from .common import (EVAL_CHUNK, ensemble_ready, fit_setup, fits_one_by_one, full_presence, validation_scores,
+                     weighted_mean)
 
 
 # --------------------------------------------------------------------------- Eq. 9's projection
@@ -387,8 +388,7 @@ class RedCore(Method):
             return False
         if data is None:
             return self.backbone == "mlp"
-        return not any(True for x in data.modalities.values()
-                       for _ in make_encoder(tuple(x.shape[1:]), self.d, self.backbone, self.sequence).buffers())
+        return ensemble_ready(data, self.d, self.backbone, self.sequence)
 
     def fit_seeds(self, data, presences: list, seeds: list[int], *, cfg=None, device=None,
                   val_presences: list | None = None, _into: list | None = None) -> list["RedCore"]:
@@ -400,8 +400,7 @@ class RedCore(Method):
         cfg = cfg or TrainConfig()
         vps = [None] * len(seeds) if val_presences is None else list(val_presences)
         if len(seeds) > 1 and not self.batchable(data):
-            return [self.fit_seeds(data, [P], [s], cfg=cfg, device=device, val_presences=[vp])[0]
-                    for P, s, vp in zip(presences, seeds, vps)]
+            return fits_one_by_one(self, data, presences, seeds, cfg, device, vps)
         copies = _into or [copy.deepcopy(self) for _ in seeds]
         members = []
         for m, presence, seed, vp in zip(copies, presences, seeds, vps):
