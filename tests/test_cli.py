@@ -154,3 +154,19 @@ def test_student_on_a_half_built_book_names_the_pages_and_ctrl_c_is_one_line(mon
     assert cli.main(["sweep", "00_missing_modalities", "--jobs", "1"]) == 130
     err = capsys.readouterr().err
     assert "interrupted" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_every_solution_follows_its_own_exercise():
+    """In every chapter, exercise k is followed by its solution before exercise k + 1 starts
+    (a reader should never meet a solution before its question)."""
+    import re
+    for nb in sorted((sweep.ROOT / "notebooks").glob("*.ipynb")):
+        text = "\n".join("".join(c["source"]) for c in json.loads(nb.read_text())["cells"] if c["cell_type"] == "markdown")
+        seen, last = [], None
+        for kind, rest in re.findall(r"```\{(exercise|solution)\}([^\n]*\n(?::label: [^\n]+)?)", text):
+            label = rest.split(":label:")[-1].strip() if kind == "exercise" else rest.strip()
+            if kind == "exercise":
+                seen.append(label)
+                last = label
+            else:
+                assert label == last, f"{nb.name}: the solution of {label} comes after exercise {last}"
