@@ -342,7 +342,10 @@ def sweep_points(ch: Chapter, prof: str, extra: dict | None = None) -> tuple[lis
     for name in [n for n in extra if any(n in p for p in points)]:
         value = extra.pop(name)
         values = ch.grid_values(prof, name)
-        points = [p for p in points if p.get(name) == value]
+        also = [e for e, of in ch.extends.items() if of == name]      # a run's further values of ``name``
+        kept = [{**{k: v for k, v in p.items() if k not in also}, name: value} for p in points
+                if p.get(name) == value or any(value in p.get(e, []) for e in also)]
+        points = [p for i, p in enumerate(kept) if p not in kept[:i]]
         if not points:
             raise ValueError(f"chapter {ch.name}: its {prof!r} grid runs {name} in {values}, not {value!r}; a sweep "
                              f"runs only grid points (for another setting: mmbook run {ch.name} -p {name}=...)")
