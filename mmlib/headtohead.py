@@ -466,10 +466,11 @@ def learned(h: pd.DataFrame, verdicts: list, gap: pd.DataFrame, rank: pd.DataFra
         lines.append(f"- **The papers' ideas against the simple baselines.** In {len(by['reproduced'])} of "
                      f"{len(simple)} settings the best paper method beats the best simple baseline ({win}). "
                      f"A simple baseline is ahead in {len(by['contradicted'])} ({lose}); the other "
-                     f"{len(by['inconclusive']) + len(by['not testable'])} cannot be told apart at these seeds.")
+                     f"{len(by['inconclusive']) + len(by['not testable'])} cannot be told apart at these seeds (decided "
+                     "family-wise: Holm's correction over the chapter's findings).")
     if home:
         lines.append("- **Each paper's method on its own protocol**, against the best other method there: "
-                     + "; ".join(f"{v.a} at {v.setting}: {v.text()} vs {v.b} ({v.verdict})" for v in home) + ".")
+                     + "; ".join(f"{v.a} at {v.setting}: {v.text()} vs {v.b} ({report.verdict_text(v)})" for v in home) + ".")
     if len(rank):
         parts = []
         for col in rank.columns:

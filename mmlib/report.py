@@ -13,7 +13,14 @@ compared by the **paired differences** ``d_s = a_s - b_s`` over the seeds ``s`` 
 * a claim over several settings (e.g. "beats the baseline at every missing rate") averages
   each seed's differences over the settings, takes the t-interval over seeds (the settings
   of one seed share its masks, so they are not independent samples), and reports the sign
-  count: in how many settings the mean difference has the claimed sign.
+  count: in how many settings the mean difference has the claimed sign;
+* **families** (:func:`adjust`): a chapter tests many claims, so within a chapter the paper's
+  claims form one family and the book's own questions (the authors' code against the paper
+  included) another; each family's p are adjusted with Holm's step-down method (the
+  Benjamini-Hochberg q beside it, for readers who prefer the false discovery rate), and a
+  verdict is reproduced or contradicted only when its Holm-adjusted p < 0.05 (and the
+  unadjusted interval excludes 0 in that direction); otherwise it is inconclusive. The raw
+  p, the unadjusted interval and the raw verdict stay in the record.
 
 :func:`compare` works on the frame of :func:`mmlib.results.load_records`;
 :func:`write_verdicts` stores one machine-readable verdict file per chapter (read back by
@@ -34,6 +41,11 @@ from .results import write_json_atomic
 
 VERDICTS = ("reproduced", "contradicted", "inconclusive", "not testable")
 LEVEL = 0.95
+ALPHA = 0.05                         # the family-wise error rate of a chapter's family of claims
+# within a chapter: the paper's claims, and the book's own questions (the authors' code against the paper included)
+FAMILIES = {"paper": "the paper's claims", "book": "the book's own questions"}
+KINDS = {"paper": "the paper's claims", "code": "the authors' code against the paper",
+         "book": "the book's own questions"}
 
 
 # ----------------------------------------------------------------------------- statistics
@@ -115,6 +127,11 @@ class Verdict:
     signs: str = ""                  # claims over several settings: "k/S settings in the claimed direction"
     reason: str = ""                 # why not testable, if so
     diffs: dict = field(default_factory=dict)
+    margin: float = math.nan         # equivalence claims ("="): the margin, in display units
+    kind: str = ""                   # "paper", "code" or "book" (see :func:`claim_kind`); its family: :func:`family`
+    p_holm: float = math.nan         # p adjusted with Holm's method within the claim's family (:func:`adjust`)
+    q_bh: float = math.nan           # the Benjamini-Hochberg q within the family
+    raw_verdict: str = ""            # the verdict before the adjustment ("" until :func:`adjust`)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -247,14 +264,108 @@ def equivalent(df: pd.DataFrame, a: dict, b: dict, metric: str, margin: float, *
     va, vb = per_seed(df, metric, a), per_seed(df, metric, b)
     pr = paired(va * scale, vb * scale, level)
     v = Verdict(claim, _label(a), _label(b), metric, setting, "=", pr.effect, pr.ci[0], pr.ci[1],
-                pr.n, pr.p, diffs=pr.diffs)
+                pr.n, equivalence_p(list(pr.diffs.values()), margin), diffs=pr.diffs, margin=margin)
     v.reason = "" if pr.n >= 2 else f"{pr.n} paired seed(s) (a: {len(va)}, b: {len(vb)})"
     v.verdict = decide_equivalence(pr.ci, pr.n, margin)
     return v
 
 
+def equivalence_p(d, margin: float) -> float:
+    """The p of an equivalence claim "|mean d| < margin", on the scale of a two-sided test (so
+    that p < 0.05 exactly when :func:`decide_equivalence` decides at the 95 % interval): with
+    the mean inside the margins, twice the larger of the two one-sided t-tests (TOST) against
+    -margin and +margin (small: equivalent); outside, twice the one-sided test that the mean
+    lies beyond the nearer margin (small: not equivalent)."""
+    d = np.asarray(d, dtype=float)
+    n = len(d)
+    if n < 2:
+        return math.nan
+    mean, se = float(d.mean()), float(d.std(ddof=1)) / math.sqrt(n)
+    if se == 0.0:
+        return 0.0 if abs(mean) != margin else 1.0
+    if abs(mean) < margin:
+        one = max(float(stats.t.sf((mean + margin) / se, n - 1)), float(stats.t.sf((margin - mean) / se, n - 1)))
+    else:
+        one = float(stats.t.sf((abs(mean) - margin) / se, n - 1))
+    return min(1.0, 2 * one)
+
+
 def _label(sel: dict) -> str:
     return ", ".join(f"{k}={v}" for k, v in sel.items())
+
+
+# ----------------------------------------------------------------------------- families
+_CODE_WORDS = ("book's reading", "released code", "authors' code", "_code")
+
+
+def claim_kind(claim: str) -> str:
+    """"book" (a question the book asks: the claim says "this book"), "code" (the authors' code,
+    or one of its differences, against the paper's reading) or "paper" (the paper's claim)."""
+    c = claim.lower()
+    if "this book" in c:
+        return "book"
+    return "code" if any(w in c for w in _CODE_WORDS) else "paper"
+
+
+def family(kind: str) -> str:
+    """The family a claim of ``kind`` is adjusted in: "paper" or "book" (the code's claims are
+    questions the book asks of the paper's reading)."""
+    return "paper" if kind == "paper" else "book"
+
+
+def holm(p) -> np.ndarray:
+    """Holm's step-down adjusted p (family-wise error rate): the i-th smallest of m p-values
+    becomes max_{j <= i} min(1, (m - j + 1) p_(j))."""
+    p = np.asarray(p, dtype=float)
+    m = len(p)
+    if m == 0:
+        return p
+    order = np.argsort(p, kind="stable")
+    adj = np.minimum(1.0, np.maximum.accumulate((m - np.arange(m)) * p[order]))
+    out = np.empty(m)
+    out[order] = adj
+    return out
+
+
+def bh(p) -> np.ndarray:
+    """Benjamini-Hochberg q (false discovery rate): the i-th smallest of m p-values becomes
+    min_{j >= i} min(1, m p_(j) / j)."""
+    p = np.asarray(p, dtype=float)
+    m = len(p)
+    if m == 0:
+        return p
+    order = np.argsort(p, kind="stable")
+    q = np.minimum.accumulate((m * p[order] / np.arange(1, m + 1))[::-1])[::-1]
+    out = np.empty(m)
+    out[order] = np.minimum(1.0, q)
+    return out
+
+
+def adjust(verdicts: list[Verdict], alpha: float = ALPHA) -> list[Verdict]:
+    """Decide a chapter's claims family-wise, in place (and return them): each claim gets its
+    ``kind`` (unless declared), the Holm-adjusted p and the BH q within its family (the paper's
+    claims; the book's own questions), and its verdict becomes the raw verdict when that is
+    decisive (reproduced or contradicted) and the Holm p < ``alpha``, else "inconclusive";
+    "not testable" claims are not tests and stay out of the family. ``raw_verdict`` keeps the
+    unadjusted verdict, so adjusting twice gives the same result."""
+    for v in verdicts:
+        v.kind = v.kind or claim_kind(v.claim)
+        v.raw_verdict = v.raw_verdict or v.verdict
+    for fam in FAMILIES:
+        tests = [v for v in verdicts if family(v.kind) == fam and v.raw_verdict != "not testable"
+                 and not math.isnan(v.p)]
+        ps = [v.p for v in tests]
+        for v, ph, q in zip(tests, holm(ps), bh(ps)):
+            v.p_holm, v.q_bh = float(ph), float(q)
+    for v in verdicts:
+        decisive = v.raw_verdict in ("reproduced", "contradicted")
+        v.verdict = v.raw_verdict if not decisive or (v.p_holm < alpha) else "inconclusive"
+    return verdicts
+
+
+def moved(verdicts: list[Verdict]) -> list[Verdict]:
+    """The claims whose verdict the family-wise adjustment changed."""
+    return [v for v in verdicts if v.raw_verdict and v.raw_verdict != v.verdict]
 
 
 # ----------------------------------------------------------------------------- tables
@@ -305,16 +416,33 @@ def summary(df: pd.DataFrame, by: list[str], metric: str) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def fmt_p(p: float) -> str:
+    """A p-value for a table: "–" (none), "<0.001" or three decimals."""
+    return "–" if p is None or math.isnan(p) else (f"{p:.3f}" if p >= 0.001 else "<0.001")
+
+
+def verdict_text(v: Verdict) -> str:
+    """The verdict as a reader sees it: with the reason it could not be tested, or the raw verdict
+    the family-wise adjustment overruled ("inconclusive (raw: reproduced)")."""
+    if v.reason:
+        return f"{v.verdict} ({v.reason})"
+    if v.raw_verdict and v.raw_verdict != v.verdict:
+        return f"{v.verdict} (raw: {v.raw_verdict})"
+    return v.verdict
+
+
 def verdict_table(verdicts: list[Verdict], digits: int = 1) -> pd.DataFrame:
-    """Claims as a reader sees them: the claim, the setting, the effect with its interval
-    and n, the sign count where there is one, and the verdict (with the reason when it
-    could not be tested)."""
+    """Claims as a reader sees them: the claim, the setting, the effect with its unadjusted 95 %
+    interval and n, the sign count where there is one, the raw p, the family-wise p (Holm) and
+    q (BH) after :func:`adjust` (which this applies, in place), and the verdict (with the reason
+    when it could not be tested, or the raw verdict when the adjustment changed it)."""
+    adjust(verdicts)
     rows = []
     for v in verdicts:
         rows.append({"claim": v.claim, "setting": v.setting,
                      "effect [95% CI], n": v.text(digits) + (f" ({v.signs} settings)" if v.signs else ""),
-                     "p": "–" if math.isnan(v.p) else (f"{v.p:.3f}" if v.p >= 0.001 else "<0.001"),
-                     "verdict": v.verdict + (f" ({v.reason})" if v.reason else "")})
+                     "p": fmt_p(v.p), "p (Holm)": fmt_p(v.p_holm), "q (BH)": fmt_p(v.q_bh),
+                     "verdict": verdict_text(v)})
     return pd.DataFrame(rows)
 
 
@@ -325,7 +453,10 @@ def verdicts_path(records_dir: str | Path, chapter: str) -> Path:
 
 
 def write_verdicts(path: str | Path, chapter: str, verdicts: list[Verdict], **context) -> Path:
-    """One JSON file per chapter: ``{"chapter", "context", "verdicts": [...]}``."""
+    """One JSON file per chapter: ``{"chapter", "context", "verdicts": [...]}``; the verdicts are
+    decided family-wise first (:func:`adjust`, in place: the chapter's tables show the same)."""
+    adjust(verdicts)
+    context = {"alpha": ALPHA, "adjustment": "Holm within each family (paper; book), BH q beside it", **context}
     for v in verdicts:
         if v.verdict not in VERDICTS:
             raise ValueError(f"verdict {v.verdict!r} of claim {v.claim!r} is not one of {VERDICTS}")

@@ -7,6 +7,11 @@ paper makes it (the chapters number them after the paper's tables and figures) a
 **code's** when it sets the authors' released code (or one of its differences) against the
 paper's reading, and the **book's** when the book asks it of the method (its claim text says
 "this book": a control, a reading of an ambiguous equation, a ceiling).
+
+Verdicts are decided family-wise (:func:`mmlib.report.adjust`): within a chapter, the paper's
+claims are one family and the book's own questions (the code's included) another, each
+adjusted with Holm's method; the scorecard counts the adjusted verdicts and says how many raw
+verdicts the adjustment moved.
 """
 from __future__ import annotations
 
@@ -15,7 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .report import VERDICTS, read_verdict_file
+from .report import KINDS, VERDICTS, adjust, claim_kind, fmt_p, read_verdict_file, verdict_text
 
 # chapter -> (paper, the heading of the chapter's verdict section)
 PAPERS = {
@@ -34,18 +39,7 @@ def slug(heading: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", heading.lower()).strip("-")
 
 
-KINDS = {"paper": "the paper's claims", "code": "the authors' code against the paper",
-         "book": "the book's own questions"}
-_CODE_WORDS = ("book's reading", "released code", "authors' code", "_code")
-
-
-def kind(claim: str) -> str:
-    """"book" (a question the book asks: the claim says "this book"), "code" (the authors' code,
-    or one of its differences, against the paper's reading) or "paper" (the paper's claim)."""
-    c = claim.lower()
-    if "this book" in c:
-        return "book"
-    return "code" if any(w in c for w in _CODE_WORDS) else "paper"
+kind = claim_kind
 
 
 def read_all(verdict_dir: str | Path, chapters: list[str] | None = None) -> dict[str, dict]:
@@ -56,7 +50,7 @@ def read_all(verdict_dir: str | Path, chapters: list[str] | None = None) -> dict
         if chapters is not None and p.stem not in chapters:
             continue
         context, verdicts = read_verdict_file(p)
-        out[p.stem] = {"context": context, "verdicts": verdicts}
+        out[p.stem] = {"context": context, "verdicts": adjust(verdicts)}    # (a file written before families: decided now)
     return out
 
 
@@ -71,10 +65,11 @@ def frame(verdict_dir: str | Path, page: str = "book/scorecard.ipynb", chapters:
         target = Path(CHAPTERS[ch].page).with_suffix(".html") if ch in CHAPTERS else Path(f"{ch}.html")
         link = f"{_relative(target, here)}#{slug(heading)}"
         for v in d["verdicts"]:
-            rows.append({"paper": paper, "chapter": ch, "kind": kind(v.claim), "claim": v.claim,
+            rows.append({"paper": paper, "chapter": ch, "kind": v.kind, "claim": v.claim,
                          "setting": v.setting, "metric": v.metric, "effect": v.effect, "ci_low": v.ci_low,
-                         "ci_high": v.ci_high, "n": v.n, "p": v.p, "signs": v.signs, "verdict": v.verdict,
-                         "reason": v.reason, "text": v.text(), "link": link,
+                         "ci_high": v.ci_high, "n": v.n, "p": v.p, "p_holm": v.p_holm, "q_bh": v.q_bh,
+                         "signs": v.signs, "verdict": v.verdict, "raw_verdict": v.raw_verdict,
+                         "shown": verdict_text(v), "reason": v.reason, "text": v.text(), "link": link,
                          "profile": d["context"].get("profile")})
     return pd.DataFrame(rows)
 
@@ -100,16 +95,17 @@ def html_table(df: pd.DataFrame, digits: int = 1) -> str:
     import html
     colour = {"reproduced": "#1a7f37", "contradicted": "#cf222e", "inconclusive": "#6e7781", "not testable": "#9a6700"}
     head = ("<table class='scorecard' style='width:100%;table-layout:fixed;font-size:0.85em'>"
-            "<colgroup><col style='width:33%'><col style='width:7%'><col style='width:20%'><col style='width:20%'>"
-            "<col style='width:16%'><col style='width:4%'></colgroup>"
+            "<colgroup><col style='width:30%'><col style='width:6%'><col style='width:18%'><col style='width:19%'>"
+            "<col style='width:8%'><col style='width:15%'><col style='width:4%'></colgroup>"
             "<thead><tr><th>claim</th><th>kind</th><th>setting</th><th>effect [95% CI], n</th>"
+            "<th title='raw p; p adjusted with Holm within the family'>p / Holm p</th>"
             "<th>verdict</th><th></th></tr></thead><tbody>")
     body = []
     for _, r in df.iterrows():
         effect = html.escape(r["text"] + (f" ({r['signs']} settings)" if r["signs"] else ""))
-        verdict = r["verdict"] + (f" ({r['reason']})" if r["reason"] else "")
+        verdict = r["shown"]
         body.append(f"<tr><td>{html.escape(r['claim'])}</td><td>{r['kind']}</td><td>{html.escape(str(r['setting']))}</td>"
-                    f"<td>{effect}</td>"
+                    f"<td>{effect}</td><td>{html.escape(fmt_p(r['p']))} / {html.escape(fmt_p(r['p_holm']))}</td>"
                     f"<td style='color:{colour.get(r['verdict'], '#000')};font-weight:600'>{html.escape(verdict)}</td>"
                     f"<td><a href='{html.escape(r['link'])}' title='the chapter section that decides it'>§</a></td></tr>")
     return head + "".join(body) + "</tbody></table>"
@@ -125,7 +121,10 @@ def tally(df: pd.DataFrame) -> str:
             continue
         c = sub["verdict"].value_counts()
         counts = ", ".join(f"{int(c[v])} {v}" for v in VERDICTS if v in c)
-        out.append(f"- Of {who} ({len(sub)} tests): {counts}.")
+        moved = int((sub["raw_verdict"] != sub["verdict"]).sum())
+        out.append(f"- Of {who} ({len(sub)} tests): {counts}" +
+                   (f" (the family-wise adjustment made {moved} raw verdict{'s' * (moved != 1)} inconclusive)."
+                    if moved else "."))
         for v in ("reproduced", "contradicted"):
             names = list(dict.fromkeys(sub[sub["verdict"] == v]["claim"]))
             if names and k == "paper":

@@ -134,7 +134,7 @@ def test_verdict_records_round_trip(tmp_path):
     back = report.read_verdicts(path)
     assert back[0].claim == "c1" and back[0].verdict == "reproduced" and back[0].n == 5
     tab = report.verdict_table(back)
-    assert list(tab.columns) == ["claim", "setting", "effect [95% CI], n", "p", "verdict"]
+    assert list(tab.columns) == ["claim", "setting", "effect [95% CI], n", "p", "p (Holm)", "q (BH)", "verdict"]
     assert tab.loc[0, "effect [95% CI], n"].startswith("+3.0 [")
     bad = report.Verdict("c", "a", "b", "m", verdict="maybe")
     with pytest.raises(ValueError, match="maybe"):
@@ -171,3 +171,74 @@ def test_a_verdict_file_of_the_wrong_shape_is_named(tmp_path):
     (tmp_path / "01_smil.json").write_text('{"verdicts": [{"claim": "x", "nonsense": 1}]}')
     with pytest.raises(ValueError, match="a verdict has the wrong fields"):
         scorecard.read_all(tmp_path)
+
+
+# ----------------------------------------------------------------------------- families (Holm, BH)
+def test_holm_and_bh_by_hand():
+    p = [0.01, 0.04, 0.03, 0.005]
+    # Holm: sorted 0.005, 0.01, 0.03, 0.04 -> 4*0.005, 3*0.01, 2*0.03, 1*0.04, running max
+    assert list(report.holm(p)) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    # BH: m p_(j) / j = 0.02, 0.02, 0.04, 0.04, running min from the top
+    assert list(report.bh(p)) == pytest.approx([0.02, 0.04, 0.04, 0.02])
+    assert report.holm([]).size == 0 and list(report.holm([0.9, 0.8])) == [1.0, 1.0]
+
+
+def _v(claim, p, verdict, effect=1.0):
+    return report.Verdict(claim, "a", "b", "accuracy", "s", ">", effect, effect - 0.5, effect + 0.5, 5, p, verdict)
+
+
+def test_adjust_decides_each_family_with_holm_and_keeps_the_raw_verdict():
+    vs = [_v("Table 1: A beats B", 0.004, "reproduced"), _v("Table 2: A beats C", 0.03, "reproduced"),
+          _v("Table 3: C beats A", 0.02, "contradicted", -1.0), _v("Table 4: D beats A", 0.4, "inconclusive"),
+          _v("(this book) a control", 0.03, "reproduced"), _v("(5) the released code's X", 0.9, "inconclusive"),
+          _v("too few seeds", math.nan, "not testable")]
+    out = report.adjust(vs)
+    assert out is vs
+    assert [v.kind for v in vs] == ["paper"] * 4 + ["book", "code", "paper"]
+    # the paper's family: 4 tests (the untestable one is not a test); Holm: 0.016, 0.06, 0.06, 0.4
+    assert [v.p_holm for v in vs[:4]] == pytest.approx([0.016, 0.06, 0.06, 0.4])
+    assert [v.verdict for v in vs[:4]] == ["reproduced", "inconclusive", "inconclusive", "inconclusive"]
+    assert [v.raw_verdict for v in vs[:4]] == ["reproduced", "reproduced", "contradicted", "inconclusive"]
+    # the book's family (the code's claim included): 2 tests, Holm 0.06 and 0.9
+    assert vs[4].p_holm == pytest.approx(0.06) and vs[4].verdict == "inconclusive"
+    assert vs[6].verdict == "not testable" and math.isnan(vs[6].p_holm)
+    assert [v.claim for v in report.moved(vs)] == ["Table 2: A beats C", "Table 3: C beats A", "(this book) a control"]
+    before = [(v.verdict, v.p_holm, v.q_bh) for v in vs]
+    report.adjust(vs)                                       # twice: the same
+    assert [(v.verdict, v.p_holm, v.q_bh) for v in vs] == before
+    assert report.verdict_text(vs[1]) == "inconclusive (raw: reproduced)"
+
+
+def test_a_claim_alone_in_its_family_keeps_its_verdict():
+    vs = report.adjust([_v("Table 1: A beats B", 0.04, "reproduced"), _v("(this book) x", 0.001, "reproduced")])
+    assert [v.verdict for v in vs] == ["reproduced", "reproduced"] and vs[0].p_holm == pytest.approx(0.04)
+
+
+def test_write_verdicts_decides_family_wise_and_the_scorecard_counts_what_moved(tmp_path):
+    from mmlib import scorecard
+    vs = [_v("Table 1: A beats B", 0.004, "reproduced"), _v("Table 2: A beats C", 0.03, "reproduced"),
+          _v("Table 3: A beats D", 0.5, "inconclusive")]
+    path = report.write_verdicts(tmp_path / "verdicts" / "01_smil.json", "01_smil", vs)
+    back = report.read_verdicts(path)
+    assert [v.verdict for v in back] == ["reproduced", "inconclusive", "inconclusive"]
+    assert [v.raw_verdict for v in back][:2] == ["reproduced", "reproduced"] and back[1].p_holm == pytest.approx(0.06)
+    f = scorecard.frame(tmp_path / "verdicts")
+    assert list(f["verdict"]) == ["reproduced", "inconclusive", "inconclusive"]
+    assert "made 1 raw verdict inconclusive" in scorecard.tally(f)
+    assert "0.030 / 0.060" in scorecard.html_table(f) and "inconclusive (raw: reproduced)" in scorecard.html_table(f)
+
+
+def test_raw_decisive_exactly_when_p_below_005():
+    """The adjustment's premise: a claim's p < 0.05 exactly when its 95 % interval decides it,
+    for differences, claims over settings and equivalence claims."""
+    import numpy as np
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        a, b = pd.Series(rng.normal(0.5, 1, 5)), pd.Series(rng.normal(0, 1, 5))
+        v = report.compare_series(a, b)
+        assert (v.p < 0.05) == (v.verdict != "inconclusive")
+        d = (a - b).tolist()
+        df = pd.DataFrame({"seed": list(range(5)) * 2, "method": ["a"] * 5 + ["b"] * 5, "x": a.tolist() + b.tolist()})
+        e = report.equivalent(df, {"method": "a"}, {"method": "b"}, "x", margin=1.0, scale=1.0)
+        assert e.p == pytest.approx(report.equivalence_p(d, 1.0))
+        assert (e.p < 0.05) == (e.verdict != "inconclusive"), (e.ci_low, e.ci_high, e.p)
