@@ -132,7 +132,8 @@ def run_identity(data: MultimodalDataset, method: Method, presence: torch.Tensor
 def evaluate(method: Method, data: MultimodalDataset, split: str = "test",
              patterns: list[tuple[str, ...]] | None = None, pooled: dict | None = None) -> dict[str, dict[str, float]]:
     """Metrics on ``split`` for each test pattern (default: every non-empty subset of the
-    modalities the method uses), keyed like ``"image+audio"``. If a dict ``pooled`` is
+    modalities the method uses), keyed like ``"image+audio"``; on data with a Bayes oracle
+    (``gaussian``) also ``kl_oracle``, KL(exact posterior || the method's) in nats. If a dict ``pooled`` is
     given, it receives the metrics over every pattern's predictions together (the split
     replicated once per pattern, as RedCore's and MMIN's code score it)."""
     names = data.modality_names
@@ -144,12 +145,32 @@ def evaluate(method: Method, data: MultimodalDataset, split: str = "test",
     out, preds = {}, []
     for pat in patterns:
         P = masks.pattern(len(data.splits[split]), names, pat)
-        pred = decide(data.task, method.predict(data, split, P))
+        logits = method.predict(data, split, P)
+        pred = decide(data.task, logits)
         out["+".join(pat)] = metrics.report(data.task, y, pred)
+        if has_oracle(data):                # the exact posterior is known: how far the method's is from it
+            from .data.gaussian import kl_to_oracle
+            out["+".join(pat)]["kl_oracle"] = kl_to_oracle(data, split, P, logits)
         preds.append(pred)
     if pooled is not None and preds:
         pooled.update(metrics.report(data.task, y.repeat(len(preds), *([1] * (y.dim() - 1))), torch.cat(preds)))
     return out
+
+
+def has_oracle(data: MultimodalDataset) -> bool:
+    """Whether the data's exact posterior is known (``gaussian``, uncorrupted, a class label)."""
+    return "oracle" in data.info and data.task == "multiclass" and "spans" not in data.info
+
+
+def usable_record(path, data: MultimodalDataset, corruption: dict | None = None) -> dict | None:
+    """The record at ``path`` if it can be reused on ``data``: readable (a corrupt one is set
+    aside) and complete, i.e. holding every metric this version records for such data (a record
+    of a ``gaussian`` fit written before the oracle KL was recorded is refitted)."""
+    rec = existing_record(path)
+    if rec is not None and corruption is None and has_oracle(data) and rec.get("metrics") and \
+            any("kl_oracle" not in ms for ms in rec["metrics"].values()):
+        return None
+    return rec
 
 
 def _check_seed(seed) -> None:
@@ -186,7 +207,7 @@ def run(data: MultimodalDataset, method: str | Method, missing: dict, seed: int,
     identity = run_identity(data, m, presence, seed, cfg, profile, val_missing, corruption, test_missing)
     if records_dir is not None and reuse:
         path = record_path(records_dir, identity)
-        rec = existing_record(path)                     # a corrupt one (e.g. truncated by a kill) is set aside
+        rec = usable_record(path, data, corruption)     # a corrupt one (e.g. truncated by a kill) is set aside
         if rec is not None:
             log_record_use(path)
             return rec, None
@@ -221,8 +242,14 @@ def make_record(data: MultimodalDataset, m: Method, identity: dict, missing: dic
                   for k, v in evaluate(m, d, "test", patterns).items()}
     if test_mask is not None:
         y = data.y[data.splits["test"]]
-        scores["masked"] = metrics.report(data.task, y, decide(data.task, m.predict(data, "test", test_mask)))
+        logits = m.predict(data, "test", test_mask)
+        scores["masked"] = metrics.report(data.task, y, decide(data.task, logits))
+        if test_sets is None and has_oracle(data):
+            from .data.gaussian import kl_to_oracle
+            scores["masked"]["kl_oracle"] = kl_to_oracle(data, "test", test_mask, logits)
     extra = {"trace": m.trace} if getattr(m, "trace", None) else {}     # e.g. RedCore's RA and eta per update
+    if getattr(m, "warm_starts", None):                                 # e.g. SMIL's warm starts: budgets, histories
+        extra["warm_starts"] = m.warm_starts
     if hasattr(m, "embed_modality"):
         extra["modality_gap"] = modality_gaps(m, data)
     eval_s = time.perf_counter() - t0
@@ -282,7 +309,7 @@ def fit_seeds_batched(data: MultimodalDataset, method: str, method_kwargs: dict,
                                                                        test_missing=tm)))
     # one fit per identity (e.g. the lower bound is the same fit at every missing rate)
     unique = list({record_path(records_dir, m[5]): m for m in members}.items())
-    todo = {path for path, _ in unique if existing_record(path) is None}
+    todo = {path for path, _ in unique if usable_record(path, data) is None}
     # the whole ensemble, or none of it: which records a run finds (another grid run writing the same identities,
     # a killed run's leftovers) must not decide how a member is fitted; the records already there are left
     if len(unique) < 2 or not todo:
@@ -346,7 +373,9 @@ def run_grid(data: MultimodalDataset, methods: list, settings: dict[str, dict], 
     pattern): ``method`` (its registry key), ``variant`` (the entry's options, see
     :func:`variant_label`), ``config.<option>`` for every hyperparameter of the method
     (lists joined by "+"), ``setting``, ``seed``, ``test``, the metrics,
-    ``epochs_run``, ``best_epoch``, ``max_epochs``, ``fit_seconds``, ``parameters`` (trained), ``reused`` and ``path``
+    ``epochs_run``, ``best_epoch``, ``val_score`` (the validation score of the selected epoch),
+    ``warm_start_epochs`` (epochs of the warm starts a method trains first, e.g. SMIL's; 0 if none),
+    ``max_epochs``, ``fit_seconds``, ``parameters`` (trained), ``reused`` and ``path``
     (the record's file in the store, e.g. to read its per-epoch ``history``).
     """
     import pandas as pd
@@ -398,6 +427,8 @@ def run_grid(data: MultimodalDataset, methods: list, settings: dict[str, dict], 
                     rows.append({"method": rec["identity"]["method"], "variant": variant_label(kwargs),
                                  "setting": label, "seed": seed, "test": pattern, **conf,
                                  **ms, "epochs_run": sel["epochs_run"], "best_epoch": sel.get("best_epoch"),
+                                 "val_score": sel.get("best_val"),
+                                 "warm_start_epochs": rec.get("warm_starts", {}).get("epochs", 0),
                                  "max_epochs": rec["identity"]["train_config"]["epochs"],
                                  "fit_seconds": rec["timings"]["fit_seconds"],
                                  "parameters": rec.get("provenance", {}).get("parameters"), "reused": m is None,
@@ -413,7 +444,8 @@ def plateau(frame, label=None) -> "pd.DataFrame":
     fits they needed (``fits``: a run whose identity another run shares, e.g. the lower
     bound at every missing rate, reads that fit's record), how many runs stopped on a
     validation plateau (early stopping fired before the epoch ceiling), the median best
-    epoch and the ceiling.
+    epoch and the ceiling; for a method with warm starts of its own (SMIL), the median number of
+    epochs they took (``median_warm_start_epochs``, from its records).
     ``label(method, variant)`` names the rows (default: :func:`mmlib.report.label`)."""
     from .report import label as default_label
     label = label or default_label
@@ -423,7 +455,11 @@ def plateau(frame, label=None) -> "pd.DataFrame":
                        run=[label(*k) for k in zip(*(runs[c] for c in keys))])
     g = runs.groupby("run", sort=False)
     fits = g["path"].nunique() if runs["path"].notna().all() else g["stopped"].size()
-    return g.agg(runs=("stopped", "size"), on_plateau=("stopped", "sum"),
-                 median_best_epoch=("best_epoch", "median"), median_epochs_run=("epochs_run", "median"),
-                 max_epochs=("max_epochs", "max")).assign(fits=fits)[
+    out = g.agg(runs=("stopped", "size"), on_plateau=("stopped", "sum"),
+                median_best_epoch=("best_epoch", "median"), median_epochs_run=("epochs_run", "median"),
+                max_epochs=("max_epochs", "max")).assign(fits=fits)[
         ["runs", "fits", "on_plateau", "median_best_epoch", "median_epochs_run", "max_epochs"]]
+    if "warm_start_epochs" in runs and runs["warm_start_epochs"].fillna(0).gt(0).any():
+        # a method that trains warm starts before its own loop (SMIL): their epochs, from its records
+        out["median_warm_start_epochs"] = g["warm_start_epochs"].median()
+    return out

@@ -363,6 +363,43 @@ def adjust(verdicts: list[Verdict], alpha: float = ALPHA) -> list[Verdict]:
     return verdicts
 
 
+def duplicates(verdicts: list[Verdict], tol: float = 1e-9) -> list[tuple[Verdict, Verdict]]:
+    """Pairs of claims in one family that test the same paired differences (equal, or equal with
+    the sign flipped: a claim and its mirror) at the same seeds: one test counted twice. Claims
+    whose differences are all 0 are left out (both sides the same fit, or at the floor)."""
+    out = []
+    tested = [v for v in verdicts if v.n >= 2 and v.diffs]
+    for i, a in enumerate(tested):
+        da = [a.diffs[k] for k in sorted(a.diffs, key=str)]
+        if all(abs(x) <= tol for x in da):
+            continue
+        for b in tested[i + 1:]:
+            if family(a.kind or claim_kind(a.claim)) != family(b.kind or claim_kind(b.claim)) or \
+                    set(map(str, a.diffs)) != set(map(str, b.diffs)):
+                continue
+            db = [dict((str(k), x) for k, x in b.diffs.items())[str(k)] for k in sorted(a.diffs, key=str)]
+            if any(all(abs(x - sg * y) <= tol * max(1.0, abs(x)) for x, y in zip(da, db)) for sg in (1, -1)):
+                out.append((a, b))
+    return out
+
+
+def detectable_effect(sd: float, n: int, alpha: float = ALPHA, power: float = 0.8) -> float:
+    """The minimal detectable effect of a paired claim: the smallest true mean difference that a
+    two-sided paired t-test on ``n`` seeds at level ``alpha`` detects with probability ``power``,
+    when the seed-to-seed standard deviation of the differences is ``sd`` (non-central t)."""
+    if n < 2 or not sd > 0:
+        return math.nan
+    from scipy.optimize import brentq
+    df, se = n - 1, sd / math.sqrt(n)
+    crit = float(stats.t.ppf(1 - alpha / 2, df))
+
+    def shortfall(delta):
+        nc = delta / se
+        p = float(stats.nct.sf(crit, df, nc)) + float(np.nan_to_num(stats.nct.cdf(-crit, df, nc)))
+        return (p if math.isfinite(p) else float(stats.norm.sf(crit - nc))) - power   # (scipy's nct can fail far out)
+    return float(brentq(shortfall, 0.0, (crit + 6) * se))     # (power at a non-centrality of crit + 6: ~1)
+
+
 def moved(verdicts: list[Verdict]) -> list[Verdict]:
     """The claims whose verdict the family-wise adjustment changed."""
     return [v for v in verdicts if v.raw_verdict and v.raw_verdict != v.verdict]

@@ -20,7 +20,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from .report import KINDS, VERDICTS, adjust, claim_kind, fmt_p, read_verdict_file, verdict_text
+from .report import ALPHA, KINDS, VERDICTS, adjust, claim_kind, detectable_effect, fmt_p, read_verdict_file, \
+    verdict_text
 
 # chapter -> (paper, the heading of the chapter's verdict section)
 PAPERS = {
@@ -70,6 +71,7 @@ def frame(verdict_dir: str | Path, page: str = "book/scorecard.ipynb", chapters:
                          "ci_high": v.ci_high, "n": v.n, "p": v.p, "p_holm": v.p_holm, "q_bh": v.q_bh,
                          "signs": v.signs, "verdict": v.verdict, "raw_verdict": v.raw_verdict,
                          "shown": verdict_text(v), "reason": v.reason, "text": v.text(), "link": link,
+                         "sd": float(pd.Series(list(v.diffs.values()), dtype=float).std()) if v.n >= 2 else float("nan"),
                          "profile": d["context"].get("profile")})
     return pd.DataFrame(rows)
 
@@ -80,13 +82,41 @@ def _relative(target: Path, start: Path) -> str:
 
 
 def summary(df: pd.DataFrame, kinds=("paper",)) -> pd.DataFrame:
-    """Per paper: how many claims (of ``kinds``) each verdict got, and the total."""
+    """Per paper: how many claims (of ``kinds``) each verdict got, the total, and how many of the
+    inconclusive ones were decisive before the family-wise adjustment."""
     sub = df[df["kind"].isin(kinds)]
     counts = sub.groupby(["paper", "verdict"], sort=False).size().unstack("verdict").reindex(columns=list(VERDICTS))
     counts = counts.fillna(0).astype(int)
     counts["claims"] = counts.sum(axis=1)
+    if "raw_verdict" in sub:        # decisive before the family-wise adjustment, inconclusive after it
+        counts["inconclusive only after Holm"] = (sub["raw_verdict"] != sub["verdict"]).groupby(sub["paper"]).sum() \
+            .reindex(counts.index).fillna(0).astype(int)
     order = [p for p, _ in PAPERS.values() if p in counts.index]
     return counts.reindex(order)
+
+
+def power(df: pd.DataFrame, seeds=(5, 10, 20), power_: float = 0.8) -> pd.DataFrame:
+    """What "inconclusive" means, per paper: of its claims (kind "paper") the share left
+    inconclusive, the seed-to-seed standard deviation of a typical claim's paired differences
+    (the median over its claims, in their units, mostly points), and the minimal effect a
+    claim of that spread is detected with at 80 % power (:func:`mmlib.report.detectable_effect`)
+    at 5, 10 and 20 seeds: at the unadjusted 0.05 and at the level Holm's method asks of the
+    family's strongest claim (0.05 / the number of tests)."""
+    rows = []
+    sub = df[df["kind"] == "paper"]
+    for paper, g in sub.groupby("paper", sort=False):
+        tested = g[g["verdict"] != "not testable"]
+        m = max(len(tested), 1)
+        sd = float(tested["sd"].median()) if len(tested) else float("nan")
+        row = {"paper": paper, "claims": len(g), "inconclusive": f"{(g['verdict'] == 'inconclusive').mean():.0%}",
+               "n (seeds)": int(tested["n"].median()) if len(tested) else 0, "typical SD": round(sd, 2)}
+        for n in seeds:
+            row[f"MDE, {n} seeds"] = round(detectable_effect(sd, n, ALPHA, power_), 1)
+            row[f"MDE (Holm), {n} seeds"] = round(detectable_effect(sd, n, ALPHA / m, power_), 1)
+        rows.append(row)
+    order = [p for p, _ in PAPERS.values()]
+    out = pd.DataFrame(rows)
+    return out.set_index("paper").reindex([p for p in order if p in set(out["paper"])]) if len(out) else out
 
 
 def html_table(df: pd.DataFrame, digits: int = 1) -> str:

@@ -260,6 +260,20 @@ def test_scorecard_shows_every_claim_of_every_chapter(html):
         assert re.search(f'id="{anchor}"', built), link
 
 
+def test_no_chapter_tests_the_same_paired_differences_twice(html):
+    """A claim that is another claim's mirror or algebraic twin is declared once: within a chapter's
+    family no two verdicts rest on the same paired differences (up to sign), and each verdict is
+    decided family-wise (its Holm p is recorded)."""
+    from mmlib import report
+    site, _ = html
+    for f in sorted((site / "book/verdicts").glob("*.json")):
+        vs = report.read_verdicts(f)
+        assert not report.duplicates(vs), [(f.stem, a.claim, b.claim) for a, b in report.duplicates(vs)]
+        tested = [v for v in vs if v.raw_verdict not in ("", "not testable")]
+        assert all(v.p_holm >= v.p - 1e-12 for v in tested), f.stem
+        assert all(v.raw_verdict for v in vs), f"{f.stem}: a verdict written before the family-wise adjustment"
+
+
 def test_student_edition_hides_every_solution(html):
     """`make book-student`'s HTML: the exercises are there, numbered; no solution text is."""
     site, built_html = html

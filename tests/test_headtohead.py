@@ -56,9 +56,12 @@ def test_a_method_that_cannot_take_a_protocol_says_why():
     assert "aug_band" not in H.entry_kwargs(by["m3s"], AVL, spans, Pf, "mlp")
 
 
-def _frame(values: dict, col=("d", "mla", 0.5)) -> pd.DataFrame:
+def _frame(values: dict, col=("d", "mla", 0.5), val: dict | None = None) -> pd.DataFrame:
+    """Rows of a head-to-head frame; ``val``: a row's validation scores (default: its test accuracy)."""
+    val = val or {}
     rows = [{"row": r, "dataset": col[0], "protocol": col[1], "level": col[2], "seed": s, "test": "masked",
-             "accuracy": v, "kind": "paper"} for r, vs in values.items() for s, v in enumerate(vs)]
+             "accuracy": v, "val_score": val.get(r, vs)[s], "kind": "paper"}
+            for r, vs in values.items() for s, v in enumerate(vs)]
     return pd.DataFrame(rows)
 
 
@@ -113,15 +116,31 @@ def test_oracle_rows_cover_patterns_masked_and_pooled():
 def test_findings_compare_the_best_paper_method_with_the_best_simple_baseline():
     f = _frame({"MLA": [0.80, 0.82, 0.81, 0.83, 0.80], "RedCore": [0.6] * 5,
                 "Late fusion": [0.70, 0.71, 0.72, 0.70, 0.69], "Zero padding": [0.5] * 5})
-    v, home = H.findings(f, [("d", "mla", 0.5)])
+    (v,) = H.findings(f, [("d", "mla", 0.5)])
     assert v.a == "MLA" and v.b == "Late fusion" and v.verdict == "reproduced" and v.n == 5
     assert v.effect == pytest.approx(100 * (0.812 - 0.704))
-    # MLA's own protocol: MLA against the best of the others (late fusion here)
-    assert "under its own protocol" in home.claim and (home.a, home.b) == ("MLA", "Late fusion")
+    # MLA's own protocol: MLA against the best of the others, late fusion here too: one claim for both questions
+    assert "under its own protocol" in v.claim
     rc = _frame({"MLA": [0.8] * 5, "RedCore": [0.6, 0.61, 0.6, 0.62, 0.6], "Late fusion": [0.7] * 5},
                 col=("d", "redcore", 0.8))
     _, home = H.findings(rc, [("d", "redcore", 0.8)])
     assert (home.a, home.b, home.verdict) == ("RedCore", "MLA", "contradicted")    # RedCore's protocol: RedCore
+
+
+def test_findings_choose_their_sides_on_validation_and_test_one_comparison_once():
+    vals = {"MLA": [0.80, 0.82, 0.81, 0.83, 0.80], "RedCore": [0.6] * 5,
+            "Late fusion": [0.75, 0.76, 0.77, 0.75, 0.74], "Zero padding": [0.70, 0.71, 0.72, 0.70, 0.69]}
+    # late fusion is best on test, zero padding on validation: the side is zero padding
+    f = _frame(vals, val={"Late fusion": [0.5] * 5, "Zero padding": [0.6] * 5, "RedCore": [0.55] * 5})
+    (v,) = H.findings(f, [("d", "mla", 0.5)])
+    assert (v.a, v.b) == ("MLA", "Zero padding")
+    # and the own-protocol question compares MLA with the best other on validation: zero padding, the
+    # same two methods, so it is declared once (one claim naming both questions), not tested twice
+    assert "best simple baseline" in v.claim and "under its own protocol" in v.claim
+    (v2, home) = H.findings(_frame(vals, val={"RedCore": [0.9] * 5}), [("d", "mla", 0.5)])
+    assert (home.a, home.b) == ("MLA", "RedCore") and "under its own protocol" not in v2.claim
+    with pytest.raises(ValueError, match="no validation score"):
+        H.findings(_frame(vals).assign(val_score=float("nan")), [("d", "mla", 0.5)])
 
 
 def test_more_modalities_can_read_worse_than_one():
@@ -213,3 +232,24 @@ def test_a_broken_verdict_file_is_named(tmp_path):
     (tmp_path / "verdicts" / "02_mle.json").write_text("{not json")
     with pytest.raises(ValueError, match="02_mle.json"):
         scorecard.frame(tmp_path / "verdicts")
+
+
+def test_the_warm_up_variant_is_a_measured_row_under_redcores_protocol_only(monkeypatch):
+    """The head-to-head gives every row one budget; RedCore's chapter budget (10 epochs at least)
+    is a separate measured row, run under RedCore's protocol only and kept out of ranks and findings."""
+    assert "RedCore, 10-epoch warm-up" in [e.label for e in H.roster("default", "redcore")]
+    assert "RedCore, 10-epoch warm-up" not in [e.label for e in H.roster("default", "mla")]
+    seen = {}
+
+    def fake_grid(data, methods, settings, seeds, cfg, *a, **k):
+        seen.setdefault(methods[0][0], []).append(cfg.min_epochs)
+        return pd.DataFrame({"seed": [0]}), {}
+    monkeypatch.setattr(H, "run_grid", fake_grid)
+    d = load_dataset("gaussian", preset="imbalanced", n=300)
+    H.run_setting(d, "g", H.setting("redcore", 0.5, d.modality_names), [0], TrainConfig(epochs=3), "cpu", None, "default")
+    assert seen["redcore"] == [0, 10] and set(seen["zp_concat"]) == {0}
+    f = _frame({"RedCore": [0.6] * 3, "RedCore, 10-epoch warm-up": [0.9] * 3, "Late fusion": [0.5, 0.51, 0.49]},
+               col=("d", "redcore", 0.8))
+    (v,) = H.findings(f, [("d", "redcore", 0.8)])       # the best other is late fusion, not the variant
+    assert (v.a, v.b) == ("RedCore", "Late fusion") and "under its own protocol" in v.claim
+    assert "RedCore, 10-epoch warm-up" not in H.ranks(f)[0].index

@@ -242,3 +242,37 @@ def test_raw_decisive_exactly_when_p_below_005():
         e = report.equivalent(df, {"method": "a"}, {"method": "b"}, "x", margin=1.0, scale=1.0)
         assert e.p == pytest.approx(report.equivalence_p(d, 1.0))
         assert (e.p < 0.05) == (e.verdict != "inconclusive"), (e.ci_low, e.ci_high, e.p)
+
+
+def test_duplicates_finds_a_claim_and_its_mirror_in_one_family():
+    a = report.compare_series(pd.Series({0: 3.0, 1: 5.0, 2: 4.0}), pd.Series({0: 1.0, 1: 2.0, 2: 2.5}), claim="(1) A beats B")
+    mirror = report.compare_series(pd.Series({0: 1.0, 1: 2.0, 2: 2.5}), pd.Series({0: 3.0, 1: 5.0, 2: 4.0}),
+                                   direction="<", claim="(4) B is below A")
+    other = report.compare_series(pd.Series({0: 3.0, 1: 5.0, 2: 4.0}), pd.Series({0: 1.0, 1: 2.0, 2: 2.0}), claim="(2) A beats C")
+    book = report.compare_series(pd.Series({0: 3.0, 1: 5.0, 2: 4.0}), pd.Series({0: 1.0, 1: 2.0, 2: 2.5}),
+                                 claim="(this book) A beats B again")
+    zero = report.compare_series(pd.Series({0: 1.0, 1: 1.0}), pd.Series({0: 1.0, 1: 1.0}), claim="(3) same fit")
+    assert [(x.claim, y.claim) for x, y in report.duplicates([a, mirror, other, book, zero, zero])] == \
+        [("(1) A beats B", "(4) B is below A")]          # the book's copy is another family; all-zero left out
+
+
+def test_detectable_effect_matches_the_normal_approximation_and_shrinks_with_seeds():
+    # many seeds: the t-test is a z-test, MDE = (z_0.975 + z_0.8) sd / sqrt(n)
+    assert report.detectable_effect(1.0, 400) == pytest.approx((1.959964 + 0.841621) / 20, rel=0.01)
+    five, ten = report.detectable_effect(2.0, 5), report.detectable_effect(2.0, 10)
+    assert ten < five and five > 2.0 * (1.959964 + 0.841621) / math.sqrt(5)      # t's heavier tails at 4 df
+    assert report.detectable_effect(2.0, 5, alpha=0.005) > five                      # a stricter (Holm) level
+    assert math.isnan(report.detectable_effect(0.0, 5)) and math.isnan(report.detectable_effect(1.0, 1))
+
+
+def test_the_scorecard_power_table_reads_the_claims_spread(tmp_path):
+    from mmlib import scorecard
+    vs = [report.compare_series(pd.Series({s: 1.0 + s % 2 * 2 for s in range(5)}), pd.Series({s: 0.0 for s in range(5)}),
+                                claim=f"Table {i}: A beats B") for i in range(3)]
+    report.write_verdicts(tmp_path / "verdicts" / "02_mle.json", "02_mle", vs)
+    p = scorecard.power(scorecard.frame(tmp_path / "verdicts"))
+    row = p.loc["MLE"]
+    sd = pd.Series([1.0, 3.0, 1.0, 3.0, 1.0]).std()
+    assert row["claims"] == 3 and row["n (seeds)"] == 5 and row["typical SD"] == pytest.approx(round(sd, 2))
+    assert row["MDE, 10 seeds"] == pytest.approx(round(report.detectable_effect(sd, 10), 1))
+    assert row["MDE (Holm), 5 seeds"] == pytest.approx(round(report.detectable_effect(sd, 5, 0.05 / 3), 1))

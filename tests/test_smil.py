@@ -245,3 +245,21 @@ def test_code_variant_evaluates_complete_rows_without_the_regularizer(avdigits):
             assert torch.allclose(out[has], plain[has])
         else:
             assert torch.allclose(out[has], reg[has]) and not torch.allclose(reg[has], plain[has])
+
+
+def test_smils_record_holds_its_warm_starts_budgets_and_histories(avdigits, tmp_path):
+    """The warm starts SMIL trains before Algorithm 1 are in its record (each stage's rows, seed,
+    budget and per-epoch history; the K-means priors), shared by the variants at one setting (one key)."""
+    from mmlib.experiment import run
+    small = avdigits.with_train_subset(200)
+    spec = {"kind": "keep_fraction", "keep": {"audio": 0.2}}
+    cfg = TrainConfig(epochs=3, patience=None)
+    rec, _ = run(small, "smil", spec, 0, cfg, "cpu", records_dir=tmp_path, method_kwargs={"backbone": "mlp"})
+    ws = rec["warm_starts"]
+    assert set(ws["stages"]) == {"smil:x2-encoder", "smil:x1-encoder", "smil:priors", "smil:fusion"}
+    x1 = ws["stages"]["smil:x1-encoder"]
+    assert x1["rows"] == 200 and x1["epochs_run"] == len(x1["history"]) == 3 and x1["train_config"]["epochs"] == 3
+    assert ws["stages"]["smil:x2-encoder"]["rows"] == 40 and ws["stages"]["smil:priors"]["rows"] == 40
+    assert ws["epochs"] == 9
+    other, _ = run(small, "smil_no_reg", spec, 0, cfg, "cpu", records_dir=tmp_path, method_kwargs={"backbone": "mlp"})
+    assert other["warm_starts"]["key"] == ws["key"]           # the same warm starts, named by one key

@@ -177,6 +177,17 @@ def oracle_predict(data: MultimodalDataset, split: str, presence=None) -> torch.
     return torch.from_numpy(oracle.log_posterior(X, presence))
 
 
+def kl_to_oracle(data: MultimodalDataset, split: str, presence, logits: torch.Tensor) -> float:
+    """KL(P || Q) in nats, the mean over the rows of ``split``: P the exact posterior given the
+    modalities ``presence`` marks present, Q = softmax(``logits``), a method's predicted class
+    distribution (0: the method *is* the Bayes posterior)."""
+    log_p = oracle_predict(data, split, presence).float()
+    log_q = torch.log_softmax(logits.detach().cpu().float(), 1)
+    if log_q.shape != log_p.shape:
+        raise ValueError(f"logits of shape {tuple(log_q.shape)} for an oracle posterior of shape {tuple(log_p.shape)}")
+    return float((log_p.exp() * (log_p - log_q)).sum(1).mean())
+
+
 def oracle_accuracy(data: MultimodalDataset, split: str = "test", presence=None) -> float:
     pred = oracle_predict(data, split, presence).argmax(1)
     return float((pred == data.y[data.splits[split]].cpu()).float().mean())

@@ -105,6 +105,14 @@ from .common import full_presence, task_loss, two_roles, two_rows, validation_sc
 _WARM: dict = {}        # warm starts shared by the SMIL variants run in one process (see SMIL.fit)
 
 
+def _stage(history: list[dict], rows, on, seed: int, cfg) -> dict:
+    """A warm start's record: its budget (rows, steps' rows per epoch, seed, training config), the
+    epochs it ran, its best epoch and per-epoch history."""
+    return {"rows": len(rows), "rows_per_epoch": len(on), "seed": seed, "train_config": cfg.to_dict(),
+            "epochs_run": len(history), "best_epoch": max(range(len(history)), key=lambda i: history[i]["val_score"])
+            if history else None, "seconds": sum(h.get("seconds", 0.0) for h in history), "history": history}
+
+
 def _presence_key(presence: torch.Tensor) -> str:
     return hashlib.sha1(presence.cpu().numpy().tobytes()).hexdigest()
 
@@ -292,7 +300,8 @@ class SMIL(Method):
         def val_score(model):
             return validation_score(self.task, out(model, val), lbl[val])
 
-        net, _ = fit(net, loss_fn, self._on(rows), val_score, cfg, seed=seed, desc=desc)
+        net, hist = fit(net, loss_fn, self._on(rows), val_score, cfg, seed=seed, desc=desc)
+        self._stages[desc] = _stage(hist, rows, self._on(rows), seed, cfg)
         return net["enc"]
 
     def fit(self, data, presence, *, seed=0, cfg=None, device=None, val_presence=None):
@@ -336,7 +345,11 @@ class SMIL(Method):
             while len(_WARM) >= 4:
                 _WARM.pop(next(iter(_WARM)))
             _WARM[key] = self._warm_starts(X2, train, complete, cfg, seed)
-        self.X2feat, main_state, priors, enc2_state = _WARM[key]
+        self.X2feat, main_state, priors, enc2_state, stages = _WARM[key]
+        # the warm starts are part of this fit's record: each stage's budget and per-epoch history (shared by the
+        # variants at one setting: ``key`` names them), so the like-for-like budget can be checked from the records
+        self.warm_starts = {"key": hashlib.sha1(repr(key).encode()).hexdigest()[:12], "stages": stages,
+                            "epochs": sum(st.get("epochs_run", 0) for st in stages.values())}
         main = MainNet(tuple(self.X.shape[1:]), self.feat_dim, self.feat_dim, self.hidden, self.n_classes,
                        self.backbone).to(dev)
         main.load_state_dict(main_state)
@@ -388,6 +401,7 @@ class SMIL(Method):
         main network state, priors, x2 encoder state)."""
         from sklearn.cluster import KMeans
         dev = self.device
+        self._stages = {}
         enc_x2 = self._pretrain_encoder(tuple(X2.shape[1:]), complete, X2, self.X2L, cfg, seed, "smil:x2-encoder",
                                         self.val_x2).eval()
         with torch.no_grad():
@@ -401,9 +415,11 @@ class SMIL(Method):
         priors = torch.tensor(km.cluster_centers_, dtype=torch.float32, device=dev)
         main = MainNet(tuple(self.X.shape[1:]), self.feat_dim, self.feat_dim, self.hidden, self.n_classes,
                        self.backbone)
+        self._stages["smil:priors"] = {"kmeans_clusters": K, "n_init": 10, "random_state": seed,
+                                       "rows": len(complete), "inertia": float(km.inertia_)}
         main.enc.load_state_dict(enc_x1.state_dict())
         main, enc_x2 = self._warm_start_fusion(main, enc_x2, priors, complete, cfg, seed)
-        return X2feat, copy.deepcopy(main.state_dict()), priors, copy.deepcopy(enc_x2.state_dict())
+        return X2feat, copy.deepcopy(main.state_dict()), priors, copy.deepcopy(enc_x2.state_dict()), self._stages
 
     def _warm_start_fusion(self, main, enc_x2, priors, complete, cfg, seed):
         """The fusion layers (and the x1 encoder) trained on D^f with the real x2 (the authors'
@@ -428,7 +444,8 @@ class SMIL(Method):
             out = model["main"](self.X[val], x2_feat(model, val), has, plain, False, self._xl(val))[0]
             return validation_score(self.task, out, self.labels[val])
 
-        net = fit(net, loss_fn, self._on(complete), val_score, cfg, seed=seed + 3, desc="smil:fusion")[0]
+        net, hist = fit(net, loss_fn, self._on(complete), val_score, cfg, seed=seed + 3, desc="smil:fusion")
+        self._stages["smil:fusion"] = _stage(hist, complete, self._on(complete), seed + 3, cfg)
         return net["main"], net["enc2"]
 
     def _x2_features(self, enc2, idx):
