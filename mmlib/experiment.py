@@ -357,8 +357,10 @@ def run_grid(data: MultimodalDataset, methods: list, settings: dict[str, dict], 
 
     ``methods``: registry keys, or ``(key, kwargs)`` pairs; ``settings``: a label per
     missing-pattern spec, e.g. ``{"0.9": {"kind": "keep_fraction", "keep": {"audio": 0.1}}}``.
-    ``keep``: ``(method, setting)`` pairs whose fitted model (first seed) is returned in
-    the dict (refitted if its record existed: figures need the model). With ``batch`` the
+    ``keep``: ``(method, setting)`` pairs, or ``(method, variant, setting)`` triples (``variant``:
+    :func:`variant_label` of the entry's options; needed when a method runs as several entries),
+    whose fitted model (first seed) is returned in the dict under the same tuple (refitted if
+    its record existed: figures need the model). With ``batch`` the
     (setting, seed) fits of a method that allows it (``batchable(data)``) train first as one
     ensemble (:func:`fit_seeds_batched`, :mod:`mmlib.engine`; the same records up to rounding). ``validation``: "full"
     (model selection on the validation split with every modality) or "masked" (the
@@ -389,13 +391,31 @@ def run_grid(data: MultimodalDataset, methods: list, settings: dict[str, dict], 
         raise ValueError(f"test must be 'patterns' or 'masked', got {test!r}")
     rows, fitted = [], {}
     keep = set(keep)
+    variants: dict[str, list[str]] = {}
+    for entry in methods:
+        key, kwargs = (entry, {}) if isinstance(entry, str) else entry
+        variants.setdefault(key, []).append(variant_label(kwargs))
+
+    def kept_as(key, kwargs, label):
+        """The key of ``fitted`` a kept model goes under: (key, variant, setting), or (key, setting)
+        when the method runs as one entry (naming a method with several variants by its key alone
+        would keep whichever ran last: refused)."""
+        v = variant_label(kwargs)
+        if (key, v, label) in keep:
+            return (key, v, label)
+        if (key, label) in keep:
+            if len(variants[key]) > 1:
+                raise ValueError(f"keep=({key!r}, {label!r}) is ambiguous: {key} runs as {len(variants[key])} variants "
+                                 f"{variants[key]}; name one, e.g. ({key!r}, {variants[key][0]!r}, {label!r})")
+            return (key, label)
+        return None
     if batch and corruption is None:     # (setting, seed) pairs as members of one ensemble where the method allows it
         for entry in methods:
             key, kwargs = (entry, {}) if isinstance(entry, str) else entry
             # a kept model (first seed) is fitted on its own by run() below: its setting's first seed stays out of
             # the ensemble, so that its record is that one fit's (members and single fits agree only to rounding)
-            free = [lab for lab in settings if (key, lab) not in keep]
-            kept = [lab for lab in settings if (key, lab) in keep]
+            free = [lab for lab in settings if kept_as(key, kwargs, lab) is None]
+            kept = [lab for lab in settings if kept_as(key, kwargs, lab) is not None]
             for group, todo in ((free, list(seeds)), (kept, list(seeds[1:]))):
                 if not group or not todo:
                     continue
@@ -409,13 +429,14 @@ def run_grid(data: MultimodalDataset, methods: list, settings: dict[str, dict], 
         for entry in methods:
             key, kwargs = (entry, {}) if isinstance(entry, str) else entry
             for label, spec in settings.items():
-                want = seed == seeds[0] and ((key, label) in keep)
+                as_ = kept_as(key, kwargs, label)
+                want = seed == seeds[0] and as_ is not None
                 rec, m = run(data, key, spec, seed, cfg, device, records_dir=store, reuse=not want,
                              profile=profile, method_kwargs=kwargs, patterns=patterns,
                              val_missing=spec if validation == "masked" else None, corruption=corruption,
                              test_missing=spec if test == "masked" else None)
                 if want:
-                    fitted[(key, label)] = m
+                    fitted[as_] = m
                 sel = rec["selection"]
                 conf = {f"config.{k}": "+".join(map(str, v)) if isinstance(v, list) else v
                         for k, v in rec["identity"]["method_config"].items()}

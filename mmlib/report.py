@@ -4,7 +4,8 @@ Every claim of the book is decided here, by one tested function, never by compar
 means in a notebook. Runs at one seed share their masks across methods, so two methods are
 compared by the **paired differences** ``d_s = a_s - b_s`` over the seeds ``s`` both ran:
 
-* the effect is the mean of ``d_s``; its 95 % interval is the t-interval
+* the effect is the mean of ``d_s``, always the claimed side minus the other (a claim "a < b"
+  is tested as "b > a"), so a positive effect supports the claim; its 95 % interval is the t-interval
   ``mean +- t_{0.975, n-1} * sd(d) / sqrt(n)``; ``p`` is the two-sided paired t-test;
 * the verdict (``GUIDE.md``): **reproduced** -- the claimed direction and the interval
   excludes 0; **contradicted** -- the opposite direction and the interval excludes 0;
@@ -132,17 +133,38 @@ class Verdict:
     p_holm: float = math.nan         # p adjusted with Holm's method within the claim's family (:func:`adjust`)
     q_bh: float = math.nan           # the Benjamini-Hochberg q within the family
     raw_verdict: str = ""            # the verdict before the adjustment ("" until :func:`adjust`)
+    sides: dict = field(default_factory=dict)   # {"a": {seed: value}, "b": {seed: value}}: what was compared
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["diffs"] = {str(k): v for k, v in self.diffs.items()}
+        d["sides"] = {side: {str(k): v for k, v in vals.items()} for side, vals in self.sides.items()}
         return d
 
     def text(self, digits: int = 1) -> str:
-        """``"+7.1 [4.0, 10.2], n=5"``; ``"n=1"`` alone when it cannot be tested."""
+        """``"+7.1 [+4.0, +10.2], n=5"`` (at least ``digits`` decimals, more where the interval is
+        narrower: :func:`fmt_effect`); ``"n=1"`` alone when it cannot be tested."""
         if self.n < 2:
             return f"n={self.n}"
-        return f"{self.effect:+.{digits}f} [{self.ci_low:+.{digits}f}, {self.ci_high:+.{digits}f}], n={self.n}"
+        return f"{fmt_effect(self, digits)}, n={self.n}"
+
+
+def decimals(scale: float, at_least: int = 1) -> int:
+    """Decimals that show numbers of magnitude ``scale`` with two significant digits (at least
+    ``at_least``): 25.9 -> 1, 1.5 -> 1, 0.031 -> 3."""
+    if not (scale > 0) or not math.isfinite(scale):
+        return at_least
+    return max(at_least, 1 - math.floor(math.log10(scale)))
+
+
+def fmt_effect(v: "Verdict", at_least: int = 1) -> str:
+    """``"+0.017 [+0.002, +0.031]"``: the effect and its interval, rounded by their scale
+    (:func:`decimals` of the largest of the three in magnitude), not to a fixed decimal that can
+    read "+0.0 [+0.0, +0.0]"."""
+    if v.n < 2 or math.isnan(v.ci_low):
+        return f"{v.effect:+.{decimals(abs(v.effect), at_least)}f}"
+    d = decimals(max(abs(v.effect), abs(v.ci_low), abs(v.ci_high)), at_least)
+    return f"{v.effect:+.{d}f} [{v.ci_low:+.{d}f}, {v.ci_high:+.{d}f}]"
 
 
 def _select(df: pd.DataFrame, where: dict | None) -> pd.DataFrame:
@@ -180,17 +202,29 @@ def per_seed(df: pd.DataFrame, metric: str, where: dict | None = None, seed_col:
     return pd.Series(out, dtype=float)
 
 
+def claimed_first(a, b, direction: str):
+    """The sign convention of every verdict: the effect is **the claimed side minus the other**,
+    so a positive effect supports the claim. A claim "a < b" (``direction="<"``, e.g. a smaller
+    drop, a lower MAE, a smaller KL) is the claim "b > a": the sides are swapped and the direction
+    becomes ">"."""
+    if direction not in (">", "<"):
+        raise ValueError(f"direction must be '>' or '<', got {direction!r}")
+    return (b, a, ">") if direction == "<" else (a, b, ">")
+
+
 def compare(df: pd.DataFrame, a: dict, b: dict, metric: str, *, claim: str = "", setting: str = "",
             direction: str = ">", scale: float = 100.0, floor: float | None = None,
             tol: float = 0.005, level: float = LEVEL) -> Verdict:
     """Test "a ``direction`` b" on ``metric`` from paired seeds. ``a`` and ``b`` select
     rows of the records frame (e.g. ``{"method": "smil", "test": "image"}``); shared
     conditions may go into both. With ``floor`` (e.g. the majority-class rate) a claim
-    where both sides are within ``tol`` of the floor is not testable."""
+    where both sides are within ``tol`` of the floor is not testable. A claim "a < b" is
+    recorded as "b > a" (:func:`claimed_first`): every effect is the claimed side minus the other."""
+    a, b, direction = claimed_first(a, b, direction)
     va, vb = per_seed(df, metric, a), per_seed(df, metric, b)
     pr = paired(va * scale, vb * scale, level)
     v = Verdict(claim, _label(a), _label(b), metric, setting, direction, pr.effect, pr.ci[0], pr.ci[1],
-                pr.n, pr.p, diffs=pr.diffs)
+                pr.n, pr.p, diffs=pr.diffs, sides=_sides(va * scale, vb * scale, pr.diffs))
     reason = ""
     if pr.n < 2:
         reason = f"{pr.n} paired seed(s) (a: {len(va)}, b: {len(vb)})"
@@ -204,10 +238,13 @@ def compare(df: pd.DataFrame, a: dict, b: dict, metric: str, *, claim: str = "",
 def compare_series(a: pd.Series, b: pd.Series, *, claim: str = "", setting: str = "", direction: str = ">",
                    metric: str = "", a_label: str = "a", b_label: str = "b", level: float = LEVEL) -> Verdict:
     """A claim on two per-seed quantities computed by the caller (already in display
-    units), e.g. each seed's drop in accuracy from 80 % to 95 % missing for two methods."""
+    units), e.g. each seed's drop in accuracy from 80 % to 95 % missing for two methods. A claim
+    "a < b" is recorded as "b > a" (:func:`claimed_first`)."""
+    if direction == "<":
+        (a, a_label), (b, b_label), direction = (b, b_label), (a, a_label), ">"
     pr = paired(a, b, level)
     v = Verdict(claim, a_label, b_label, metric, setting, direction, pr.effect, pr.ci[0], pr.ci[1], pr.n, pr.p,
-                diffs=pr.diffs)
+                diffs=pr.diffs, sides=_sides(pd.Series(a, dtype=float), pd.Series(b, dtype=float), pr.diffs))
     v.reason = "" if pr.n >= 2 else f"{pr.n} paired seed(s)"
     v.verdict = decide(pr.effect, pr.ci, pr.n, direction, testable=not v.reason)
     return v
@@ -222,8 +259,10 @@ def compare_over(df: pd.DataFrame, a: dict, b: dict, metric: str, settings: list
     nested masks, and a method that ignores the setting is one fit per seed), so they are
     averaged per seed over the settings first; the t-interval is then taken over seeds
     (``n`` = seeds). ``signs`` counts the settings whose mean difference has the claimed
-    sign. Settings where both sides sit at ``floor`` are left out."""
-    by_seed, signs, total = {}, 0, 0
+    sign. Settings where both sides sit at ``floor`` are left out. A claim "a < b" is recorded
+    as "b > a" (:func:`claimed_first`)."""
+    a, b, direction = claimed_first(a, b, direction)
+    by_seed, signs, total, side_a, side_b = {}, 0, 0, {}, {}
     for s in settings:
         v = compare(df, {**a, **s}, {**b, **s}, metric, direction=direction, scale=scale,
                     floor=floor, tol=tol, level=level)
@@ -234,10 +273,13 @@ def compare_over(df: pd.DataFrame, a: dict, b: dict, metric: str, settings: list
         signs += int(mean > 0) if direction == ">" else int(mean < 0)
         for seed, d in v.diffs.items():
             by_seed.setdefault(seed, []).append(d)
+            side_a.setdefault(seed, []).append(v.sides["a"][seed])
+            side_b.setdefault(seed, []).append(v.sides["b"][seed])
     full = {seed: float(np.mean(ds)) for seed, ds in by_seed.items() if len(ds) == total}
+    sides = {"a": {s_: float(np.mean(side_a[s_])) for s_ in full}, "b": {s_: float(np.mean(side_b[s_])) for s_ in full}}
     mean, ci, p = t_interval(list(full.values()), level)
     out = Verdict(claim, _label(a), _label(b), metric, setting or f"{len(settings)} settings", direction,
-                  mean, ci[0], ci[1], len(full), p, signs=f"{signs}/{total}", diffs=full)
+                  mean, ci[0], ci[1], len(full), p, signs=f"{signs}/{total}", diffs=full, sides=sides)
     out.reason = "" if len(full) >= 2 else f"{len(full)} seed(s) with every setting"
     out.verdict = decide(mean, ci, len(full), direction, testable=not out.reason)
     return out
@@ -264,7 +306,8 @@ def equivalent(df: pd.DataFrame, a: dict, b: dict, metric: str, margin: float, *
     va, vb = per_seed(df, metric, a), per_seed(df, metric, b)
     pr = paired(va * scale, vb * scale, level)
     v = Verdict(claim, _label(a), _label(b), metric, setting, "=", pr.effect, pr.ci[0], pr.ci[1],
-                pr.n, equivalence_p(list(pr.diffs.values()), margin), diffs=pr.diffs, margin=margin)
+                pr.n, equivalence_p(list(pr.diffs.values()), margin), diffs=pr.diffs, margin=margin,
+                sides=_sides(va * scale, vb * scale, pr.diffs))
     v.reason = "" if pr.n >= 2 else f"{pr.n} paired seed(s) (a: {len(va)}, b: {len(vb)})"
     v.verdict = decide_equivalence(pr.ci, pr.n, margin)
     return v
@@ -288,6 +331,11 @@ def equivalence_p(d, margin: float) -> float:
     else:
         one = float(stats.t.sf((abs(mean) - margin) / se, n - 1))
     return min(1.0, 2 * one)
+
+
+def _sides(a: pd.Series, b: pd.Series, diffs: dict) -> dict:
+    """The two sides' values at the paired seeds (``diffs``' keys)."""
+    return {"a": {s: float(a[s]) for s in diffs}, "b": {s: float(b[s]) for s in diffs}}
 
 
 def _label(sel: dict) -> str:
@@ -366,9 +414,13 @@ def adjust(verdicts: list[Verdict], alpha: float = ALPHA) -> list[Verdict]:
 def duplicates(verdicts: list[Verdict], tol: float = 1e-9) -> list[tuple[Verdict, Verdict]]:
     """Pairs of claims in one family that test the same paired differences (equal, or equal with
     the sign flipped: a claim and its mirror) at the same seeds: one test counted twice. Claims
-    whose differences are all 0 are left out (both sides the same fit, or at the floor)."""
+    whose differences are all 0 are left out (both sides the same fit, or at the floor), and so
+    are claims with a side that is one number at every seed (a fit at the majority-class floor:
+    two such claims against the same method coincide without being one claim)."""
+    def constant(v):
+        return any(len(vals) >= 2 and max(vals.values()) - min(vals.values()) <= tol for vals in v.sides.values())
     out = []
-    tested = [v for v in verdicts if v.n >= 2 and v.diffs]
+    tested = [v for v in verdicts if v.n >= 2 and v.diffs and not constant(v)]
     for i, a in enumerate(tested):
         da = [a.diffs[k] for k in sorted(a.diffs, key=str)]
         if all(abs(x) <= tol for x in da):

@@ -151,7 +151,9 @@ def test_summary_and_labels():
 def test_compare_series():
     v = report.compare_series(pd.Series({0: 6.0, 1: 5.0, 2: 7.0}), pd.Series({0: 5.0, 1: 5.5, 2: 6.0}),
                               claim="drops less", direction="<")
-    assert v.n == 3 and v.effect == pytest.approx(0.5) and v.verdict == "inconclusive"
+    # "a drops less than b": recorded as b's drop minus a's (the claimed side minus the other)
+    assert v.n == 3 and v.effect == pytest.approx(-0.5) and v.verdict == "inconclusive" and v.direction == ">"
+    assert (v.a, v.b) == ("b", "a")
     assert report.compare_series(pd.Series({0: 1.0}), pd.Series({0: 2.0})).verdict == "not testable"
 
 
@@ -276,3 +278,35 @@ def test_the_scorecard_power_table_reads_the_claims_spread(tmp_path):
     assert row["claims"] == 3 and row["n (seeds)"] == 5 and row["typical SD"] == pytest.approx(round(sd, 2))
     assert row["MDE, 10 seeds"] == pytest.approx(round(report.detectable_effect(sd, 10), 1))
     assert row["MDE (Holm), 5 seeds"] == pytest.approx(round(report.detectable_effect(sd, 5, 0.05 / 3), 1))
+
+
+def test_every_effect_is_the_claimed_side_minus_the_other():
+    """One sign convention: a positive effect supports the claim, whichever way it was phrased."""
+    df = _records()
+    hi = report.compare(df, {"method": "smil"}, {"method": "ae"}, "accuracy", claim="SMIL beats AE")
+    lo = report.compare(df, {"method": "ae"}, {"method": "smil"}, "accuracy", direction="<", claim="AE is below SMIL")
+    assert hi.effect > 0 and lo.effect == pytest.approx(hi.effect) and (lo.ci_low, lo.ci_high) == pytest.approx((hi.ci_low, hi.ci_high))
+    assert lo.verdict == hi.verdict == "reproduced" and (lo.a, lo.b) == (hi.a, hi.b) and lo.direction == ">"
+    over = report.compare_over(df.assign(s=1), {"method": "ae"}, {"method": "smil"}, "accuracy", [{"s": 1}], direction="<")
+    assert over.effect == pytest.approx(hi.effect) and over.signs == "1/1"
+    with pytest.raises(ValueError, match="direction"):
+        report.compare(df, {"method": "ae"}, {"method": "smil"}, "accuracy", direction="less")
+
+
+def test_effects_are_rounded_by_their_intervals_scale():
+    small = report.Verdict("c", "a", "b", "mae", effect=0.0166, ci_low=0.00214, ci_high=0.031, n=5)
+    assert small.text() == "+0.017 [+0.002, +0.031], n=5"          # not "+0.0 [+0.0, +0.0]"
+    points = report.Verdict("c", "a", "b", "accuracy", effect=16.1, ci_low=6.4, ci_high=25.9, n=5)
+    assert points.text() == "+16.1 [+6.4, +25.9], n=5"
+    assert report.decimals(0.0004) == 5 and report.decimals(float("nan")) == 1
+    assert report.Verdict("c", "a", "b", "kl", effect=-0.004, ci_low=-0.009, ci_high=0.001, n=5).text() == \
+        "-0.0040 [-0.0090, +0.0010], n=5"
+
+
+def test_a_side_at_the_floor_is_no_evidence_of_a_twin():
+    a = pd.Series({0: 3.0, 1: 5.0, 2: 4.0})
+    x = report.compare_series(a, pd.Series({0: 1.0, 1: 1.0, 2: 1.0}), claim="(1) A beats X")        # X at the floor
+    y = report.compare_series(a, pd.Series({0: 1.0, 1: 1.0, 2: 1.0}), claim="(7) A beats Y")        # Y at the floor too
+    assert x.sides["b"] == {0: 1.0, 1: 1.0, 2: 1.0} and report.duplicates([x, y]) == []
+    back = report.Verdict(**{**x.to_dict()})
+    assert back.sides["a"]["0"] == 3.0                                                     # written with str keys

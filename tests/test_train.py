@@ -278,3 +278,18 @@ def test_a_batch_with_a_record_missing_is_fitted_whole(avdigits, tmp_path):
     with pytest.warns(UserWarning, match="not a readable record"):
         assert fit_seeds_batched(small, "zp_concat", kw, spec, [0, 1, 2], cfg, "cpu", tmp_path) == 1
     assert results.read_record(tmp_path / lost)["metrics"] == first[lost]["metrics"]
+
+
+def test_a_kept_model_is_the_entry_the_table_shows(avdigits, tmp_path):
+    """Figures select their models by the tables' identity: with several variants of one method in
+    a grid, keep names the variant (its label), and a key alone is refused as ambiguous."""
+    import pytest
+    from mmlib.experiment import run_grid
+    small = avdigits.with_train_subset(200)
+    methods = [("unimodal", {"backbone": "mlp", "use": [u]}) for u in ("image", "audio")]
+    spec = {"0.5": {"kind": "keep_fraction", "keep": {"audio": 0.5}}}
+    cfg = TrainConfig(epochs=1, patience=None)
+    with pytest.raises(ValueError, match="ambiguous.*use=audio"):
+        run_grid(small, methods, spec, [0], cfg, "cpu", store=tmp_path, keep=[("unimodal", "0.5")])
+    _, fitted = run_grid(small, methods, spec, [0], cfg, "cpu", store=tmp_path, keep=[("unimodal", "use=audio", "0.5")])
+    assert list(fitted) == [("unimodal", "use=audio", "0.5")] and fitted[("unimodal", "use=audio", "0.5")].use == ["audio"]
