@@ -450,7 +450,9 @@ def run_grid(data: MultimodalDataset, methods: list, settings: dict[str, dict], 
                                  **ms, "epochs_run": sel["epochs_run"], "best_epoch": sel.get("best_epoch"),
                                  "val_score": sel.get("best_val"),
                                  "warm_start_epochs": rec.get("warm_starts", {}).get("epochs", 0),
-                                 "max_epochs": rec["identity"]["train_config"]["epochs"],
+                                 # the ceiling the method trains under (MVAE's VAE may run epochs_factor x the budget)
+                                 "max_epochs": rec["identity"]["train_config"]["epochs"]
+                                 * int(rec["identity"]["method_config"].get("epochs_factor") or 1),
                                  "fit_seconds": rec["timings"]["fit_seconds"],
                                  "parameters": rec.get("provenance", {}).get("parameters"), "reused": m is None,
                                  "path": str(record_path(store, rec["identity"])) if store is not None else None})

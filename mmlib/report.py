@@ -411,6 +411,21 @@ def adjust(verdicts: list[Verdict], alpha: float = ALPHA) -> list[Verdict]:
     return verdicts
 
 
+def same_comparisons(verdicts: list[Verdict]) -> list[tuple[Verdict, Verdict]]:
+    """Pairs of claims in one family declared on the same two sides (in either order), metric and
+    setting: a claim and its mirror, found from what the claims name (no data needed)."""
+    seen, out = {}, []
+    for v in verdicts:
+        if v.direction == "=":
+            continue
+        key = (family(v.kind or claim_kind(v.claim)), v.metric, v.setting, frozenset((v.a, v.b)))
+        if key in seen:
+            out.append((seen[key], v))
+        else:
+            seen[key] = v
+    return out
+
+
 def duplicates(verdicts: list[Verdict], tol: float = 1e-9) -> list[tuple[Verdict, Verdict]]:
     """Pairs of claims in one family that test the same paired differences (equal, or equal with
     the sign flipped: a claim and its mirror) at the same seeds: one test counted twice. Claims

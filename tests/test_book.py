@@ -268,7 +268,11 @@ def test_no_chapter_tests_the_same_paired_differences_twice(html):
     site, _ = html
     for f in sorted((site / "book/verdicts").glob("*.json")):
         vs = report.read_verdicts(f)
-        assert not report.duplicates(vs), [(f.stem, a.claim, b.claim) for a, b in report.duplicates(vs)]
+        assert not report.same_comparisons(vs), [(f.stem, a.claim, b.claim) for a, b in report.same_comparisons(vs)]
+        # by value (algebraic twins too): only where the seeds can tell a twin from a coincidence (the quick
+        # profile's two seeds and two epochs make coincidences common; the default build's five do not)
+        if min((v.n for v in vs if v.n), default=0) >= 3:
+            assert not report.duplicates(vs), [(f.stem, a.claim, b.claim) for a, b in report.duplicates(vs)]
         tested = [v for v in vs if v.raw_verdict not in ("", "not testable")]
         assert all(v.p_holm >= v.p - 1e-12 for v in tested), f.stem
         assert all(v.raw_verdict for v in vs), f"{f.stem}: a verdict written before the family-wise adjustment"

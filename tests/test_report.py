@@ -310,3 +310,11 @@ def test_a_side_at_the_floor_is_no_evidence_of_a_twin():
     assert x.sides["b"] == {0: 1.0, 1: 1.0, 2: 1.0} and report.duplicates([x, y]) == []
     back = report.Verdict(**{**x.to_dict()})
     assert back.sides["a"]["0"] == 3.0                                                     # written with str keys
+
+
+def test_same_comparisons_are_found_from_the_claims_sides():
+    df = _records()
+    a = report.compare(df, {"method": "smil"}, {"method": "ae"}, "accuracy", claim="(1) SMIL beats AE")
+    m = report.compare(df, {"method": "ae"}, {"method": "smil"}, "accuracy", direction="<", claim="(5) AE is worse")
+    o = report.compare(df, {"method": "smil"}, {"method": "lb"}, "accuracy", claim="(2) SMIL beats LB")
+    assert [(x.claim, y.claim) for x, y in report.same_comparisons([a, m, o])] == [("(1) SMIL beats AE", "(5) AE is worse")]
