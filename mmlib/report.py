@@ -596,9 +596,26 @@ def read_verdicts(path: str | Path) -> list[Verdict]:
 # its own name, used by every table and legend of the book.
 LABELS = {
     "lower_bound": "Lower-Bound", "upper_bound": "Upper-Bound", "zp_concat": "Zero padding (concat)",
-    "zp_sum": "Zero padding (sum)", "late_fusion": "Late fusion", "unimodal[use=image]": "image only",
-    "unimodal[use=audio]": "audio only", "ae_impute": "AE imputation", "gan_impute": "GAN imputation",
-    "mvae": "MVAE", "smil": "SMIL",
+    "zp_sum": "Zero padding (sum)", "late_fusion": "Late fusion", "unimodal": "One modality",
+    "unimodal[use=image]": "image only", "unimodal[use=audio]": "audio only",
+    "ae_impute": "AE imputation", "gan_impute": "GAN imputation", "mvae": "MVAE",
+    # SMIL and its variants, ablations and controls
+    "smil": "SMIL", "smil_code": "SMIL (the authors' code)", "smil_first_order": "SMIL, first-order Eq. 4",
+    "smil_alg1": "SMIL, Algorithm 1 as printed (no CE on D^m)", "smil_kl_eq7": "SMIL, Eq. 7's KL as printed",
+    "smil_reg_default_init": "SMIL, Eq. 3 at the default init", "smil_warm_only": "control: the warm starts alone",
+    "smil_no_inner": "control: no inner step (alpha = 0)", "smil_no_kmeans": "SMIL w/o K-means priors",
+    "smil_no_reg": "SMIL w/o regularization", "smil_fixed_gaussian": "SMIL, fixed Gaussian noise",
+    "smil_deterministic": "SMIL, deterministic regularizer",
+    # MLE and its baselines
+    "mle": "MLE", "mle_lb": "MLE's lower bound (x only)", "mle_zp": "Zero padding (MLE's ZP)",
+    "hgr": "HGR maximal correlation", "ae1": "AE1 (imputation)", "ae2": "AE2 (self-training imputation)",
+    # M3S, RedCore and theirs
+    "m3s": "ORIG + M3S", "m3s_orig": "ORIG", "m3s_spl_trn": "ORIG + SPL-TRN", "misa_lite": "MISA (lite)",
+    "redcore": "RedCore", "redcore_core": "Core (RedCore w/o regulation)", "redcore_red": "Red (RedCore w/o unimodal CE)",
+    "mmin_lite": "MMIN (lite)", "cra": "CRA", "amae_lite": "AMAE (lite)",
+    # MLA and the balancing baselines
+    "mla": "MLA", "mla_code": "MLA (the released code)", "sum_linear": "Sum", "concat_linear": "Concat",
+    "film": "FiLM", "bigated": "BiGated", "ogm_ge": "OGM-GE", "qmf": "QMF",
 }
 
 

@@ -259,21 +259,27 @@ def _timings(book: Path) -> dict:
 
 
 def rerun_text(chapter_name: str, records_dir: str | Path, prof: str) -> str:
-    """A sentence for a page's "Re-run this page" box: how many runs of the chapter the
-    sweeps recorded next to ``records_dir`` and their worker seconds, and the clock of the last
-    sweep of the chapter alone that found nothing done (:func:`sweep_history`) ("" if none)."""
-    t = {k: v for k, v in _timings(Path(records_dir).parent).items() if k.startswith(f"{chapter_name}/")}
-    if not t:
+    """A sentence for a page's "Re-run this page" box, from the one source every page that
+    quotes a chapter's cost reads: :func:`chapter_costs` (the chapter's markers and records, the
+    Runs appendix's "What each chapter costs"), and the clock of the last sweep of the chapter
+    alone that found nothing done (:func:`sweep_history`), if there is one ("" if the chapter
+    has no runs yet)."""
+    book = Path(records_dir).parent
+    costs = chapter_costs(book)
+    if chapter_name not in costs.index:
         return ""
-    hw = _machine_line()
-    alone = sweep_history(Path(records_dir).parent)
+    c = costs.loc[chapter_name]
+    alone = sweep_history(book)
     alone = alone[(alone["chapters"] == chapter_name) & (alone["profile"] == prof) & (alone["skipped"] == 0)
                   & (alone["failed"] == 0)] if len(alone) else alone
     clock = (f" The last sweep of this chapter alone from scratch took {alone.iloc[0]['seconds']:.0f} s on the clock "
              f"with {alone.iloc[0]['jobs']} worker{'s' if alone.iloc[0]['jobs'] > 1 else ''} "
              f"({alone.iloc[0]['finished (UTC)'][:10]}).") if len(alone) else ""
-    return (f"On this machine its {len(t)} runs (grid and page) took {sum(t.values()):.0f} s of worker time, each "
-            f"timed at its last run that trained something ({prof} profile).{clock} This page was executed on {utc_now()[:10]} on {hw}.")
+    return (f"On this machine ({_machine_line()}) its grid of {c['grid runs']} runs and its page fit {c['fits']} models "
+            f"in {c['fit seconds']} fit-seconds ({prof} profile): two workers need at least "
+            f"{c['two workers, at least (s)']} s on the clock, plus about 10 s a run to start a kernel and load the "
+            f"data (the Runs appendix's \"What each chapter costs\" gives every chapter's, from the same records)."
+            f"{clock} This page was executed on {utc_now()[:10]}.")
 
 
 def _task_key(name: str, params: dict) -> str:

@@ -108,13 +108,19 @@ def test_failure_message_names_the_cell_and_the_exception():
     assert sweep.describe_failure(RuntimeError("\nkernel died\n")) == "RuntimeError: kernel died"
 
 
-def test_rerun_text_reads_the_last_sweeps_timings(tmp_path):
+def test_rerun_text_reads_the_chapters_costs_and_the_last_sweep_alone(tmp_path):
+    """The "Re-run this page" box quotes the Runs appendix's source (the chapter's markers and
+    records) and the clock of the last sweep of the chapter alone that found nothing done."""
+    import json
     from mmlib.results import write_json_atomic
     assert sweep.rerun_text("02_mle", tmp_path / "records", "default") == ""
-    write_json_atomic(tmp_path / "runs" / "timings.json", {"02_mle/a": 10.0, "02_mle/b": 5.4, "01_smil/c": 99.0})
-    assert sweep.rerun_text("02_mle", tmp_path / "records", "default").startswith(
-        "On this machine its 2 runs (grid and page) took 15 s of worker time")
-    assert "alone" not in sweep.rerun_text("02_mle", tmp_path / "records", "default")
+    rec = tmp_path / "records" / "a.json"
+    rec.parent.mkdir(parents=True)
+    rec.write_text(json.dumps({"identity": {"dataset": "d", "method": "mle", "seed": 0}, "timings": {"fit_seconds": 15.4}}))
+    (tmp_path / "runs" / "02_mle").mkdir(parents=True)
+    (tmp_path / "runs" / "02_mle" / "k.json").write_text(json.dumps({"status": "ok", "records": [str(rec)]}))
+    box = sweep.rerun_text("02_mle", tmp_path / "records", "default")
+    assert "its grid of 1 runs and its page fit 1 models in 15 fit-seconds" in box and "alone" not in box
     base = {"profile": "default", "executor": "process", "runs": 12, "failed": 0, "machine": "x, 2 cores"}
     write_json_atomic(tmp_path / "runs" / "sweeps.json", [
         {**base, "chapters": ["02_mle"], "jobs": 2, "seconds": 301.2, "skipped": 0, "finished (UTC)": "2026-01-02T00:00"},

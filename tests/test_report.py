@@ -318,3 +318,11 @@ def test_same_comparisons_are_found_from_the_claims_sides():
     m = report.compare(df, {"method": "ae"}, {"method": "smil"}, "accuracy", direction="<", claim="(5) AE is worse")
     o = report.compare(df, {"method": "smil"}, {"method": "lb"}, "accuracy", claim="(2) SMIL beats LB")
     assert [(x.claim, y.claim) for x, y in report.same_comparisons([a, m, o])] == [("(1) SMIL beats AE", "(5) AE is worse")]
+
+
+def test_every_method_of_the_registry_has_a_display_name():
+    """One display-name table (report.LABELS) for every registry key: no table shows an internal name."""
+    from mmlib.methods import _registry
+    missing = sorted(k for k in _registry() if k not in report.LABELS)
+    assert not missing, missing
+    assert report.label("hgr", "phi=add") == "HGR maximal correlation (phi=add)"

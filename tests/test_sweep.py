@@ -526,6 +526,10 @@ def test_chapter_costs_add_up_each_fit_once_and_bound_the_clock(tmp_path):
     assert row["longest grid run"] == 40 and row["page's own fits (s)"] == 2
     assert row["two workers, at least (s)"] == 40 + 2                  # max(45 / 2, 40) + 2
     assert list(sweep.chapter_costs(book_dir=tmp_path).index) == ["04_m3s"]
+    # the page's "Re-run this page" box quotes the same numbers as the Runs appendix
+    box = sweep.rerun_text("04_m3s", tmp_path / "records", "default")
+    assert "grid of 2 runs" in box and "fit 4 models in 47 fit-seconds" in box and "at least 42 s" in box
+    assert sweep.rerun_text("01_smil", tmp_path / "records", "default") == ""
 
 
 def test_a_sweep_that_ran_something_is_logged_with_its_clock(tmp_path, monkeypatch):
