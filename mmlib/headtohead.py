@@ -284,11 +284,15 @@ def best_separated(vals: dict[str, pd.Series], exclude=(ORACLE, "Upper-Bound", *
     return order[0], report.paired(cand[order[0]], cand[order[1]])
 
 
-def main_table(h: pd.DataFrame, na: pd.DataFrame, order: list[str], columns: list[tuple]) -> tuple[pd.DataFrame, dict]:
+def main_table(h: pd.DataFrame, na: pd.DataFrame, order: list[str], columns: list[tuple],
+               numbering: dict | None = None) -> tuple[pd.DataFrame, dict]:
     """Rows x settings, each cell mean ± 95 % CI (accuracy %); the best (oracle and upper bound
     aside) in bold only where the paired test separates it from the runner-up; "n/a" with a
-    footnote number where the method cannot take the protocol. Returns ``(table, footnotes)``."""
-    notes: dict[str, int] = {}
+    footnote number where the method cannot take the protocol. ``numbering`` (reason -> number,
+    updated): pass one dict to every table of a page, so that [1] means one thing on the whole
+    page. Returns ``(table, footnotes)``: the footnotes this table uses."""
+    notes: dict[str, int] = numbering if numbering is not None else {}
+    used: set[str] = set()
     cells = {}
     for col in columns:
         vals = per_seed(h, col)
@@ -304,10 +308,11 @@ def main_table(h: pd.DataFrame, na: pd.DataFrame, order: list[str], columns: lis
                          & (na["row"] == r)]["reason"] if len(na) else pd.Series(dtype=str)
                 if len(why):
                     k = notes.setdefault(why.iloc[0], len(notes) + 1)
+                    used.add(why.iloc[0])
                     cells[name][r] = f"n/a [{k}]"
                 else:
                     cells[name][r] = "–"
-    return pd.DataFrame(cells).reindex(order), {v: k for k, v in notes.items()}
+    return pd.DataFrame(cells).reindex(order), {notes[w]: w for w in sorted(used, key=notes.get)}
 
 
 def ranks(h: pd.DataFrame, exclude=(ORACLE, "Upper-Bound", *VARIANTS)) -> tuple[pd.DataFrame, pd.Series]:

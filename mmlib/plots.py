@@ -11,8 +11,14 @@ from sklearn.metrics import confusion_matrix as _cm
 
 
 def set_style() -> None:
+    """The book's figures and tables: seaborn's colour-blind palette, and pandas showing every
+    column and the whole text of a cell (a claim cut at 50 characters, or a table cut to "…"
+    columns, cannot be read)."""
+    import pandas as pd
     sns.set_theme(context="notebook", style="whitegrid", palette="colorblind")
     plt.rcParams.update({"figure.dpi": 110, "savefig.bbox": "tight", "axes.titleweight": "bold"})
+    pd.set_option("display.max_colwidth", None)
+    pd.set_option("display.max_columns", None)
 
 
 def _np(a):

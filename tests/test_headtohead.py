@@ -253,3 +253,16 @@ def test_the_warm_up_variant_is_a_measured_row_under_redcores_protocol_only(monk
     (v,) = H.findings(f, [("d", "redcore", 0.8)])       # the best other is late fusion, not the variant
     assert (v.a, v.b) == ("RedCore", "Late fusion") and "under its own protocol" in v.claim
     assert "RedCore, 10-epoch warm-up" not in H.ranks(f)[0].index
+
+
+def test_footnotes_keep_their_number_across_the_tables_of_a_page():
+    col1, col2 = ("d", "mla", 0.5), ("e", "mla", 0.5)
+    na = pd.DataFrame([{"dataset": "d", "protocol": "mla", "level": 0.5, "row": "SMIL", "reason": "two only"},
+                       {"dataset": "e", "protocol": "mla", "level": 0.5, "row": "SMIL", "reason": "no audio"},
+                       {"dataset": "e", "protocol": "mla", "level": 0.5, "row": "MLE", "reason": "two only"}])
+    f = pd.concat([_frame({"MLA": [0.8, 0.7]}, col=col1), _frame({"MLA": [0.8, 0.7]}, col=col2)])
+    numbering = {}
+    t1, n1 = H.main_table(f, na, ["MLA", "SMIL", "MLE"], [col1], numbering)
+    t2, n2 = H.main_table(f, na, ["MLA", "SMIL", "MLE"], [col2], numbering)
+    assert n1 == {1: "two only"} and n2 == {1: "two only", 2: "no audio"}
+    assert t2.loc["MLE"].iloc[0] == "n/a [1]" and t2.loc["SMIL"].iloc[0] == "n/a [2]"
