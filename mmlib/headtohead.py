@@ -27,6 +27,7 @@ seed and test pattern, and :func:`gaps` measures every method against it.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -273,14 +274,19 @@ def chosen_on_validation(val: dict[str, pd.Series], candidates) -> str:
     return max(scored, key=scored.get)
 
 
-def best_separated(vals: dict[str, pd.Series], exclude=(ORACLE, "Upper-Bound", *VARIANTS)) -> tuple[str | None, report.Paired | None]:
-    """The row with the highest mean among ``vals`` (the oracle and the upper bound, which see
-    more than the protocol allows, left out) and its paired difference to the runner-up; the
-    best is "separated" when that interval excludes 0."""
+def best_separated(vals: dict[str, pd.Series], exclude=(ORACLE, "Upper-Bound", *VARIANTS),
+                   val: dict[str, pd.Series] | None = None) -> tuple[str | None, report.Paired | None]:
+    """The best row among ``vals`` (the oracle and the upper bound, which see more than the
+    protocol allows, left out) and its paired test difference to the runner-up; the best is
+    "separated" when that interval excludes 0. With ``val`` (each row's validation scores) the best
+    and the runner-up are chosen on validation, so the test data that decides the mark did not
+    choose the rows; without it, by their test means."""
     cand = {r: v for r, v in vals.items() if r not in exclude and len(v)}
     if len(cand) < 2:
         return (next(iter(cand)) if cand else None), None
-    order = sorted(cand, key=lambda r: -cand[r].mean())
+    score = {r: (val[r].mean() if val is not None and r in val and val[r].notna().any() else -math.inf)
+             if val is not None else cand[r].mean() for r in cand}
+    order = sorted(cand, key=lambda r: -score[r])
     return order[0], report.paired(cand[order[0]], cand[order[1]])
 
 
@@ -296,7 +302,7 @@ def main_table(h: pd.DataFrame, na: pd.DataFrame, order: list[str], columns: lis
     cells = {}
     for col in columns:
         vals = per_seed(h, col)
-        best, pr = best_separated(vals)
+        best, pr = best_separated(vals, val=per_seed(h, col, "val_score") if "val_score" in h else None)
         name = column_name(*col)
         cells[name] = {}
         for r in order:

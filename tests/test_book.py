@@ -278,6 +278,74 @@ def test_no_chapter_tests_the_same_paired_differences_twice(html):
         assert all(v.raw_verdict for v in vs), f"{f.stem}: a verdict written before the family-wise adjustment"
 
 
+def _plain_verdicts(vs: list[dict]) -> list[tuple[str, float, float]]:
+    """Every verdict of a chapter recomputed from its JSON alone, independently of mmlib.report: the
+    paired differences from the two sides' per-seed values, a paired t-test written out, the 95 %
+    interval, the raw verdict, then Holm's step-down within each family. Returns (verdict, p, Holm p)."""
+    import math
+    from scipy import stats
+    rows = []
+    for v in vs:
+        a, b = v["sides"].get("a", {}), v["sides"].get("b", {})
+        d = [a[k] - b[k] for k in a if k in b]
+        n = len(d)
+        if v["verdict"] == "not testable" and (n < 2 or v["reason"]):
+            rows.append(("not testable", math.nan, v["kind"]))
+            continue
+        mean = sum(d) / n
+        sd = math.sqrt(sum((x - mean) ** 2 for x in d) / (n - 1))
+        se = sd / math.sqrt(n)
+        if v["direction"] == "=":
+            m = v["margin"]
+            if se == 0:
+                p = 0.0
+            elif abs(mean) < m:
+                p = min(1.0, 2 * max(stats.t.sf((mean + m) / se, n - 1), stats.t.sf((m - mean) / se, n - 1)))
+            else:
+                p = min(1.0, 2 * stats.t.sf((abs(mean) - m) / se, n - 1))
+            h = stats.t.ppf(0.975, n - 1) * se
+            lo, hi = mean - h, mean + h
+            raw = "reproduced" if -m < lo and hi < m else ("contradicted" if lo >= m or hi <= -m else "inconclusive")
+        else:
+            p = (1.0 if mean == 0 else 0.0) if se == 0 else 2 * stats.t.sf(abs(mean) / se, n - 1)
+            h = stats.t.ppf(0.975, n - 1) * se
+            lo, hi = mean - h, mean + h
+            raw = "inconclusive" if lo <= 0 <= hi else ("reproduced" if lo > 0 else "contradicted")
+            assert abs(mean - v["effect"]) < 1e-6 * max(1, abs(mean)) and abs(lo - v["ci_low"]) < 1e-6 * max(1, abs(lo)), v["claim"]
+        rows.append((raw, p, v["kind"]))
+    holm = [math.nan] * len(rows)
+    for fam in ("paper", "book"):
+        idx = sorted((i for i, r in enumerate(rows) if not math.isnan(r[1]) and (r[2] == "paper") == (fam == "paper")),
+                     key=lambda i: rows[i][1])
+        running = 0.0
+        for rank, i in enumerate(idx):
+            running = max(running, min(1.0, (len(idx) - rank) * rows[i][1]))
+            holm[i] = running
+    out = []
+    for (raw, p, _), ph in zip(rows, holm):
+        decisive = raw in ("reproduced", "contradicted")
+        out.append((raw if not decisive or ph < 0.05 else "inconclusive", p, ph))
+    return out
+
+
+def test_every_verdict_recomputes_from_its_json_alone(html):
+    """A separate, plain implementation of the paired t-test, the equivalence test and Holm's method,
+    from the per-seed values each verdict record holds, gives every verdict, p and Holm p of the
+    built book."""
+    import json
+    import math
+    site, _ = html
+    checked = 0
+    for f in sorted((site / "book/verdicts").glob("*.json")):
+        vs = json.loads(f.read_text())["verdicts"]
+        for v, (verdict, p, ph) in zip(vs, _plain_verdicts(vs)):
+            assert v["verdict"] == verdict, (f.stem, v["claim"], v["verdict"], verdict)
+            if not math.isnan(p):
+                assert abs(v["p"] - p) <= 1e-9 + 1e-6 * p and abs(v["p_holm"] - ph) <= 1e-9 + 1e-6 * ph, (f.stem, v["claim"])
+            checked += 1
+    assert checked > 100
+
+
 def test_student_edition_hides_every_solution(html):
     """`make book-student`'s HTML: the exercises are there, numbered; no solution text is."""
     site, built_html = html
