@@ -27,6 +27,7 @@ seed and test pattern, and :func:`gaps` measures every method against it.
 from __future__ import annotations
 
 import dataclasses
+import re
 import math
 from dataclasses import dataclass, field
 
@@ -374,15 +375,25 @@ def findings(h: pd.DataFrame, columns: list[tuple], papers=("SMIL", "MLE", "M3S"
         rest = [r for r in vals if r not in (home, ORACLE, "Upper-Bound", *VARIANTS)]
         other = chosen_on_validation(val, rest) if home in vals and rest else None
         same = (home, other) == (a, b)
+        where = re.sub(r"[^a-z0-9.:]+", "-", column_name(*col).lower()).strip("-")
         out.append(report.compare_series(
-            vals[a], vals[b], setting=column_name(*col), metric="accuracy", a_label=a, b_label=b,
+            vals[a], vals[b], setting=column_name(*col), metric="accuracy", a_label=a, b_label=b, kind="book",
+            id=f"h2h.{'simple+own' if same else 'simple'}.{where}",
             claim=f"(this book) the best paper method ({a}) beats the best simple baseline ({b})"
                   + (f"; here also {home} against the best other under its own protocol" if same else "")))
         if other is not None and not same:
             out.append(report.compare_series(vals[home], vals[other], claim=f"(this book) {home} beats every other method "
                                              f"under its own protocol (the best other: {other})", setting=column_name(*col),
-                                             metric="accuracy", a_label=home, b_label=other))
+                                             metric="accuracy", a_label=home, b_label=other, kind="book",
+                                             id=f"h2h.own.{where}"))
     return out
+
+
+def asks(v: report.Verdict, question: str) -> bool:
+    """Whether a finding answers ``question``: "simple" (the best paper method against the best
+    simple baseline) or "own" (a paper's method under its own protocol), read from its id."""
+    parts = v.id.split(".")
+    return len(parts) > 1 and question in parts[1].split("+")
 
 
 def worse_with_more(frame: pd.DataFrame, names: dict) -> pd.DataFrame:
@@ -496,8 +507,8 @@ def learned(h: pd.DataFrame, verdicts: list, gap: pd.DataFrame, rank: pd.DataFra
     worse than one (``worse``, from :func:`worse_with_more`), how far the best method stays from
     the oracle."""
     lines = []
-    simple = [v for v in verdicts if "best simple baseline" in v.claim]
-    home = [v for v in verdicts if "under its own protocol" in v.claim]
+    simple = [v for v in verdicts if asks(v, "simple")]
+    home = [v for v in verdicts if asks(v, "own")]
     if simple:
         by = {k: [v for v in simple if v.verdict == k] for k in report.VERDICTS}
         win = "; ".join(f"{v.setting}: {v.a} over {v.b}, {v.text()}" for v in by["reproduced"]) or "none"

@@ -134,6 +134,7 @@ class Verdict:
     q_bh: float = math.nan           # the Benjamini-Hochberg q within the family
     raw_verdict: str = ""            # the verdict before the adjustment ("" until :func:`adjust`)
     sides: dict = field(default_factory=dict)   # {"a": {seed: value}, "b": {seed: value}}: what was compared
+    id: str = ""                     # the claim's id, e.g. "h2h.simple.gaussian-mla-0.5" (unique in a chapter)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -214,7 +215,7 @@ def claimed_first(a, b, direction: str):
 
 def compare(df: pd.DataFrame, a: dict, b: dict, metric: str, *, claim: str = "", setting: str = "",
             direction: str = ">", scale: float = 100.0, floor: float | None = None,
-            tol: float = 0.005, level: float = LEVEL) -> Verdict:
+            tol: float = 0.005, level: float = LEVEL, id: str = "", kind: str = "") -> Verdict:
     """Test "a ``direction`` b" on ``metric`` from paired seeds. ``a`` and ``b`` select
     rows of the records frame (e.g. ``{"method": "smil", "test": "image"}``); shared
     conditions may go into both. With ``floor`` (e.g. the majority-class rate) a claim
@@ -231,12 +232,13 @@ def compare(df: pd.DataFrame, a: dict, b: dict, metric: str, *, claim: str = "",
     elif floor is not None and va.mean() <= floor + tol and vb.mean() <= floor + tol:
         reason = f"both at the floor ({floor * scale:.1f})"
     v.verdict = decide(pr.effect, pr.ci, pr.n, direction, testable=not reason)
-    v.reason = reason
+    v.reason, v.id, v.kind = reason, id, kind
     return v
 
 
 def compare_series(a: pd.Series, b: pd.Series, *, claim: str = "", setting: str = "", direction: str = ">",
-                   metric: str = "", a_label: str = "a", b_label: str = "b", level: float = LEVEL) -> Verdict:
+                   metric: str = "", a_label: str = "a", b_label: str = "b", level: float = LEVEL,
+                   id: str = "", kind: str = "") -> Verdict:
     """A claim on two per-seed quantities computed by the caller (already in display
     units), e.g. each seed's drop in accuracy from 80 % to 95 % missing for two methods. A claim
     "a < b" is recorded as "b > a" (:func:`claimed_first`)."""
@@ -247,12 +249,14 @@ def compare_series(a: pd.Series, b: pd.Series, *, claim: str = "", setting: str 
                 diffs=pr.diffs, sides=_sides(pd.Series(a, dtype=float), pd.Series(b, dtype=float), pr.diffs))
     v.reason = "" if pr.n >= 2 else f"{pr.n} paired seed(s)"
     v.verdict = decide(pr.effect, pr.ci, pr.n, direction, testable=not v.reason)
+    v.id, v.kind = id, kind
     return v
 
 
 def compare_over(df: pd.DataFrame, a: dict, b: dict, metric: str, settings: list[dict], *,
                  claim: str = "", setting: str = "", direction: str = ">", scale: float = 100.0,
-                 floor: float | None = None, tol: float = 0.005, level: float = LEVEL) -> Verdict:
+                 floor: float | None = None, tol: float = 0.005, level: float = LEVEL, id: str = "",
+                 kind: str = "") -> Verdict:
     """A claim over several settings (each a dict of conditions added to ``a`` and ``b``).
 
     The differences at one seed are not independent across settings (the same seed draws
@@ -282,6 +286,7 @@ def compare_over(df: pd.DataFrame, a: dict, b: dict, metric: str, settings: list
                   mean, ci[0], ci[1], len(full), p, signs=f"{signs}/{total}", diffs=full, sides=sides)
     out.reason = "" if len(full) >= 2 else f"{len(full)} seed(s) with every setting"
     out.verdict = decide(mean, ci, len(full), direction, testable=not out.reason)
+    out.id, out.kind = id, kind
     return out
 
 
@@ -300,7 +305,7 @@ def decide_equivalence(ci: tuple[float, float], n: int, margin: float) -> str:
 
 
 def equivalent(df: pd.DataFrame, a: dict, b: dict, metric: str, margin: float, *, claim: str = "",
-               setting: str = "", scale: float = 100.0, level: float = LEVEL) -> Verdict:
+               setting: str = "", scale: float = 100.0, level: float = LEVEL, id: str = "", kind: str = "") -> Verdict:
     """Test "a equals b within +-``margin``" (in display units) from paired seeds; the
     verdict's ``direction`` is ``"="``."""
     va, vb = per_seed(df, metric, a), per_seed(df, metric, b)
@@ -310,6 +315,7 @@ def equivalent(df: pd.DataFrame, a: dict, b: dict, metric: str, margin: float, *
                 sides=_sides(va * scale, vb * scale, pr.diffs))
     v.reason = "" if pr.n >= 2 else f"{pr.n} paired seed(s) (a: {len(va)}, b: {len(vb)})"
     v.verdict = decide_equivalence(pr.ci, pr.n, margin)
+    v.id, v.kind = id, kind
     return v
 
 
@@ -398,6 +404,8 @@ def adjust(verdicts: list[Verdict], alpha: float = ALPHA) -> list[Verdict]:
     unadjusted verdict, so adjusting twice gives the same result."""
     for v in verdicts:
         v.kind = v.kind or claim_kind(v.claim)
+        if v.kind not in KINDS:
+            raise ValueError(f"claim {v.id or v.claim!r}: kind {v.kind!r} is not one of {list(KINDS)}")
         v.raw_verdict = v.raw_verdict or v.verdict
     for fam in FAMILIES:
         tests = [v for v in verdicts if family(v.kind) == fam and v.raw_verdict != "not testable"
@@ -559,6 +567,10 @@ def verdicts_path(records_dir: str | Path, chapter: str) -> Path:
 def write_verdicts(path: str | Path, chapter: str, verdicts: list[Verdict], **context) -> Path:
     """One JSON file per chapter: ``{"chapter", "context", "verdicts": [...]}``; the verdicts are
     decided family-wise first (:func:`adjust`, in place: the chapter's tables show the same)."""
+    ids = [v.id for v in verdicts if v.id]
+    twice = sorted({i for i in ids if ids.count(i) > 1})
+    if twice:
+        raise ValueError(f"chapter {chapter}: claim ids declared more than once: {twice}")
     adjust(verdicts)
     context = {"alpha": ALPHA, "adjustment": "Holm within each family (paper; book), BH q beside it", **context}
     for v in verdicts:

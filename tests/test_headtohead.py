@@ -266,3 +266,13 @@ def test_footnotes_keep_their_number_across_the_tables_of_a_page():
     t2, n2 = H.main_table(f, na, ["MLA", "SMIL", "MLE"], [col2], numbering)
     assert n1 == {1: "two only"} and n2 == {1: "two only", 2: "no audio"}
     assert t2.loc["MLE"].iloc[0] == "n/a [1]" and t2.loc["SMIL"].iloc[0] == "n/a [2]"
+
+
+def test_findings_are_read_by_their_ids_not_their_text():
+    vals = {"MLA": [0.80, 0.82, 0.81, 0.83, 0.80], "RedCore": [0.9] * 5, "Late fusion": [0.75, 0.76, 0.77, 0.75, 0.74]}
+    simple, home = H.findings(_frame(vals, val={"RedCore": [0.5] * 5, "MLA": [0.9] * 5, "Late fusion": [0.4] * 5}),
+                              [("d", "mla", 0.5)])
+    assert simple.id.startswith("h2h.simple.d") and home.id.startswith("h2h.own.d")
+    assert H.asks(simple, "simple") and not H.asks(simple, "own") and H.asks(home, "own") and home.kind == "book"
+    simple.claim = "reworded"                                     # rewording a claim changes nothing
+    assert H.asks(simple, "simple")

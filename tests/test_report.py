@@ -326,3 +326,14 @@ def test_every_method_of_the_registry_has_a_display_name():
     missing = sorted(k for k in _registry() if k not in report.LABELS)
     assert not missing, missing
     assert report.label("hgr", "phi=add") == "HGR maximal correlation (phi=add)"
+
+
+def test_claim_ids_are_unique_in_a_chapter_and_kinds_are_declared_or_known(tmp_path):
+    a = report.compare_series(pd.Series({0: 2.0, 1: 3.0}), pd.Series({0: 1.0, 1: 1.0}), claim="x", id="c.one", kind="book")
+    b = report.compare_series(pd.Series({0: 2.0, 1: 3.0}), pd.Series({0: 1.0, 1: 0.0}), claim="y", id="c.one")
+    with pytest.raises(ValueError, match="claim ids declared more than once: \\['c.one'\\]"):
+        report.write_verdicts(tmp_path / "v.json", "c", [a, b])
+    assert a.kind == "book" and report.adjust([a])[0].kind == "book"          # declared, not read from the text
+    bad = report.compare_series(pd.Series({0: 2.0, 1: 3.0}), pd.Series({0: 1.0, 1: 1.0}), claim="z", kind="papers")
+    with pytest.raises(ValueError, match="kind 'papers'"):
+        report.adjust([bad])
