@@ -475,6 +475,11 @@ def detectable_effect(sd: float, n: int, alpha: float = ALPHA, power: float = 0.
     return float(brentq(shortfall, 0.0, (crit + 6) * se))     # (power at a non-centrality of crit + 6: ~1)
 
 
+def by_id(verdicts: list[Verdict]) -> dict[str, Verdict]:
+    """The claims that have an id, by id: what a chapter's summary reads (never the claim's text)."""
+    return {v.id: v for v in verdicts if v.id}
+
+
 def moved(verdicts: list[Verdict]) -> list[Verdict]:
     """The claims whose verdict the family-wise adjustment changed."""
     return [v for v in verdicts if v.raw_verdict and v.raw_verdict != v.verdict]
