@@ -268,6 +268,7 @@ def test_no_chapter_tests_the_same_paired_differences_twice(html):
     site, _ = html
     for f in sorted((site / "book/verdicts").glob("*.json")):
         vs = report.read_verdicts(f)
+        assert all(v.id for v in vs), [(f.stem, v.claim) for v in vs if not v.id]     # every claim declared with an id
         assert not report.same_comparisons(vs), [(f.stem, a.claim, b.claim) for a, b in report.same_comparisons(vs)]
         # by value (algebraic twins too): only where the seeds can tell a twin from a coincidence (the quick
         # profile's two seeds and two epochs make coincidences common; the default build's five do not)
