@@ -563,6 +563,26 @@ def verdict_table(verdicts: list[Verdict], digits: int = 1) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def anchor(claim_id: str) -> str:
+    """The HTML id of a claim's row on its chapter's page (the scorecard links to it)."""
+    import re
+    return "claim-" + re.sub(r"[^a-z0-9]+", "-", claim_id.lower()).strip("-")
+
+
+def verdict_html(verdicts: list[Verdict], digits: int = 1) -> str:
+    """:func:`verdict_table` as an HTML table a page shows: one row per claim, each row with an
+    anchor (:func:`anchor`) so the scorecard's links land on the claim itself."""
+    import html
+    table = verdict_table(verdicts, digits)
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in table.columns)
+    rows = []
+    for v, (_, r) in zip(verdicts, table.iterrows()):
+        rid = f" id='{anchor(v.id)}'" if v.id else ""
+        rows.append(f"<tr{rid}>" + "".join(f"<td>{html.escape(str(x))}</td>" for x in r) + "</tr>")
+    return (f"<table class='verdicts' style='font-size:0.85em'><thead><tr>{head}</tr></thead>"
+            f"<tbody>{''.join(rows)}</tbody></table>")
+
+
 # ----------------------------------------------------------------------------- verdict records
 def verdicts_path(records_dir: str | Path, chapter: str) -> Path:
     """Where a chapter's verdicts go: ``verdicts/<chapter>.json`` beside the record store."""

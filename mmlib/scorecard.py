@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from .report import ALPHA, KINDS, VERDICTS, adjust, claim_kind, detectable_effect, fmt_p, read_verdict_file, \
-    verdict_text
+from .report import ALPHA, KINDS, VERDICTS, adjust, anchor, claim_kind, detectable_effect, fmt_p, \
+    read_verdict_file, verdict_text
 
 # chapter -> (paper, the heading of the chapter's verdict section)
 PAPERS = {
@@ -66,11 +66,13 @@ def frame(verdict_dir: str | Path, page: str = "book/scorecard.ipynb", chapters:
         target = Path(CHAPTERS[ch].page).with_suffix(".html") if ch in CHAPTERS else Path(f"{ch}.html")
         link = f"{_relative(target, here)}#{slug(heading)}"
         for v in d["verdicts"]:
+            own = f"{_relative(target, here)}#{anchor(v.id)}" if v.id else link    # the claim's own row
             rows.append({"paper": paper, "chapter": ch, "kind": v.kind, "claim": v.claim,
                          "setting": v.setting, "metric": v.metric, "effect": v.effect, "ci_low": v.ci_low,
                          "ci_high": v.ci_high, "n": v.n, "p": v.p, "p_holm": v.p_holm, "q_bh": v.q_bh,
                          "signs": v.signs, "verdict": v.verdict, "raw_verdict": v.raw_verdict,
-                         "shown": verdict_text(v), "reason": v.reason, "text": v.text(), "link": link,
+                         "shown": verdict_text(v), "reason": v.reason, "text": v.text(), "link": own, "section": link,
+                         "id": v.id,
                          "sd": float(pd.Series(list(v.diffs.values()), dtype=float).std()) if v.n >= 2 else float("nan"),
                          "profile": d["context"].get("profile")})
     return pd.DataFrame(rows)
@@ -137,7 +139,7 @@ def html_table(df: pd.DataFrame, digits: int = 1) -> str:
         body.append(f"<tr><td>{html.escape(r['claim'])}</td><td>{r['kind']}</td><td>{html.escape(str(r['setting']))}</td>"
                     f"<td>{effect}</td><td>{html.escape(fmt_p(r['p']))} / {html.escape(fmt_p(r['p_holm']))}</td>"
                     f"<td style='color:{colour.get(r['verdict'], '#000')};font-weight:600'>{html.escape(verdict)}</td>"
-                    f"<td><a href='{html.escape(r['link'])}' title='the chapter section that decides it'>§</a></td></tr>")
+                    f"<td><a href='{html.escape(r['link'])}' title='the claim on the chapter page that decides it'>§</a></td></tr>")
     return head + "".join(body) + "</tbody></table>"
 
 

@@ -257,7 +257,7 @@ def test_scorecard_shows_every_claim_of_every_chapter(html):
     for link in card["link"].unique():
         target, anchor = link.split("#")
         built = (site / "_build/html/book" / target).read_text()
-        assert re.search(f'id="{anchor}"', built), link
+        assert re.search(f'id=["\']{anchor}["\']', built), link
 
 
 def test_no_chapter_tests_the_same_paired_differences_twice(html):

@@ -337,3 +337,14 @@ def test_claim_ids_are_unique_in_a_chapter_and_kinds_are_declared_or_known(tmp_p
     bad = report.compare_series(pd.Series({0: 2.0, 1: 3.0}), pd.Series({0: 1.0, 1: 1.0}), claim="z", kind="papers")
     with pytest.raises(ValueError, match="kind 'papers'"):
         report.adjust([bad])
+
+
+def test_verdict_html_anchors_each_claim_and_the_scorecard_links_there(tmp_path):
+    from mmlib import scorecard
+    v = report.compare_series(pd.Series({0: 2.0, 1: 3.0}), pd.Series({0: 1.0, 1: 1.0}), claim="Table 1: A beats B",
+                              id="smil.table1.beats_ae.eta10")
+    html = report.verdict_html([v])
+    assert "id='claim-smil-table1-beats-ae-eta10'" in html and "Table 1: A beats B" in html
+    report.write_verdicts(tmp_path / "verdicts" / "01_smil.json", "01_smil", [v])
+    f = scorecard.frame(tmp_path / "verdicts")
+    assert f["link"].iloc[0] == "chapters/01_smil.html#claim-smil-table1-beats-ae-eta10"
