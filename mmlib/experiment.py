@@ -19,7 +19,7 @@ import torch
 from . import masks, metrics
 from .data import MultimodalDataset
 from .methods import Method, decide, make_method
-from .results import existing_record, log_record_use, provenance, record_path, utc_now, versions, write_record
+from .results import PLUMBING, existing_record, log_record_use, provenance, record_path, utc_now, versions, write_record
 from .train import TrainConfig, get_device
 
 
@@ -334,8 +334,8 @@ def fit_seeds_batched(data: MultimodalDataset, method: str, method_kwargs: dict,
     return fitted
 
 
-# options that set the plumbing (encoders, which modality plays which role), not the variant
-PLUMBING = ("backbone", "sequence", "feat_dim", "hidden", "k", "x1", "x2")
+# options that set the plumbing (encoders, sizes, which modality plays which role), not the variant: one list,
+# results.PLUMBING (the explorer leaves them out of its "options" too)
 
 
 def variant_label(kwargs: dict) -> str:

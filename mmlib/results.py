@@ -229,7 +229,7 @@ def load_records(directory: str | Path, pattern: str = "*.json") -> pd.DataFrame
 EXPLORER_METRICS = ["accuracy", "f1_weighted", "f1_macro", "uar", "mae", "corr", "acc2", "acc7", "f1_micro",
                     "f1_samples"]
 # options that set the plumbing (encoders, sizes), left out of the explorer's "options" column
-_PLUMBING = {"backbone", "sequence", "feat_dim", "hidden", "d", "k", "x1", "x2"}
+PLUMBING = ("backbone", "sequence", "feat_dim", "hidden", "d", "k", "x1", "x2")
 
 
 def _compact(d: dict) -> str:
@@ -257,7 +257,7 @@ def explorer_frame(records_dir: str | Path, book_dir: str | Path | None = None) 
         if r is None:
             continue
         ident = r["identity"]
-        conf = {k: v for k, v in (ident.get("method_config") or {}).items() if k not in _PLUMBING}
+        conf = {k: v for k, v in (ident.get("method_config") or {}).items() if k not in PLUMBING}
         miss = r.get("missing", {})
         setting = _compact({"kind": miss.get("kind"), **{k: v for k, v in miss.items() if k != "kind"}})
         setting = setting.replace("kind=", "").replace("{", "").replace("}", "").replace("'", "")

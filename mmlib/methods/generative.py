@@ -30,7 +30,7 @@ from torch import nn
 
 from ..data import MultimodalDataset
 from ..models import MLP, encode, make_encoder
-from ..train import Adam, Checkpoint, TrainConfig, fit, get_device, seed_everything
+from ..train import Adam, Checkpoint, TrainConfig, fit, get_device, seed_everything, stream_seed
 from . import Method
 from .baselines import FusionBaseline
 from .common import full_presence, task_loss, validation_score
@@ -108,7 +108,7 @@ class Impute(Method):
 
     def _train_generator(self, C, T, rows, val, cfg, seed):
         dev, dc, dt = C.device, C.shape[1], T.shape[1]
-        gen = torch.Generator().manual_seed(seed + 7)
+        gen = torch.Generator().manual_seed(stream_seed(seed, "impute:generator"))
         zdim = self.noise_dim if self.generator == "gan" else 0
         G = MLP(dc + zdim, [256, 64, 256] if self.generator == "ae" else [256, 256], dt).to(dev)
         opt_g = Adam(G.parameters(), lr=cfg.lr)

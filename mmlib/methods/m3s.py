@@ -48,7 +48,7 @@ from torch.func import functional_call
 
 from .. import masks, metrics
 from ..models import noise_stream
-from ..train import Checkpoint, DropoutStream, TrainConfig, Call, adam, batches
+from ..train import Checkpoint, DropoutStream, TrainConfig, Call, adam, batches, stream_seed
 from . import Method, decide, make_method
 
 SETTINGS = ("orig", "spl_trn", "m3s")
@@ -111,7 +111,7 @@ class M3S(Method):
         base = make_method(self.base, **self.base_kwargs)
         self.base_method = base
         if self.setting != "orig":
-            base.augment = self._transform(data, torch.Generator().manual_seed(seed + 31))   # T's own stream
+            base.augment = self._transform(data, torch.Generator().manual_seed(stream_seed(seed, "m3s:spans")))
         kw = {"val_presence": val_presence} if val_presence is not None else {}
         model, loss_fn, rows, val_score = base.prepare(data, presence, seed=seed, cfg=cfg, device=device, **kw)
         self.used, self.required = getattr(base, "used", data.modality_names), getattr(base, "required", [])
@@ -126,7 +126,7 @@ class M3S(Method):
         opt = adam(model.parameters(), cfg)
         keeper, self.history = Checkpoint(cfg.patience, cfg.min_epochs), []
         query_order = torch.Generator().manual_seed(seed)            # the batches, as train.fit orders them
-        support_order = torch.Generator().manual_seed(seed + 1)      # X1 of Algorithm 1: its own stream
+        support_order = torch.Generator().manual_seed(stream_seed(seed, "m3s:support-batches"))   # X1 of Alg. 1
         y_val = data.y[data.splits["val"]]
         plain_steps = self.inner_steps + 1 if (self.compute_matched and self.setting != "m3s") else 1
         with noise_stream(DropoutStream(seed)):

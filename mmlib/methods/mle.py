@@ -58,7 +58,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..models import MLP, make_encoder, noise_stream
-from ..train import Adam, DropoutStream, TrainConfig, fit, get_device, seed_everything
+from ..train import Adam, DropoutStream, TrainConfig, fit, get_device, seed_everything, stream_seed
 from . import Method
 from .common import full_presence, two_roles, two_rows
 
@@ -467,7 +467,7 @@ class AEImpute(_TwoModality):
         dx, dy = self.X[0].numel(), self.X2[0].numel()
         self.ae = MLP(dx, [256, 64, 256], dy).to(self.device)      # x -> bottleneck -> y
         opt = Adam(self.ae.parameters(), lr=self.cfg.lr)
-        gen = torch.Generator().manual_seed(seed + 1)
+        gen = torch.Generator().manual_seed(stream_seed(seed, "mle:ae-imputation"))
         self.X2imp = self.X2.clone()
         missing = self.train_idx[~self.has_x2[self.train_idx]]
 

@@ -49,7 +49,7 @@ from torch import nn
 from torch.func import functional_call
 
 from ..models import MLP, encode, make_encoder, uniform_noise
-from ..train import TrainConfig, fit, seed_everything
+from ..train import TrainConfig, fit, seed_everything, stream_seed
 from . import Method
 from .common import (EVAL_CHUNK, ensemble_ready, fit_setup, fits_one_by_one, full_presence, validation_score,
                      validation_scores, weighted_mean)
@@ -218,7 +218,7 @@ class MMINLite(_EveryModality):
         return {m: self.X[m][idx] for m in self.names}, {m: ln[idx] for m, ln in self.L.items()}
 
     def _teacher(self, data, st, seed):
-        """MMIN's teacher (``utt_fusion``): built right after the fit's seeding, trained with seed + 1
+        """MMIN's teacher (``utt_fusion``): built right after the fit's seeding, trained with its own stream (``mmin:teacher``)
         on the complete training data (PDT) or on the training presence (IDT)."""
         from ..engine import Member
         model = nn.ModuleDict({"enc": Encoders(self.shapes, self.d, self.sequence, self.backbone),
@@ -226,7 +226,7 @@ class MMINLite(_EveryModality):
         full = torch.ones_like(st.P)
         return Member(model.to(st.device), st.train if self.pdt else st.rows,
                       {"seen": full if self.pdt else st.P, "val_P": torch.ones_like(st.val_P) if self.pdt else st.val_P},
-                      seed + 1)
+                      stream_seed(seed, "mmin:teacher"))
 
     def _teacher_loss(self, model, idx, weight, extra):
         xs, ls = self._batch(idx)
@@ -336,7 +336,7 @@ class AMAELite(_EveryModality):
         full = torch.ones_like(P)
         self.model = AMAENet({m: tuple(x.shape[1:]) for m, x in data.modalities.items()}, data.n_classes,
                              self.d, self.hidden, self.sequence, backbone=self.backbone).to(dev)
-        gen = torch.Generator().manual_seed(seed + 5)
+        gen = torch.Generator().manual_seed(stream_seed(seed, "amae:masks"))
 
         def loss_fn(model, idx):
             xs, ls = {m: self.X[m][idx] for m in self.names}, {m: ln[idx] for m, ln in self.L.items()}

@@ -97,7 +97,7 @@ from torch import nn
 from torch.func import functional_call, grad
 
 from ..models import encode, make_encoder
-from ..train import Checkpoint, TrainConfig, adam, batches, fit, get_device, seed_everything
+from ..train import Checkpoint, TrainConfig, adam, batches, fit, get_device, seed_everything, stream_seed
 from . import Method
 from .common import full_presence, task_loss, two_roles, two_rows, validation_score
 
@@ -353,7 +353,7 @@ class SMIL(Method):
         main = MainNet(tuple(self.X.shape[1:]), self.feat_dim, self.feat_dim, self.hidden, self.n_classes,
                        self.backbone).to(dev)
         main.load_state_dict(main_state)
-        seed_everything(seed + 4)
+        seed_everything(stream_seed(seed, "smil:aux-init"))
         aux = Aux(priors, self.feat_dim, self.feat_dim, self.hidden, self.variant, self.kmeans,
                   self.regularize, self.noise, self.kl_units, self.reg_init)
         enc2 = None
@@ -366,7 +366,7 @@ class SMIL(Method):
         opt = adam(self.model.parameters(), cfg)           # theta (main) and psi (aux) together
         keeper = Checkpoint(cfg.patience, cfg.min_epochs)                  # best validation epoch, plateau stop
         order_m = torch.Generator().manual_seed(seed)      # the order of D^m's batches
-        order_f = torch.Generator().manual_seed(seed + 2)  # the order of D^f's batches
+        order_f = torch.Generator().manual_seed(stream_seed(seed, "smil:complete-batches"))  # D^f's batches
         batches_f: list = []
         self.history = []
         for epoch in range(cfg.epochs if self.meta else 0):  # an epoch: one pass over D^m
@@ -408,7 +408,7 @@ class SMIL(Method):
             X2feat = torch.cat([encode(enc_x2, X2[c], None if self.X2L is None else self.X2L[c])
                                for c in torch.arange(len(X2), device=dev).split(1024)])
         self.X2feat = X2feat
-        enc_x1 = self._pretrain_encoder(tuple(self.X.shape[1:]), train, self.X, self.X1L, cfg, seed + 1,
+        enc_x1 = self._pretrain_encoder(tuple(self.X.shape[1:]), train, self.X, self.X1L, cfg, stream_seed(seed, "smil:x1-encoder"),
                                        "smil:x1-encoder", self.val)
         K = min(self.n_priors, len(complete))
         km = KMeans(K, n_init=10, random_state=seed).fit(X2feat[complete].cpu().numpy())
@@ -444,8 +444,8 @@ class SMIL(Method):
             out = model["main"](self.X[val], x2_feat(model, val), has, plain, False, self._xl(val))[0]
             return validation_score(self.task, out, self.labels[val])
 
-        net, hist = fit(net, loss_fn, self._on(complete), val_score, cfg, seed=seed + 3, desc="smil:fusion")
-        self._stages["smil:fusion"] = _stage(hist, complete, self._on(complete), seed + 3, cfg)
+        net, hist = fit(net, loss_fn, self._on(complete), val_score, cfg, seed=stream_seed(seed, "smil:fusion"), desc="smil:fusion")
+        self._stages["smil:fusion"] = _stage(hist, complete, self._on(complete), stream_seed(seed, "smil:fusion"), cfg)
         return net["main"], net["enc2"]
 
     def _x2_features(self, enc2, idx):
