@@ -23,16 +23,11 @@ import pandas as pd
 from .report import ALPHA, KINDS, VERDICTS, adjust, anchor, claim_kind, detectable_effect, fmt_p, \
     read_verdict_file, verdict_text
 
-# chapter -> (paper, the heading of the chapter's verdict section)
-PAPERS = {
-    "00_missing_modalities": ("Baselines (SMIL's Table 1 setting)", "What the runs say"),
-    "01_smil": ("SMIL", "What reproduced and what did not"),
-    "02_mle": ("MLE", "What reproduced and what did not"),
-    "03_redcore": ("RedCore", "What reproduced and what did not"),
-    "04_m3s": ("M3S", "What reproduced and what did not"),
-    "05_mla": ("MLA", "What reproduced and what did not"),
-    "06_head_to_head": ("Head to head (this book)", "Findings"),
-}
+def papers() -> dict[str, tuple[str, str]]:
+    """chapter -> (its paper's name on the scorecard, the heading of its verdict section), in the
+    book's order, from the chapter registry (the one place a chapter is named)."""
+    from .chapters import CHAPTERS
+    return {n: (c.paper, c.claims_heading) for n, c in CHAPTERS.items() if c.paper}
 
 
 def slug(heading: str) -> str:
@@ -62,7 +57,7 @@ def frame(verdict_dir: str | Path, page: str = "book/scorecard.ipynb", chapters:
     rows = []
     here = Path(page).parent
     for ch, d in read_all(verdict_dir, chapters).items():
-        paper, heading = PAPERS.get(ch, (ch, "What reproduced and what did not"))
+        paper, heading = papers().get(ch, (ch, "What reproduced and what did not"))
         target = Path(CHAPTERS[ch].page).with_suffix(".html") if ch in CHAPTERS else Path(f"{ch}.html")
         link = f"{_relative(target, here)}#{slug(heading)}"
         for v in d["verdicts"]:
@@ -93,7 +88,7 @@ def summary(df: pd.DataFrame, kinds=("paper",)) -> pd.DataFrame:
     if "raw_verdict" in sub:        # decisive before the family-wise adjustment, inconclusive after it
         counts["inconclusive only after Holm"] = (sub["raw_verdict"] != sub["verdict"]).groupby(sub["paper"]).sum() \
             .reindex(counts.index).fillna(0).astype(int)
-    order = [p for p, _ in PAPERS.values() if p in counts.index]
+    order = [p for p, _ in papers().values() if p in counts.index]
     return counts.reindex(order)
 
 
@@ -116,7 +111,7 @@ def power(df: pd.DataFrame, seeds=(5, 10, 20), power_: float = 0.8) -> pd.DataFr
             row[f"MDE, {n} seeds"] = round(detectable_effect(sd, n, ALPHA, power_), 1)
             row[f"MDE (Holm), {n} seeds"] = round(detectable_effect(sd, n, ALPHA / m, power_), 1)
         rows.append(row)
-    order = [p for p, _ in PAPERS.values()]
+    order = [p for p, _ in papers().values()]
     out = pd.DataFrame(rows)
     return out.set_index("paper").reindex([p for p in order if p in set(out["paper"])]) if len(out) else out
 

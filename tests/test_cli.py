@@ -176,3 +176,22 @@ def test_every_solution_follows_its_own_exercise():
                 last = label
             else:
                 assert label == last, f"{nb.name}: the solution of {label} comes after exercise {last}"
+
+
+def test_the_scorecard_and_the_teachers_page_follow_the_registry():
+    """The chapter registry is the one place a chapter is named: the scorecard's papers (their
+    order, names, verdict headings) come from it, every paper's bibliography key is in the
+    references, and the teachers' page has learning goals for every chapter that decides claims."""
+    from mmlib import scorecard
+    from mmlib.chapters import CHAPTERS
+    deciding = [n for n, c in CHAPTERS.items() if c.paper]
+    assert list(scorecard.papers()) == deciding
+    assert deciding == ["00_missing_modalities", "01_smil", "02_mle", "03_redcore", "04_m3s", "05_mla", "06_head_to_head"]
+    bib = (sweep.ROOT / "book" / "references.bib").read_text()
+    teachers = (sweep.ROOT / "book" / "teachers.md").read_text()
+    for n in deciding:
+        c = CHAPTERS[n]
+        assert not c.bib or "{" + c.bib + "," in bib, n
+        assert not c.bib or c.scorecard_note, n
+        short = c.paper.split(" (")[0] if c.bib else c.title.split(":")[0]
+        assert f"**{short}" in teachers or f"**{c.title.split(':')[0]}" in teachers, (n, short)
