@@ -274,8 +274,9 @@ def explorer_frame(records_dir: str | Path, book_dir: str | Path | None = None) 
     df = pd.DataFrame(rows)
     if df.empty:
         return df
-    order = ["chapter", "dataset", "method", "options", "missing", "selection", "seed", "test"] + \
-        [m for m in EXPLORER_METRICS if m in df] + ["epochs", "fit s", "profile", "record"]
+    # the metrics right after what names a row (on screen without scrolling), the long descriptions after them
+    order = ["chapter", "dataset", "method", "test", "seed"] + [m for m in EXPLORER_METRICS if m in df] + \
+        ["options", "missing", "selection", "epochs", "fit s", "profile", "record"]
     out = df[order].copy()
     for m in EXPLORER_METRICS:
         if m in out:
