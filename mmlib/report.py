@@ -424,7 +424,7 @@ def same_comparisons(verdicts: list[Verdict]) -> list[tuple[Verdict, Verdict]]:
     setting: a claim and its mirror, found from what the claims name (no data needed)."""
     seen, out = {}, []
     for v in verdicts:
-        if v.direction == "=":
+        if v.direction == "=" or {v.a, v.b} == {"a", "b"}:     # (compare_series' default labels name nothing)
             continue
         key = (family(v.kind or claim_kind(v.claim)), v.metric, v.setting, frozenset((v.a, v.b)))
         if key in seen:
