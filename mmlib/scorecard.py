@@ -106,10 +106,10 @@ def power(df: pd.DataFrame, seeds=(5, 10, 20), power_: float = 0.8) -> pd.DataFr
         m = max(len(tested), 1)
         sd = float(tested["sd"].median()) if len(tested) else float("nan")
         row = {"paper": paper, "claims": len(g), "inconclusive": f"{(g['verdict'] == 'inconclusive').mean():.0%}",
-               "n (seeds)": int(tested["n"].median()) if len(tested) else 0, "typical SD": round(sd, 2)}
+               "n": int(tested["n"].median()) if len(tested) else 0, "typical SD": round(sd, 2)}
         for n in seeds:
-            row[f"MDE, {n} seeds"] = round(detectable_effect(sd, n, ALPHA, power_), 1)
-            row[f"MDE (Holm), {n} seeds"] = round(detectable_effect(sd, n, ALPHA / m, power_), 1)
+            row[f"MDE {n}"] = round(detectable_effect(sd, n, ALPHA, power_), 1)               # (short headers: the
+            row[f"MDE {n}, Holm"] = round(detectable_effect(sd, n, ALPHA / m, power_), 1)     # table fits the page)
         rows.append(row)
     order = [p for p, _ in papers().values()]
     out = pd.DataFrame(rows)

@@ -275,9 +275,9 @@ def test_the_scorecard_power_table_reads_the_claims_spread(tmp_path):
     p = scorecard.power(scorecard.frame(tmp_path / "verdicts"))
     row = p.loc["MLE"]
     sd = pd.Series([1.0, 3.0, 1.0, 3.0, 1.0]).std()
-    assert row["claims"] == 3 and row["n (seeds)"] == 5 and row["typical SD"] == pytest.approx(round(sd, 2))
-    assert row["MDE, 10 seeds"] == pytest.approx(round(report.detectable_effect(sd, 10), 1))
-    assert row["MDE (Holm), 5 seeds"] == pytest.approx(round(report.detectable_effect(sd, 5, 0.05 / 3), 1))
+    assert row["claims"] == 3 and row["n"] == 5 and row["typical SD"] == pytest.approx(round(sd, 2))
+    assert row["MDE 10"] == pytest.approx(round(report.detectable_effect(sd, 10), 1))
+    assert row["MDE 5, Holm"] == pytest.approx(round(report.detectable_effect(sd, 5, 0.05 / 3), 1))
 
 
 def test_every_effect_is_the_claimed_side_minus_the_other():
