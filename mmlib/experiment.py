@@ -142,14 +142,16 @@ def evaluate(method: Method, data: MultimodalDataset, split: str = "test",
     if patterns is None:
         patterns = [p for p in masks.test_patterns(names) if set(p) & set(used) and required <= set(p)]
     y = data.y[data.splits[split]]
+    oracle = has_oracle(data)               # the exact posterior is known: how far the method's is from it
+    if oracle:
+        from .data.gaussian import kl_to_oracle
     out, preds = {}, []
     for pat in patterns:
         P = masks.pattern(len(data.splits[split]), names, pat)
         logits = method.predict(data, split, P)
         pred = decide(data.task, logits)
         out["+".join(pat)] = metrics.report(data.task, y, pred)
-        if has_oracle(data):                # the exact posterior is known: how far the method's is from it
-            from .data.gaussian import kl_to_oracle
+        if oracle:
             out["+".join(pat)]["kl_oracle"] = kl_to_oracle(data, split, P, logits)
         preds.append(pred)
     if pooled is not None and preds:

@@ -285,8 +285,10 @@ def best_separated(vals: dict[str, pd.Series], exclude=(ORACLE, "Upper-Bound", *
     cand = {r: v for r, v in vals.items() if r not in exclude and len(v)}
     if len(cand) < 2:
         return (next(iter(cand)) if cand else None), None
-    score = {r: (val[r].mean() if val is not None and r in val and val[r].notna().any() else -math.inf)
-             if val is not None else cand[r].mean() for r in cand}
+    if val is None:
+        score = {r: cand[r].mean() for r in cand}
+    else:                                   # (a row without a validation score ranks last)
+        score = {r: val[r].mean() if r in val and val[r].notna().any() else -math.inf for r in cand}
     order = sorted(cand, key=lambda r: -score[r])
     return order[0], report.paired(cand[order[0]], cand[order[1]])
 
