@@ -58,15 +58,31 @@ def confusion(y_true, y_pred, class_names, ax=None, title: str = "", normalize: 
 
 
 def curves(df: pd.DataFrame, x: str, metric: str, hue: str, ax=None, title: str = "",
-           scale: float = 100.0, ylabel: str | None = None, err: str = "ci"):
+           scale: float = 100.0, ylabel: str | None = None, err: str = "ci", colors: dict | None = None,
+           order: list | None = None):
     """Mean +- error of ``metric`` against ``x``, one line per ``hue`` value, from a frame
     with ``<metric>_mean`` and ``<metric>_<err>`` columns (default: the 95 % interval's
-    half-width of :func:`mmlib.report.summary`)."""
+    half-width of :func:`mmlib.report.summary`). ``colors``: a colour per hue value, so that
+    several panels agree; ``order``: the hue values' order (legend and points).
+
+    With one value of ``x`` there is no line to draw: each hue value is a point with its error
+    bar at a position of its own, labelled on the x axis (``x = value`` below them)."""
     ax = ax or plt.gca()
-    for name, g in df.sort_values(x).groupby(hue, sort=False):
-        ax.errorbar(g[x], g[f"{metric}_mean"] * scale, yerr=g[f"{metric}_{err}"].fillna(0) * scale,
-                    marker="o", ms=4, capsize=3, label=str(name))
+    names = [n for n in (order or []) if n in set(df[hue])] + \
+        [n for n in dict.fromkeys(df.sort_values(x)[hue]) if n not in (order or [])]
+    xs = df[x].unique()
+    for i, name in enumerate(names):
+        g = df[df[hue] == name].sort_values(x)
+        where = [i] * len(g) if len(xs) == 1 else g[x]
+        kw = {"color": colors[name]} if colors and name in colors else {}
+        ax.errorbar(where, g[f"{metric}_mean"] * scale, yerr=g[f"{metric}_{err}"].fillna(0) * scale,
+                    marker="o", ms=4 if len(xs) > 1 else 6, capsize=3, label=str(name), **kw)
     ax.set(xlabel=x, ylabel=ylabel or metric, title=title)
+    if len(xs) == 1:
+        ax.set_xticks(range(len(names)))
+        ax.set_xticklabels([str(n) for n in names], rotation=60, ha="right", fontsize=8)
+        ax.set_xlim(-0.6, len(names) - 0.4)
+        ax.set_xlabel(f"{x} = {xs[0]:g}" if isinstance(xs[0], (int, float, np.number)) else f"{x} = {xs[0]}")
     ax.legend(fontsize=8)
     return ax
 

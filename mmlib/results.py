@@ -284,6 +284,40 @@ def explorer_frame(records_dir: str | Path, book_dir: str | Path | None = None) 
     return out
 
 
+# The explorer's metric columns sort with the empty cells (a metric another task reports) last in
+# both directions; DataTables' numeric order would put them first when ascending. A DataTables
+# ordering type, registered on the page before the table starts (itables' offline bundle exports
+# DataTable as its default).
+NAN_LAST_TYPE = "num-empty-last"
+
+
+def explorer_sort_script(itables_version: str) -> str:
+    """The page script that registers :data:`NAN_LAST_TYPE` with the DataTables of itables
+    ``itables_version`` (its offline bundle, whose default export is DataTable)."""
+    v = "_itables_" + itables_version.replace(".", "_")
+    return f"""<script type="module">
+(async () => {{
+  async function register() {{
+    const {{ default: DataTable }} = await window.{v};
+    const empty = (v) => typeof v !== "number" || Number.isNaN(v);
+    const cmp = (sign) => (a, b) => (empty(a) || empty(b)) ? empty(a) - empty(b) : sign * (a - b);
+    DataTable.ext.type.order["{NAN_LAST_TYPE}-asc"] = cmp(1);
+    DataTable.ext.type.order["{NAN_LAST_TYPE}-desc"] = cmp(-1);
+  }}
+  if (window.{v}) {{ await register(); }}
+  else {{ window.addEventListener("itables-{itables_version}-ready", register); }}
+}})();
+</script>"""
+
+
+def explorer_column_defs(frame: pd.DataFrame) -> list[dict]:
+    """DataTables ``columnDefs`` for the explorer's table (``frame`` as shown, no index): the
+    metric columns sort with their empty cells last (:func:`explorer_sort_script` must be on
+    the page first)."""
+    cols = [i for i, c in enumerate(frame.columns) if c in EXPLORER_METRICS]
+    return [{"targets": cols, "type": NAN_LAST_TYPE}] if cols else []
+
+
 def _flat(d: dict, prefix: str = "") -> dict:
     out = {}
     for k, v in d.items():
@@ -296,12 +330,20 @@ def _flat(d: dict, prefix: str = "") -> dict:
 
 def paper_table(name: str) -> pd.DataFrame:
     """A paper's own results table, e.g. ``paper_table("smil_table1")`` (columns: paper,
-    table, dataset, method, setting, test_modalities, metric, value, std, note)."""
+    table, dataset, method, setting, test_modalities, metric, value, std, note).
+
+    The papers call their own method "Ours" (MLE) or "MLA (Ours)": in this book "ours" means the
+    book's numbers, so the paper's method is named by the paper (``Ours`` -> ``MLE``,
+    ``CLIP + MLA (Ours)`` -> ``CLIP + MLA``)."""
     path = PAPER_TABLES / f"{name}.csv"
     if not path.is_file():
         known = sorted(p.stem for p in PAPER_TABLES.glob("*.csv"))
         raise ValueError(f"no paper table {name!r}; known: {known}")
-    return pd.read_csv(path, dtype={"setting": str, "test_modalities": str, "note": str})
+    df = pd.read_csv(path, dtype={"method": str, "setting": str, "test_modalities": str, "note": str})
+    own = df["method"].str.strip() == "Ours"
+    df.loc[own, "method"] = df.loc[own, "paper"]
+    df["method"] = df["method"].str.replace(r"\s*\(Ours\)$", "", regex=True)
+    return df
 
 
 def parse_setting(text) -> dict:

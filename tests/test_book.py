@@ -229,6 +229,7 @@ def test_book_builds_offline_with_warnings_as_errors(html):
     assert 'href="../glossary.html#term-presence-matrix"' in (html / "book/chapters/00_missing_modalities.html").read_text()
     explorer = (html / "book/appendix/explorer.html").read_text()
     assert "itables" in explorer and "05_mla" in explorer and "cdn.datatables" not in explorer   # offline table
+    assert explorer.count("num-empty-last") >= 2        # the ordering type registered and given to the metrics
     chapter = (html / "book/chapters/00_missing_modalities.html").read_text()
     assert "cdn.jsdelivr" not in chapter and "_mathjax/tex-chtml.js" in chapter
     assert "Lower-Bound" in chapter and "injected-parameters" not in chapter

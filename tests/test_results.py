@@ -49,6 +49,17 @@ def test_paper_tables_and_beside_paper():
         results.paper_table("smil_table9")
 
 
+def test_paper_tables_name_the_papers_method_by_the_paper_not_ours():
+    """In the book "ours" is the book's numbers: a paper's "Ours" row is the paper's method."""
+    from mmlib.results import PAPER_TABLES
+    for path in PAPER_TABLES.glob("*.csv"):
+        assert not results.paper_table(path.stem)["method"].astype(str).str.contains("Ours").any(), path.stem
+    assert "MLE" in set(results.paper_table("mle_table1")["method"])
+    assert {"MLA", "CLIP + MLA"} <= set(results.paper_table("mla_table1")["method"]) | \
+        set(results.paper_table("mla_table4")["method"])
+    assert "Ours" in (PAPER_TABLES / "mle_table1.csv").read_text()      # the CSV keeps the paper's own words
+
+
 def test_every_paper_setting_parses_into_one_vocabulary():
     from mmlib.results import PAPER_TABLES, paper_table, parse_setting
     assert parse_setting("eta=10%") == {"protocol": "keep_fraction", "rates": {"incomplete": 0.9}}
@@ -110,3 +121,15 @@ def test_student_notebooks_have_no_solutions_and_no_outputs(tmp_path):
         assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code"), n
     mla = nbformat.reads(z.read("notebooks/05_mla.ipynb").decode(), 4)
     assert sum("{exercise}" in c.source for c in mla.cells) >= 1
+
+
+def test_explorer_sorts_a_metrics_empty_cells_last():
+    """The explorer's metric columns get the ordering type that the page script registers; the
+    script's comparison puts empty cells last in both directions (checked in Chromium by hand:
+    accuracy 0.7, NaN, 0.5, NaN, 0.9 sorts to 0.5 0.7 0.9 NaN NaN and 0.9 0.7 0.5 NaN NaN)."""
+    frame = pd.DataFrame({"chapter": ["x"], "accuracy": [0.5], "options": [""], "mae": [float("nan")]})
+    assert results.explorer_column_defs(frame) == [{"targets": [1, 3], "type": results.NAN_LAST_TYPE}]
+    assert results.explorer_column_defs(frame[["chapter"]]) == []
+    js = results.explorer_sort_script("2.9.1")
+    assert "window._itables_2_9_1" in js and "itables-2.9.1-ready" in js
+    assert f'order["{results.NAN_LAST_TYPE}-asc"]' in js and f'order["{results.NAN_LAST_TYPE}-desc"]' in js
