@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import inspect
 import time
+from collections.abc import Sized
 
 import numpy as np
 import torch
@@ -137,8 +137,8 @@ def evaluate(method: Method, data: MultimodalDataset, split: str = "test",
     given, it receives the metrics over every pattern's predictions together (the split
     replicated once per pattern, as RedCore's and MMIN's code score it)."""
     names = data.modality_names
-    used = getattr(method, "used", names)
-    required = set(getattr(method, "required", []))     # e.g. MLE's always-observed x
+    used = method.used_modalities(names)
+    required = set(method.required)                     # e.g. MLE's always-observed x
     if patterns is None:
         patterns = [p for p in masks.test_patterns(names) if set(p) & set(used) and required <= set(p)]
     y = data.y[data.splits[split]]
@@ -200,10 +200,10 @@ def run(data: MultimodalDataset, method: str | Method, missing: dict, seed: int,
     names = data.modality_names
     presence = masks.from_spec(missing, len(data.splits["train"]), names, seed)
     val_presence = validation_presence(data, val_missing, seed)
-    if val_presence is not None and "val_presence" not in inspect.signature(m.fit).parameters:
-        raise ValueError(f"{m.name} cannot select on a masked validation split (its fit() takes no val_presence); "
+    if val_presence is not None and not m.masked_validation:
+        raise ValueError(f"{m.name} cannot select on a masked validation split (masked_validation is False); "
                          "run it with val_missing=None")
-    if corruption is not None and not getattr(m, "reads_data_at_predict", False):
+    if corruption is not None and not m.reads_data_at_predict:
         raise ValueError(f"{m.name} predicts from the data it was fitted on, so it cannot be tested on a corrupted "
                          "copy; run it without a corruption")
     identity = run_identity(data, m, presence, seed, cfg, profile, val_missing, corruption, test_missing)
@@ -249,13 +249,13 @@ def make_record(data: MultimodalDataset, m: Method, identity: dict, missing: dic
         if test_sets is None and has_oracle(data):
             from .data.gaussian import kl_to_oracle
             scores["masked"]["kl_oracle"] = kl_to_oracle(data, "test", test_mask, logits)
-    extra = {"trace": m.trace} if getattr(m, "trace", None) else {}     # e.g. RedCore's RA and eta per update
-    if getattr(m, "warm_starts", None):                                 # e.g. SMIL's warm starts: budgets, histories
+    extra = {"trace": m.trace} if m.trace else {}                       # e.g. RedCore's RA and eta per update
+    if m.warm_starts:                                                   # e.g. SMIL's warm starts: budgets, histories
         extra["warm_starts"] = m.warm_starts
-    if hasattr(m, "embed_modality"):
+    if m.embeds_modalities:
         extra["modality_gap"] = modality_gaps(m, data)
     eval_s = time.perf_counter() - t0
-    hist = getattr(m, "history", [])
+    hist = m.history
     return {
         "identity": identity, "tags": tags or {}, "missing": missing,
         "presence": pack_presence(presence), "presence_summary": masks.describe(presence, data.modality_names),
@@ -280,7 +280,7 @@ def modality_gap(h_a: torch.Tensor, h_b: torch.Tensor) -> float:
 
 def modality_gaps(m: Method, data: MultimodalDataset, split: str = "test") -> dict[str, float]:
     """The modality gap of every pair of the modalities a method uses, keyed ``"a|b"``."""
-    used = [n for n in data.modality_names if n in getattr(m, "used", data.modality_names)]
+    used = m.used_modalities(data.modality_names)
     h = {n: m.embed_modality(data, split, n) for n in used}
     return {f"{a}|{b}": modality_gap(h[a], h[b]) for i, a in enumerate(used) for b in used[i + 1:]
             if h[a].shape[1] == h[b].shape[1]}
@@ -301,7 +301,7 @@ def fit_seeds_batched(data: MultimodalDataset, method: str, method_kwargs: dict,
     vals = val_missing if isinstance(val_missing, list) else [val_missing] * len(specs)
     tests = test_missing if isinstance(test_missing, list) else [test_missing] * len(specs)
     proto = make_method(method, **method_kwargs)
-    if records_dir is None or not getattr(proto, "batchable", lambda data: False)(data):
+    if records_dir is None or not proto.batchable(data):
         return 0
     members = []
     for spec, vm, tm in zip(specs, vals, tests):
@@ -383,7 +383,7 @@ def run_grid(data: MultimodalDataset, methods: list, settings: dict[str, dict], 
     (the record's file in the store, e.g. to read its per-epoch ``history``).
     """
     import pandas as pd
-    if isinstance(seeds, (str, bytes)) or not hasattr(seeds, "__len__") or len(seeds) == 0:
+    if isinstance(seeds, (str, bytes)) or not isinstance(seeds, Sized) or len(seeds) == 0:
         raise ValueError(f"seeds must be a non-empty list of integers, got {seeds!r}")
     for s_ in seeds:
         _check_seed(s_)

@@ -41,7 +41,7 @@ def versions() -> dict:
 
 
 @functools.lru_cache(maxsize=1)
-def _machine() -> dict:
+def machine() -> dict:
     cpu = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -82,7 +82,7 @@ def provenance(device=None, started: str | None = None, parameters: int | None =
     number of trained parameters."""
     import resource
     import torch
-    out = {**_machine(), **_git(), "utc_start": started, "utc_end": utc_now(),
+    out = {**machine(), **_git(), "utc_start": started, "utc_end": utc_now(),
            "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
            "parameters": parameters, "gpu": None}
     if device is not None and torch.device(device).type == "cuda":

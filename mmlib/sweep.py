@@ -526,8 +526,8 @@ SWEEP_LOG_KEEP = 100
 
 
 def _machine_line() -> str:
-    from .results import _machine
-    m = _machine()
+    from .results import machine
+    m = machine()
     return f"{m['cpu']}, {m['cores']} cores" + (f", {m['ram_gib']:.0f} GiB" if m.get("ram_gib") else "")
 
 

@@ -219,6 +219,7 @@ def test_masked_validation_is_refused_by_a_method_that_cannot_use_it(affect):
     @dataclass(eq=False)
     class Plain(Method):                      # a method whose fit() knows nothing of a validation mask
         name: str = "plain"
+        masked_validation = False             # ... says so
 
         def fit(self, data, presence, *, seed=0, cfg=None, device=None):
             return self

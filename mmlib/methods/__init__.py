@@ -26,20 +26,43 @@ class Method:
     A method is a dataclass whose fields are its hyperparameters (``name``, the registry
     key, aside): :meth:`config` reads them, so a record's method identity is
     ``(name, config())`` and nothing else. State made by ``fit`` (networks, history) is set
-    as plain attributes. Methods declare what they read: ``used`` (modalities the fit
-    reads) and ``required`` (modalities every predicted row must have), set by ``fit``.
+    as plain attributes.
+
+    What the harness (:mod:`mmlib.experiment`) reads of a method is declared here, with its
+    default; a method overrides what it has (the harness probes nothing):
+
+    - ``used`` / ``required``: the modalities the fit reads and those every predicted row must
+      have, set by ``fit`` (default: every modality, none required): :meth:`used_modalities`;
+    - ``masked_validation``: ``fit`` selects on a masked validation split (its ``val_presence``);
+      a method that cannot says False and the harness refuses ``val_missing`` for it;
+    - ``reads_data_at_predict``: ``predict`` reads the data it is given, so the method can be
+      scored on a corrupted copy of the test split (M3S's spans);
+    - ``history`` (one dict per epoch), ``trace`` (per update, e.g. RedCore's RA and eta) and
+      ``warm_starts`` (SMIL's warm-start fits): written into the record when not empty;
+    - ``embeds_modalities`` with :meth:`embed_modality`: one modality's embedding, for the
+      modality gap;
+    - :meth:`batchable` with :meth:`fit_seeds`: several (presence, seed) fits trained as one
+      ensemble (:mod:`mmlib.engine`).
     """
 
     name = "method"
     history: list[dict]
+    used: list[str] | None = None
+    required: tuple[str, ...] | list[str] = ()
+    device: torch.device | None = None            # where ``fit`` put the model
+    masked_validation = True
+    reads_data_at_predict = False
+    trace: list[dict] | None = None
+    warm_starts: dict | None = None
+    embeds_modalities = False
 
     def __post_init__(self):
         self.history = []
 
     def fit(self, data: MultimodalDataset, presence: torch.Tensor, *, seed: int = 0, cfg=None,
-            device=None) -> "Method":
-        """Train on the training split with ``presence`` (n_train x M). Methods that can select
-        on a masked validation split also take ``val_presence`` (n_val x M; None: all present)."""
+            device=None, val_presence: torch.Tensor | None = None) -> "Method":
+        """Train on the training split with ``presence`` (n_train x M), selecting the epoch on
+        the validation split masked by ``val_presence`` (n_val x M; None: all present)."""
         raise NotImplementedError
 
     def predict(self, data: MultimodalDataset, split: str, presence: torch.Tensor | None = None) -> torch.Tensor:
@@ -47,6 +70,23 @@ class Method:
 
     def embed(self, data: MultimodalDataset, split: str, presence: torch.Tensor | None = None) -> torch.Tensor:
         raise NotImplementedError
+
+    def embed_modality(self, data: MultimodalDataset, split: str, modality: str) -> torch.Tensor:
+        """One modality's embedding of ``split`` (methods with ``embeds_modalities``)."""
+        raise NotImplementedError(f"{self.name} has no per-modality embedding")
+
+    def used_modalities(self, names: list[str]) -> list[str]:
+        """The modalities of ``names`` the fit read, in ``names``' order (default: all)."""
+        return [n for n in names if self.used is None or n in self.used]
+
+    def batchable(self, data: MultimodalDataset | None = None) -> bool:
+        """Whether several fits on ``data`` can train as one ensemble (:meth:`fit_seeds`)."""
+        return False
+
+    def fit_seeds(self, data: MultimodalDataset, presences: list, seeds: list[int], *, cfg=None, device=None,
+                  val_presences: list | None = None) -> list["Method"]:
+        """Fit one copy per (presence, seed) pair as one ensemble; return the fitted copies."""
+        raise NotImplementedError(f"{self.name} does not train as an ensemble (batchable() is False)")
 
     # options added after records were written: left out of ``config()`` at the value that reproduces the
     # behaviour before them, so those records stay valid (e.g. ``{"backbone": "cnn"}``)

@@ -36,7 +36,8 @@ class FusionBaseline(Method):
     ``use="always_present"`` picks the modalities present in every training sample.
     """
     reads_data_at_predict = True      # predict() reads the data it is given (e.g. a corrupted test copy)
-    augment = None                    # a hook (rows, inputs) -> inputs on training batches (M3S sets it)
+    embeds_modalities = True          # embed_modality(): the modality gap in the record
+    augment = None                    # a hook (rows, inputs) -> inputs on training batches: prepare(augment=...)
     name: str = "zp_concat"
     fusion: str = "concat"
     use: list | str | None = None
@@ -129,9 +130,11 @@ class FusionBaseline(Method):
         """Extra arguments of the fusion head (e.g. FiLM's conditioning modality)."""
         return {}
 
-    def prepare(self, data, presence, *, seed=0, cfg=None, device=None, val_presence=None):
+    def prepare(self, data, presence, *, seed=0, cfg=None, device=None, val_presence=None, augment=None):
         """What :meth:`fit` trains, for a wrapper that trains it its own way (M3S): the network,
-        the loss of a batch of rows, the training rows and the validation score."""
+        the loss of a batch of rows, the training rows and the validation score. ``augment``: a
+        transform (rows, inputs) -> inputs of every training batch (M3S's T)."""
+        self.augment = augment
         P, rows, loss_fn, val_logits, val_score = self._setup(data, presence, seed, device, val_presence)
         return (self.model, (lambda model, idx: loss_fn(model, idx, None, P)), rows,
                 (lambda model: float(val_score(val_logits(model, P).unsqueeze(0))[0])))

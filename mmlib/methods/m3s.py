@@ -80,7 +80,7 @@ class M3S(Method):
 
     # -- T(X; F), redrawn for every batch ------------------------------------------------------
     def _transform(self, data, gen: torch.Generator):
-        """The hook the base calls on its training batches: fresh spans (section 3.2) on the
+        """The transform the base applies to its training batches (``prepare(augment=...)``): fresh spans (section 3.2) on the
         batch's inputs ("masked": on top of the fixed corruption; "complete": on the clean
         features instead)."""
         spans = data.info.get("spans") or {"band": self.aug_band, "axis": "time"}    # no fixed corruption
@@ -110,12 +110,11 @@ class M3S(Method):
                              "(the band of the spans it draws on data without a fixed corruption)")
         base = make_method(self.base, **self.base_kwargs)
         self.base_method = base
-        if self.setting != "orig":
-            base.augment = self._transform(data, torch.Generator().manual_seed(stream_seed(seed, "m3s:spans")))
-        kw = {"val_presence": val_presence} if val_presence is not None else {}
-        model, loss_fn, rows, val_score = base.prepare(data, presence, seed=seed, cfg=cfg, device=device, **kw)
-        self.used, self.required = getattr(base, "used", data.modality_names), getattr(base, "required", [])
-        self.device = getattr(base, "device", None)
+        augment = None if self.setting == "orig" else \
+            self._transform(data, torch.Generator().manual_seed(stream_seed(seed, "m3s:spans")))
+        model, loss_fn, rows, val_score = base.prepare(data, presence, seed=seed, cfg=cfg, device=device,
+                                                       val_presence=val_presence, augment=augment)
+        self.used, self.required, self.device = base.used, base.required, base.device
 
         call = Call(model, loss_fn)                         # the loss as a function of the parameters
         names = {k: "model." + k for k, _ in model.named_parameters()}

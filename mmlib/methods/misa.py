@@ -35,7 +35,7 @@ from torch import nn
 
 from ..models import MLP
 from .common import fit_setup, task_loss, validation_score
-from .mmin import Encoders, _EveryModality
+from .mmin import Encoders, EveryModality
 
 
 def cmd(x: torch.Tensor, y: torch.Tensor, moments: int = 5) -> torch.Tensor:
@@ -73,7 +73,7 @@ class MISANet(nn.Module):
 
 
 @dataclass(eq=False)
-class MISALite(_EveryModality):
+class MISALite(EveryModality):
     """MISA's four losses on the book's encoders (the fields are its hyperparameters)."""
     name: str = "misa_lite"
     alpha: float = 1.0                # L_sim (CMD)
@@ -86,8 +86,10 @@ class MISALite(_EveryModality):
     backbone: str = "cnn"
     implicit = {"backbone": "cnn"}
 
-    def prepare(self, data, presence, *, seed=0, cfg=None, device=None, val_presence=None):
-        """The network, the loss of a batch of rows, the training rows and the validation score."""
+    def prepare(self, data, presence, *, seed=0, cfg=None, device=None, val_presence=None, augment=None):
+        """The network, the loss of a batch of rows, the training rows and the validation score.
+        ``augment``: a transform (rows, inputs) -> inputs of every training batch (M3S's T)."""
+        self.augment = augment
         s = fit_setup(self, data, presence, val_presence, seed, device, task=data.task)
         P, y, val = s.P, s.y, s.val
         self.task, self.val_P = data.task, s.val_P

@@ -151,6 +151,7 @@ def dynamic_fusion(logits: torch.Tensor, present: torch.Tensor, mode: str = "sam
 @dataclass(eq=False)
 class MLA(Method):
     reads_data_at_predict = True      # predict() reads the data it is given (e.g. a corrupted test copy)
+    embeds_modalities = True          # embed_modality(): the modality gap in the record
     name: str = "mla"
     hgm: str = "paper"
     alpha: float = 0.1

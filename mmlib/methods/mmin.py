@@ -92,12 +92,12 @@ class ImagineNet(nn.Module):
         return logits, E, imagined
 
 
-class _EveryModality(Method):
+class EveryModality(Method):
     """Training and prediction shared by the methods that read every modality (MMIN, CRA,
     AMAE, MISA): ``fit`` trains what the method's ``prepare`` builds; prediction runs the
     network in chunks of rows, on the device, with the given presence."""
     reads_data_at_predict = True      # predict() reads the data it is given (e.g. a corrupted test copy)
-    augment = None                    # a hook (rows, inputs) -> inputs on training batches (M3S sets it)
+    augment = None                    # a hook (rows, inputs) -> inputs on training batches: prepare(augment=...)
 
     def fit(self, data, presence, *, seed=0, cfg=None, device=None, val_presence=None):
         cfg = cfg or TrainConfig()
@@ -130,7 +130,7 @@ class _EveryModality(Method):
 
 
 @dataclass(eq=False)
-class MMINLite(_EveryModality):
+class MMINLite(EveryModality):
     """``imagine=True``: MMIN (teacher + cycle); ``imagine=False``: CRA. ``pdt=False``
     (MMIN only) trains it as an IDT method: the teacher learns from the training presence
     (missing inputs zeroed) instead of complete data, and in each batch a random part
@@ -190,11 +190,13 @@ class MMINLite(_EveryModality):
             m.model, m.history = mem.model, hist
         return copies
 
-    def prepare(self, data, presence, *, seed=0, cfg=None, device=None, val_presence=None):
+    def prepare(self, data, presence, *, seed=0, cfg=None, device=None, val_presence=None, augment=None):
         """Everything before the student's training loop (the teacher included), for a method
         that runs its own loop over MMIN (M3S): the student, the loss of a batch of rows, the
-        training rows and the validation score."""
+        training rows and the validation score. ``augment``: a transform (rows, inputs) -> inputs
+        of every training batch (M3S's T)."""
         from ..engine import fit_ensemble
+        self.augment = augment
         cfg = cfg or TrainConfig()
         st = self._setup_fit(data, presence, seed, device, val_presence)
         teacher = None
@@ -318,7 +320,7 @@ class AMAENet(nn.Module):
 
 
 @dataclass(eq=False)
-class AMAELite(_EveryModality):
+class AMAELite(EveryModality):
     """ActionMAE-like baseline (PDT): masked modality tokens reconstructed by a transformer."""
     name: str = "amae_lite"
     drop: float = 0.3                 # random modality dropout of present modalities in training
