@@ -488,3 +488,17 @@ def plateau(frame, label=None) -> "pd.DataFrame":
         # a method that trains warm starts before its own loop (SMIL): their epochs, from its records
         out["median_warm_start_epochs"] = g["warm_start_epochs"].median()
     return out
+
+
+PLATEAU_HEADERS = {"runs": "runs (setting x seed)", "fits": "distinct fits", "on_plateau": "stopped on a plateau",
+                   "median_best_epoch": "median best epoch", "median_epochs_run": "median epochs run",
+                   "max_epochs": "epoch ceiling", "median_warm_start_epochs": "median warm-start epochs (from the records)"}
+
+
+def plateau_table(frame, label=None, order=None, runs: str = "setting x seed") -> "pd.DataFrame":
+    """:func:`plateau` as a page shows it: the rows in ``order`` (labels; None: as they come),
+    the columns named for a reader (``runs``: what a run is, e.g. "band x seed")."""
+    out = plateau(frame, label)
+    if order is not None:
+        out = out.reindex([o for o in order if o in out.index])
+    return out.rename(columns={**PLATEAU_HEADERS, "runs": f"runs ({runs})"})

@@ -137,6 +137,10 @@ def test_run_grid_names_runs_by_registry_key_and_counts_shared_fits(avdigits, tm
     pl = plateau(df)
     assert pl.loc["Lower-Bound", "runs"] == 4 and pl.loc["Lower-Bound", "fits"] == 2
     assert pl.loc["audio only", "runs"] == 4 and pl.loc["audio only", "fits"] == 4   # it uses the audio mask
+    from mmlib.experiment import plateau_table
+    shown = plateau_table(df, order=["audio only", "Lower-Bound", "absent"], runs="rate x seed")
+    assert list(shown.index) == ["audio only", "Lower-Bound"] and shown.columns[0] == "runs (rate x seed)"
+    assert "epoch ceiling" in shown.columns and shown.loc["Lower-Bound", "distinct fits"] == 2
 
 
 def test_batched_seeds_equal_sequential_fits(avdigits):

@@ -1,0 +1,12 @@
+"""Page modules: a chapter's analysis, as small tested functions over records.
+
+A chapter notebook keeps the prose, the equations, ``show_code`` of its method, the calls that
+run and show, and its figures. Its page module holds the rest: the chapter's plan (which
+methods and settings feed which table), its tables (ours beside the paper's), its claims
+(declared once, with ids), and the text of its summaries. Each function reads the record frame
+that :func:`mmlib.experiment.run_grid` returns, so the tests drive it with a handful of
+synthetic rows, fast (``tests/test_pages.py``).
+
+A module depends on ``report``, ``results``, ``masks`` and ``experiment`` (never the other way
+round); a notebook imports its page as ``from mmlib.pages import intro as page_``.
+"""

@@ -1,0 +1,109 @@
+"""Page modules (mmlib.pages): each chapter's plan, tables, claims and summaries on a handful of
+synthetic records, fast; and how much analysis code the chapter notebooks keep."""
+import itertools
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mmlib import report
+from mmlib.pages import intro
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tools"))
+import analysis_share  # noqa: E402
+
+# the accuracy of each (method, test pattern) in the synthetic records; seeds add small noise
+LEVEL = {("lower_bound", "image"): 0.60, ("lower_bound", "image+audio"): 0.60, ("lower_bound", "audio"): 0.10,
+         ("zp_concat", "image+audio"): 0.80, ("zp_concat", "image"): 0.55, ("zp_concat", "audio"): 0.40,
+         ("zp_sum", "image+audio"): 0.78, ("zp_sum", "image"): 0.55, ("zp_sum", "audio"): 0.40,
+         ("late_fusion", "image+audio"): 0.82, ("late_fusion", "image"): 0.58, ("late_fusion", "audio"): 0.45,
+         ("upper_bound", "image+audio"): 0.90, ("upper_bound", "image"): 0.62, ("upper_bound", "audio"): 0.60}
+
+
+def _frame(rates=(0.5, 0.8), seeds=range(5), shift=0.0):
+    """Records as run_grid returns them; a bound is one fit per seed, the same at every rate."""
+    rng = np.random.default_rng(0)
+    noise = {(m, t, s, r): rng.normal(0, 0.005) for (m, t) in LEVEL for s in seeds for r in rates}
+    rows = [{"method": m, "variant": "", "setting": intro.setting(r), "seed": s, "test": t,
+             "accuracy": acc + shift + noise[m, t, s, rates[0] if m in intro.BOUNDS else r]}
+            for (m, t), acc in LEVEL.items() for r, s in itertools.product(rates, seeds)]
+    return pd.DataFrame(rows)
+
+
+def _pct(cell: str) -> float:
+    return float(cell.split()[0])
+
+
+def test_intro_tables_show_every_method_in_order():
+    df = _frame()
+    wide = intro.rates_table(df, [0.5, 0.8])
+    assert list(wide.columns) == ["audio missing 50%", "audio missing 80%"]
+    assert [m for t, m in wide.index if t == "image+audio"] == intro.ORDER
+    at = intro.table_at(df[df["setting"] == "80%"], 0.8)
+    assert list(at.index) == intro.ORDER and list(at.columns) == ["image+audio", "image", "audio"]
+    assert _pct(at.loc[report.label("upper_bound"), "image+audio"]) == pytest.approx(90.0, abs=1.0)
+    curves = intro.curves_frame(df, [0.5, 0.8])
+    assert set(curves["missing_rate"]) == {0.5, 0.8} and set(curves["method"]) == set(intro.ORDER)
+
+
+def test_intro_bounds_sit_beside_the_papers_numbers():
+    both = intro.bounds_beside_paper(_frame())
+    assert list(both.index) == ["Lower-Bound", "Upper-Bound"]
+    assert _pct(both.iloc[0, 0]) == pytest.approx(60.0, abs=1) and _pct(both.iloc[1, 0]) == pytest.approx(90.0, abs=1)
+    assert both.iloc[:, 1].notna().all()                         # SMIL's Table 1, from the CSV
+
+
+def test_intro_claims_are_decided_with_ids_and_the_summary_reads_them():
+    df = _frame()
+    v = report.by_id(intro.claims(df, [0.5, 0.8]))
+    assert set(v) == {"intro.zp_beats_lower_bound", "intro.late_beats_zp", "intro.concat_beats_sum",
+                      "intro.gap_remains", "intro.image_only.zp_below_lb", "intro.image_only.late_below_lb"}
+    assert v["intro.zp_beats_lower_bound"].verdict == "reproduced" and v["intro.zp_beats_lower_bound"].n == 5
+    assert v["intro.zp_beats_lower_bound"].effect == pytest.approx(20.0, abs=1.0)     # points, paired over seeds
+    assert v["intro.gap_remains"].setting == "audio missing 80%"
+    assert v["intro.late_beats_zp"].setting == "audio missing 50%, 80%"
+    assert v["intro.image_only.zp_below_lb"].verdict == "reproduced"                 # 55 < 60
+    masked, complete = _frame(rates=[0.8]), _frame(rates=[0.8], shift=-0.02)
+    sel = intro.selection_frame(masked, complete)
+    assert set(sel["method"]) == set(intro.METHODS) and set(sel["selection"]) == {"masked validation",
+                                                                                   "complete validation"}
+    mv = intro.selection_claims(sel, 0.8)
+    assert {x.id for x in mv} == {f"intro.book.masked_validation.{m}.{t}" for m in ("zp_concat", "late_fusion")
+                                  for t in ("image+audio", "image")}
+    assert all(x.verdict == "reproduced" for x in mv)                                  # +2 points on every seed
+    text = intro.summary(list(v.values()), mv, [0.5, 0.8])
+    assert "Of 6 statements" in text and report.fmt_effect(v["intro.gap_remains"]) in text
+    assert intro.selection_table(sel).index.names == ["accuracy %", "selected on"]
+
+
+def test_intro_pattern_examples_cover_four_kinds():
+    from mmlib import masks
+    specs = intro.pattern_examples(0.2)
+    assert [s["kind"] for s in specs.values()] == ["keep_fraction", "independent", "random_drop", "cpm"]
+    names = ["image", "audio"]
+    tab = intro.pattern_table({t: masks.describe(masks.from_spec(s, 100, names, 0), names) for t, s in specs.items()})
+    assert list(tab.columns[:3]) == ["complete", "no modality", "missing (all entries)"]
+    assert tab.loc[next(iter(specs)), "audio present"] == "20.0%"
+
+
+# the chapters that have moved their analysis into a page module, and the share they may keep
+CONVERTED = {"00_missing_modalities": 0.30}
+
+
+def test_analysis_share_of_the_converted_chapters():
+    for name, most in CONVERTED.items():
+        a, c = analysis_share.count(ROOT / "notebooks" / f"{name}.ipynb")
+        assert a / (a + c) <= most, f"{name}: {a} analysis lines of {a + c}"
+
+
+def test_analysis_share_counts_statements_not_lines_twice(tmp_path):
+    import json
+    cell = {"cell_type": "code", "metadata": {}, "source": [
+        "from mmlib import report\n", "x = 1; y = 2\n", "report.table(df,\n", "             1)\n",
+        "for i in range(3):\n", "    y += i\n", "if page:\n", "    report.x()\n", "# a comment\n"]}
+    p = tmp_path / "n.ipynb"
+    p.write_text(json.dumps({"cells": [cell]}))
+    assert analysis_share.count(p) == (3, 4)        # x = 1; y = 2 (one line), the loop (2); the call (2), if + call
