@@ -549,3 +549,185 @@ def learned(h: pd.DataFrame, verdicts: list, gap: pd.DataFrame, rank: pd.DataFra
             lines.append("- **Room left under the oracle** (the closest method's gap on the headline test, points, "
                          "95 % CI): " + "; ".join(head) + ".")
     return "\n".join(lines) if lines else "No runs to summarise."
+
+
+# ----------------------------------------------------------------------------- the page: gather, tables, figures
+@dataclass
+class Gathered:
+    """Every run of a plan, as the chapter's tables read them: ``frame`` (the methods' rows),
+    ``na`` (what could not run, and why), ``oracle`` (the Bayes oracle's rows), ``settings``
+    (``{(dataset, protocol, level): Setting}``), ``data`` (the datasets by name), ``head``
+    (the headline rows), ``columns`` (the settings in run order) and ``order`` (the rows)."""
+    frame: pd.DataFrame
+    na: pd.DataFrame
+    oracle: pd.DataFrame
+    settings: dict
+    data: dict
+    head: pd.DataFrame
+    columns: list
+    order: list
+
+    @property
+    def all(self) -> pd.DataFrame:
+        return pd.concat([self.frame, self.oracle], ignore_index=True)
+
+    def describe(self, seeds) -> str:
+        runs = self.frame.drop_duplicates(["row", "dataset", "protocol", "level", "seed"]).shape[0]
+        fitted = int((~self.frame.drop_duplicates(["path"])["reused"]).sum())
+        return (f"{runs} runs ({fitted} fitted now, the rest read from the record store), {len(self.settings)} "
+                f"settings, seeds {list(seeds)}")
+
+
+def gather(the_plan: dict, seeds, cfg, device, store, profile: str, data_root=None, data_options=None,
+           dataset: str | None = None) -> Gathered:
+    """Run (or read) every setting of ``the_plan`` on its dataset, with the oracle's rows."""
+    frames, na, oracles, settings, data = [], [], [], {}, {}
+    for name, protocols in the_plan.items():
+        data[name] = d = load_data(name, data_root if name == dataset else None, data_options)
+        for pr, levels in protocols.items():
+            for lv in levels:
+                st = setting(pr, lv, d.modality_names)
+                f, n = run_setting(d, name, st, seeds, cfg, device, store, profile)
+                frames.append(f)
+                na.append(n)
+                oracles.append(oracle_rows(d, name, st, seeds))
+                settings[(name, pr, st.level)] = st
+    frame = pd.concat(frames, ignore_index=True)
+    oracle = pd.concat(oracles, ignore_index=True)
+    head = headline(pd.concat([frame, oracle], ignore_index=True), settings)
+    order = [e.label for e in roster(profile)] + ([ORACLE] if len(oracle) else [])
+    return Gathered(frame, pd.concat(na, ignore_index=True), oracle, settings, data, head, list(settings), order)
+
+
+def roster_table(profile: str) -> pd.DataFrame:
+    """Every row of the chapter: its kind, registry key and training budget."""
+    show = roster(profile)
+    return pd.DataFrame({"row": [e.label for e in show], "kind": [e.kind for e in show],
+                         "registry key": [e.key for e in show],
+                         "budget": ["the same for every row" if e.min_epochs is None else
+                                    f"at least {e.min_epochs} epochs (its chapter's), under {', '.join(e.protocols)}'s "
+                                    "protocol only: a measured row, not in the ranks or findings" for e in show]}
+                        ).set_index("row")
+
+
+def dataset_tables(g: Gathered, n_seeds: int) -> list[tuple[str, str, str]]:
+    """One main table per dataset, as ``(title, table, footnotes)`` Markdown; the footnotes are
+    numbered once for the whole page."""
+    numbering: dict = {}
+    out = []
+    for name in dict.fromkeys(c[0] for c in g.columns):
+        cols = [c for c in g.columns if c[0] == name]
+        table, notes = main_table(g.head, g.na, g.order, cols, numbering)
+        table.columns = [c.split(" · ", 1)[1] for c in table.columns]
+        table = table[~(table == "–").all(axis=1)]                     # the oracle exists on gaussian only
+        out.append((f"**{name}** ({', '.join(g.data[name].modality_names)}; test accuracy %, n = {n_seeds} seeds)",
+                    table.to_markdown(), "\n".join(f"- [{k}] {v}" for k, v in notes.items())))
+    return out
+
+
+def pattern_tables(g: Gathered) -> list[tuple[str, pd.DataFrame]]:
+    """Per dataset and setting, every test pattern's accuracy (%) per row: one table per setting, so
+    every column fits the page."""
+    out = []
+    for name in dict.fromkeys(c[0] for c in g.columns):
+        sub = g.frame[(g.frame["dataset"] == name) & (g.frame["test"] != "pooled")]
+        for setting_, part in sub.groupby("setting", sort=False):
+            tab = report.table(part, "row", "test", "accuracy", show_n=False)
+            tab = tab.reindex([r for r in g.order if r in tab.index])
+            tab.index.name, tab.columns.name = "method", "test pattern"
+            out.append((f"**{name} · {setting_}** (test accuracy %)", tab))
+    return out
+
+
+def rank_table(g: Gathered) -> pd.DataFrame:
+    """:func:`ranks` as the page shows it, with the number of competitors per column."""
+    r, k = ranks(g.head)
+    tab = r.round(2).astype(object).where(r.notna(), "n/a")
+    tab = tab.reindex([x for x in g.order if x in tab.index])
+    tab.loc["(methods ranked)"] = [f"{k[c]:.0f}" for c in tab.columns]
+    tab.index.name, tab.columns.name = "method", None
+    return tab
+
+
+def cost_tables(g: Gathered) -> list[tuple[str, pd.DataFrame]]:
+    """Median fit time, trained parameters and mean headline accuracy (with the number of
+    settings) per row and dataset."""
+    c = cost(g.all, g.head)
+    rows = [r for r in g.order if r in set(c["row"])]
+    out = []
+    for what, col, fmt in [("median fit time (s)", "fit_s", "{:.1f}"), ("trained parameters", "parameters", "{:,.0f}"),
+                           ("headline accuracy (%), mean over the settings the method ran (their number in brackets)",
+                            "accuracy", "{:.1f}")]:
+        t = c.pivot_table(index="row", columns="dataset", values=col, aggfunc="first").reindex(rows)
+        t = t.astype(object).map(lambda x: "–" if x != x else fmt.format(x))
+        if col == "accuracy":
+            n = c.pivot_table(index="row", columns="dataset", values="settings", aggfunc="first").reindex(rows)
+            t = t.where(n.isna(), t + n.map(lambda x: "" if x != x else f" ({int(x)})"))
+        out.append((f"**{what}**", t))
+    return out
+
+
+def gap_figure(g: Gathered, gap: pd.DataFrame):
+    """Heat maps of the gap to the oracle (points) per row and test pattern, one per setting, two a
+    row (the imbalanced preset first)."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+    x = gap.assign(col=[f"{d.split(':')[-1]} · {p} {lv:g}" for d, p, lv in zip(gap["dataset"], gap["protocol"],
+                                                                                 gap["level"])])
+    key = {c: (d != "gaussian:imbalanced", d, list(PROTOCOLS).index(p), lv)
+           for c, d, p, lv in zip(x["col"], x["dataset"], x["protocol"], x["level"])}
+    cols = sorted(key, key=key.get)
+    pats = sorted([t for t in dict.fromkeys(x["test"]) if t != "pooled"], key=lambda t: (t == "masked", t.count("+"), t))
+    ncols = min(2, len(cols))
+    nrows = -(-len(cols) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(5.6 * ncols, 5.2 * nrows), squeeze=False, constrained_layout=True)
+    axes = list(axes.flat)
+    rows = [r for r in g.order if r in set(x["row"])]
+    vmax = max(25.0, float(x["gap"].max()))
+    for k, (ax, c) in enumerate(zip(axes, cols)):
+        sub = x[x["col"] == c]
+        m = sub.pivot_table(index="row", columns="test", values="gap").reindex(
+            index=rows, columns=[t for t in pats if t in set(sub["test"])])
+        sns.heatmap(m, ax=ax, cmap="rocket_r", vmin=0, vmax=vmax, annot=True, fmt=".0f", cbar=False,
+                    annot_kws={"size": 10}, yticklabels=k % ncols == 0)
+        ax.set(title=c, xlabel="test pattern" if k >= len(cols) - ncols else "", ylabel="")
+        ax.tick_params(axis="x", rotation=60)
+    for ax in axes[len(cols):]:
+        ax.axis("off")
+    fig.colorbar(axes[0].collections[0], ax=axes, shrink=0.6, label="points below the oracle")
+    return fig
+
+
+def curves_figure(g: Gathered, dataset: str):
+    """Headline accuracy against each protocol's level on ``dataset``, one panel per protocol, one
+    colour per row in every panel; the oracle dashed."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+    from . import plots
+    sub = g.head[g.head["dataset"] == dataset]
+    prots = [p for p in PROTOCOLS if p in set(sub["protocol"])]
+    rows = [r for r in g.order if r not in ("Upper-Bound", ORACLE)]
+    colors = dict(zip(rows, sns.color_palette("tab10", len(rows))))
+    fig, axes = plt.subplots(1, len(prots), figsize=(4.2 * len(prots), 4.6), sharey=True, squeeze=False)
+    axes = list(axes[0])
+    for ax, p in zip(axes, prots):
+        s = sub[sub["protocol"] == p]
+        summ = report.summary(s[s["row"] != ORACLE], ["row", "level"], "accuracy")
+        summ = summ[summ["row"].isin(rows)].rename(columns={"level": "r"})
+        plots.curves(summ, "r", "accuracy", "row", ax=ax, title=f"{PROTOCOLS[p].paper}'s protocol",
+                     ylabel="accuracy (%)", colors=colors, order=rows)
+        o = s[s["row"] == ORACLE].groupby("level")["accuracy"].mean() * 100
+        if len(o) == 1:
+            ax.axhline(o.iloc[0], color="k", ls="--", lw=1.5, label=ORACLE)
+        elif len(o):
+            ax.plot(o.index, o.values, "k--", lw=1.5, label=ORACLE)
+        ax.get_legend().remove()
+    handles, labels = axes[0].get_legend_handles_labels()
+    for ax in axes[1:]:
+        for h_, l_ in zip(*ax.get_legend_handles_labels()):
+            if l_ not in labels:
+                handles.append(h_)
+                labels.append(l_)
+    fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
+    fig.tight_layout()
+    return fig

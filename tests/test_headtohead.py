@@ -276,3 +276,54 @@ def test_findings_are_read_by_their_ids_not_their_text():
     assert H.asks(simple, "simple") and not H.asks(simple, "own") and H.asks(home, "own") and home.kind == "book"
     simple.claim = "reworded"                                     # rewording a claim changes nothing
     assert H.asks(simple, "simple")
+
+
+def _gathered() -> "H.Gathered":
+    """A page's worth of synthetic runs: one dataset, two settings, four rows, the oracle, one n/a."""
+    from types import SimpleNamespace
+    cols = [("d", "mla", 0.5), ("d", "mla", 0.7)]
+    vals = {"MLA": [0.80, 0.82, 0.81], "Late fusion": [0.70, 0.71, 0.72], "Zero padding": [0.6, 0.62, 0.61]}
+    frame = pd.concat([_frame(vals, col=c).assign(setting=H.column_name(*c), fit_seconds=1.0, parameters=100,
+                                                   path=[f"{c[2]}-{i}" for i in range(9)], reused=True)
+                       for c in cols], ignore_index=True)
+    frame = pd.concat([frame, frame.assign(test="A", accuracy=frame["accuracy"] - 0.1)], ignore_index=True)
+    oracle = pd.concat([_frame({H.ORACLE: [0.9, 0.9, 0.9]}, col=c).assign(kind="oracle") for c in cols],
+                       ignore_index=True)
+    na = pd.DataFrame([{"dataset": "d", "protocol": "mla", "level": lv, "row": "SMIL", "reason": "two only"}
+                       for lv in (0.5, 0.7)])
+    settings = {c: H.setting("mla", c[2], ["A", "L"]) for c in cols}
+    head = H.headline(pd.concat([frame, oracle], ignore_index=True), settings)
+    return H.Gathered(frame, na, oracle, settings, {"d": SimpleNamespace(modality_names=["A", "L"])}, head, cols,
+                      ["MLA", "SMIL", "Late fusion", "Zero padding", H.ORACLE])
+
+
+def test_the_pages_tables_come_from_the_gathered_runs():
+    g = _gathered()
+    assert "18 runs" in g.describe([0, 1, 2]) and "0 fitted now" in g.describe([0, 1, 2])
+    ((title, table, notes),) = H.dataset_tables(g, 3)
+    assert title.startswith("**d** (A, L; test accuracy %, n = 3 seeds)")
+    assert "n/a [1]" in table and notes == "- [1] two only" and "mla 0.5" in table and "mla 0.7" in table
+    pats = H.pattern_tables(g)
+    assert [t for t, _ in pats] == [f"**d · {H.column_name('d', 'mla', lv)}** (test accuracy %)" for lv in (0.5, 0.7)]
+    assert list(pats[0][1].columns) == ["A", "masked"] and list(pats[0][1].index) == ["MLA", "Late fusion", "Zero padding"]
+    ranks = H.rank_table(g)
+    assert ranks.loc["MLA", "d · mla"] == 1.0 and ranks.loc["(methods ranked)", "d · mla"] == "3"
+    (fit, params, acc) = H.cost_tables(g)
+    assert fit[0] == "**median fit time (s)**" and acc[1].loc["MLA", "d"] == "81.0 (2)"
+    roster = H.roster_table("default")
+    assert "registry key" in roster.columns and roster.loc["RedCore, 10-epoch warm-up", "budget"].startswith("at least")
+
+
+def test_the_pages_figures_draw_every_setting():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    g = _gathered()
+    fig = H.gap_figure(g, H.gaps(g.frame, g.oracle))
+    titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
+    assert titles == ["d · mla 0.5", "d · mla 0.7"]
+    plt.close(fig)
+    fig = H.curves_figure(g, "d")
+    assert [ax.get_title() for ax in fig.axes] == ["MLA's protocol"]
+    assert H.ORACLE in [t.get_text() for t in fig.legends[0].get_texts()]
+    plt.close(fig)

@@ -90,7 +90,7 @@ def test_intro_pattern_examples_cover_four_kinds():
 
 
 # the chapters that have moved their analysis into a page module, and the share they may keep
-CONVERTED = {"00_missing_modalities": 0.30}
+CONVERTED = {"00_missing_modalities": 0.30, "01_smil": 0.30, "06_head_to_head": 0.30}
 
 
 def test_analysis_share_of_the_converted_chapters():
@@ -107,3 +107,78 @@ def test_analysis_share_counts_statements_not_lines_twice(tmp_path):
     p = tmp_path / "n.ipynb"
     p.write_text(json.dumps({"cells": [cell]}))
     assert analysis_share.count(p) == (3, 4)        # x = 1; y = 2 (one line), the loop (2); the call (2), if + call
+
+
+# -- SMIL ---------------------------------------------------------------------------------------------
+from mmlib.pages import smil  # noqa: E402
+
+SMIL_LEVEL = {"SMIL": 0.80, "AE": 0.74, "GAN": 0.72, "SMIL (authors' code)": 0.78, "MVAE": 0.50,
+              "Lower-Bound": 0.66, "Upper-Bound": 0.85, "control: the warm starts alone": 0.77,
+              "control: no inner step (alpha = 0)": 0.79}
+
+
+def _smil_frame(etas=(0.1, 0.2, 1.0), seeds=range(5)):
+    """Records as the chapter's frame holds them: a method per label, both test patterns, every eta
+    (the bounds once per seed whatever eta, as their records are shared)."""
+    key = {v: k for k, v in smil.LABEL.items()}
+    rng = np.random.default_rng(1)
+    rows = []
+    for lbl, acc in {**SMIL_LEVEL, **{a: 0.77 for a in smil.ABL[:-1]}, **{v: 0.78 for v in smil.VAR[2:6]}}.items():
+        for e, s in itertools.product(etas, seeds):
+            if lbl == "MVAE" and e != 1.0:
+                continue
+            noise = rng.normal(0, 0.004)
+            for t, drop in (("image+audio", 0.0), ("image", 0.10 if lbl in ("AE", "GAN") else 0.02)):
+                a = acc - drop + noise + (0.01 * (0.2 - e) if lbl == "SMIL" else 0.0)
+                rows.append({"method": key[lbl], "variant": "", "eta": e, "seed": s, "test": t, "accuracy": a,
+                             "f1_macro": a - 0.01, "fit_seconds": 1.0, "epochs_run": 10})
+    return smil.labelled(pd.DataFrame(rows))
+
+
+def test_smil_plan_runs_the_variants_where_the_paper_reports_them():
+    assert "smil_code" in smil.plan(0.1) and "smil_code" not in smil.plan(0.5)
+    assert "mvae" in smil.plan(1.0) and "mvae" not in smil.plan(0.2)
+    assert smil.spec(0.1, "audio") == {"kind": "independent", "rates": {"audio": 0.9}}
+    assert smil.kwargs("unimodal", "image", "audio", "mlp") == {"use": ["image"], "backbone": "mlp"}
+    assert smil.kwargs("smil_code", "image", "audio", "mlp") == {"backbone": "mlp", "x1": "image", "x2": "audio"}
+    assert smil.metrics_of("multilabel") == ("f1_samples", "f1_micro")
+
+
+def test_smil_tables_put_each_row_where_the_paper_has_it():
+    df = _smil_frame()
+    t = smil.table12(df, [0.1, 0.2, 1.0], "image+audio", "image", "accuracy", "f1_macro")
+    assert t.loc["SMIL", ("accuracy", "η = 100%")] == "–" and t.loc["Lower-Bound", ("accuracy", "η = 10%")] == "–"
+    assert _pct(t.loc["SMIL", ("accuracy", "η = 10%")]) == pytest.approx(80.1, abs=0.5)
+    assert "MVAE (below the lower bound: not a working baseline)" in t.index        # 50 < 66
+    paper = smil.paper_table12()
+    assert list(paper.index) == smil.ROWS and ("paper, CMU-MOSI", "accuracy", "η = 10%") in paper.columns
+    t3 = smil.table3(df, [0.1, 0.2, 1.0], "image+audio", "image", "accuracy", "avdigits")
+    assert list(t3.index) == smil.ABL and ("paper (MM-IMDb)", "F1 samples", "η = 10%") in t3.columns
+    assert smil.table3(df, [0.5, 1.0], "image+audio", "image", "accuracy", "avdigits") is None
+    tv = smil.variants_table(df, [0.1, 0.2], "image+audio", "image", "accuracy")
+    assert list(tv.index) == smil.VAR and tv[("fit seconds", "(mean)")].eq(1.0).all()
+
+
+def test_smil_claims_have_ids_and_the_summary_reads_them():
+    df = _smil_frame()
+    V = smil.claims(df, [0.1, 0.2, 1.0], "image+audio", "image", "accuracy")
+    by = report.by_id(V)
+    assert len(by) == len(V)                                               # one id per claim
+    assert by["smil.table1.beats_ae.eta10"].verdict == "reproduced"       # 80 > 74 at every seed
+    assert by["smil.fig4.audio_loss.less_than_ae"].verdict == "reproduced"   # SMIL drops 2, AE 10 points
+    assert by["smil.table1.beats_mvae_full"].effect == pytest.approx(30.1, abs=1.0)
+    assert by["smil.book.inner_step.both"].n == 5
+    assert {"smil.table3.beats.smil_w_o_k_means", "smil.table1.gain_grows"} <= set(by)
+    assert "smil.table1.beats_ae.eta10" not in report.by_id(smil.claims(df, [0.5, 1.0], "image+audio", "image",
+                                                                         "accuracy"))
+    from mmlib.train import TrainConfig
+    text = smil.summary(V, df, 1000, TrainConfig(epochs=20, batch_size=64, patience=3))
+    assert f"Of {len(V)} tests" in text and report.fmt_effect(by["smil.table1.beats_ae.eta10"]) in text
+    assert "a median of 140 iterations (range 130-150)" in text    # 10 epochs x ceil(1000 x (1 - eta) / 64): 130, 150
+
+
+def test_smil_per_class_text_reads_the_gain():
+    per = pd.DataFrame({"Lower-Bound": [50.0, 60.0, 70.0], "SMIL, image + audio": [55.0, 60.0, 80.0],
+                        "SMIL, image only": [50.0, 60.0, 70.0]}, index=["0", "1", "2"])
+    text = smil.per_class_text(per, pd.Series([1, 2, 9], index=per.index), "image", "audio")
+    assert "**+0.0**" in text and "**+10.0**" in text and "correlation with the number of pairs: **+0.80**" in text
