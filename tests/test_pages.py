@@ -90,7 +90,7 @@ def test_intro_pattern_examples_cover_four_kinds():
 
 
 # the chapters that have moved their analysis into a page module, and the share they may keep
-CONVERTED = {"00_missing_modalities": 0.30, "01_smil": 0.30, "06_head_to_head": 0.30}
+CONVERTED = {"00_missing_modalities": 0.30, "01_smil": 0.30, "02_mle": 0.30, "06_head_to_head": 0.30}
 
 
 def test_analysis_share_of_the_converted_chapters():
@@ -182,3 +182,84 @@ def test_smil_per_class_text_reads_the_gain():
                         "SMIL, image only": [50.0, 60.0, 70.0]}, index=["0", "1", "2"])
     text = smil.per_class_text(per, pd.Series([1, 2, 9], index=per.index), "image", "audio")
     assert "**+0.0**" in text and "**+10.0**" in text and "correlation with the number of pairs: **+0.80**" in text
+
+
+# -- MLE ----------------------------------------------------------------------------------------------
+from mmlib.pages import mle  # noqa: E402
+
+MLE_LEVEL = {("mle_lb", None): 0.60, ("hgr", None): 0.65, ("mle_zp", None): 0.70, ("mle", None): 0.74,
+             ("mle", "all_detached"): 0.76}
+PHI_BONUS = {"add": 0.0, "concat": -0.02, "outer": 0.01}
+
+
+def _mle_frame(settings=(("image", 0.8), ("image", 0.9), ("image", 0.95), ("audio", 0.8), ("audio", 0.9),
+                         ("audio", 0.95)), seeds=range(5)):
+    rng = np.random.default_rng(2)
+    rows = []
+    for x2, r in settings:
+        for (m, sup), acc in MLE_LEVEL.items():
+            for phi in (["add"] if sup else list(PHI_BONUS)):
+                if m == "mle_zp" and phi == "outer":
+                    continue
+                for s in seeds:
+                    a = acc + PHI_BONUS[phi] - (0.05 if x2 == "image" else 0.0) - (0.2 * (r - 0.8) if m == "mle_zp" else 0)
+                    rows.append({"method": m, "config.phi": phi, "config.support": sup or "all", "variant": "",
+                                 "setting": mle.setting(x2, r), "modality": mle.role(x2), "rate": r, "seed": s,
+                                 "test": "image+audio", "accuracy": a + rng.normal(0, 0.003), "fit_seconds": 1.0})
+    return pd.DataFrame(rows)
+
+
+def test_mle_plan_and_names():
+    class D:
+        name, modality_names = "avdigits", ["image", "audio"]
+    at50 = mle.table1_methods(D, "audio", 0.5, "mlp")
+    assert {m for m, _ in at50} == {"mle_zp", "mle"} and all(k["x1"] == "image" for _, k in at50)
+    at90 = mle.table1_methods(D, "image", 0.9, "mlp")
+    assert ("mle", {"backbone": "mlp", "x1": "audio", "x2": "image", "phi": "add", "support": "all_detached"}) in at90
+    assert len(at90) == 3 + 3 + 2 + 3 + 1
+    D.name = "affect"
+    assert all(k["phi"] == "add" for _, k in mle.table1_methods(D, "image", 0.9, "mlp"))
+    assert mle.setting("image", 0.95) == "visual_missing=95%" and mle.setting("audio", 0.5) == "audio_missing=50%"
+    from mmlib.chapters import chapter
+    ch = chapter("02_mle")
+    assert mle.settings_for(ch, "default", "avdigits", "avdigits", False, ("image", 0.8)) == [("image", 0.8)]
+    assert mle.settings_for(ch, "default", "affect", "avdigits", False, ("image", 0.8)) == []
+    assert mle.settings_for(ch, "default", "avdigits", "avdigits", True, ("image", 0.8)) == \
+        mle.grid_settings(ch, "default", "avdigits")
+    backbones, epochs, pairs = mle.table2_plan("default", D, "avdigits")
+    assert backbones == ["mlp"] and epochs == 20 and len(pairs) == 6
+
+
+def test_mle_table1_sits_beside_the_paper_and_the_claims_have_ids():
+    t1 = mle.paper_rows(_mle_frame())
+    assert set(t1["row"]) == set(mle.ROWS)
+    vis = mle.table1(t1, "visual")
+    assert vis.index.names == ["method", "φ"] and list(vis.index.get_level_values(0).unique()) == mle.ROWS
+    assert ("95%", "paper: eNTERFACE'05") in vis.columns
+    assert vis.loc[("MLE", "addition"), ("80%", "paper: eNTERFACE'05")] == "72.37"      # the CSV's value
+    assert _pct(vis.loc[("MLE", "addition"), ("80%", "this book: avdigits")]) == pytest.approx(69.0, abs=0.5)
+    settings = [(x2, r) for x2 in ("image", "audio") for r in (0.8, 0.9, 0.95)]
+    by = report.by_id(mle.claims(t1, settings, "image+audio"))
+    assert by["mle.1.mle_beats_lower_bound"].verdict == "reproduced"
+    assert by["mle.2.visual_hurts_more"].verdict == "reproduced"            # 5 points lower with the image missing
+    assert by["mle.3.slower_drop"].verdict == "reproduced"                   # ZP loses 3 points from 80 to 95 %
+    assert by["mle.4.outer_beats_concat"].effect == pytest.approx(3.0, abs=0.5)
+    assert {"mle.1p.beats_hgr", "mle.5.hgr_below_mle_zp", "mle.book.g_constant.visual"} <= set(by)
+    text = mle.summary(list(by.values()))
+    assert report.fmt_effect(by["mle.1.mle_beats_lower_bound"]) in text and f"Of {len(by)} tests" in text
+
+
+def test_mle_affect_and_gaussian_checks():
+    aff = mle.paper_rows(_mle_frame(settings=(("visual", 0.9),)))
+    assert "not testable" in mle.affect_text(aff, 0.9) and "not testable" not in mle.affect_text(aff, 0.3)
+    V = mle.claims(aff.iloc[:0], [], "image+audio", aff, 0.3)
+    assert [v.id for v in V] == ["mle.affect.beats_zp.visual_missing=90%"]
+    gq = pd.DataFrame([{"method": m, "row": mle.LABEL[m], "rate": r, "seed": s, "test": t, "accuracy": 0.7,
+                        "oracle": 0.8, "kl": kl + 0.001 * s}
+                       for m, kl in [("mle", 0.1), ("mle_zp", 0.2), ("mle_lb", 0.3)] for r in (0.8, 0.95)
+                       for s in range(5) for t in ("x", "x+y")])
+    tab = mle.gaussian_table(gq)
+    assert tab.index.names == ["y missing", "test", "method"] and (tab["oracle %"] == 80.0).all()
+    by = report.by_id(mle.claims(gq.iloc[:0], [], "x+y", gq=gq, g_rates=[0.8, 0.95]))
+    assert by["mle.book.posterior_closer.mle_zp.x"].verdict == "reproduced"
+    assert "KL(P || Q) is 0.102 nats for MLE" in mle.summary(list(by.values()), gq)
