@@ -90,7 +90,7 @@ def test_intro_pattern_examples_cover_four_kinds():
 
 
 # the chapters that have moved their analysis into a page module, and the share they may keep
-CONVERTED = {"00_missing_modalities": 0.30, "01_smil": 0.30, "02_mle": 0.30, "06_head_to_head": 0.30}
+CONVERTED = {"00_missing_modalities": 0.30, "01_smil": 0.30, "02_mle": 0.30, "03_redcore": 0.30, "06_head_to_head": 0.30}
 
 
 def test_analysis_share_of_the_converted_chapters():
@@ -263,3 +263,92 @@ def test_mle_affect_and_gaussian_checks():
     by = report.by_id(mle.claims(gq.iloc[:0], [], "x+y", gq=gq, g_rates=[0.8, 0.95]))
     assert by["mle.book.posterior_closer.mle_zp.x"].verdict == "reproduced"
     assert "KL(P || Q) is 0.102 nats for MLE" in mle.summary(list(by.values()), gq)
+
+
+# -- RedCore ------------------------------------------------------------------------------------------
+from types import SimpleNamespace  # noqa: E402
+
+from mmlib.pages import redcore  # noqa: E402
+
+RC_LEVEL = {"zp_concat": 0.60, "late_fusion": 0.58, "cra": 0.55, "mmin_lite": 0.62, "redcore": 0.64,
+            "redcore_core": 0.61, "redcore_red": 0.63, "amae_lite": 0.57}
+
+
+def _rc_page(profile="default"):
+    names = ["acoustic", "visual", "lexical"]
+    data = SimpleNamespace(name="affect", modality_names=names)
+    return redcore.Page(data, profile, (0.8, 0.2, 0.5), range(5), None, "cpu", None)
+
+
+def _rc_frame(pg, triples, seeds=range(5)):
+    rng = np.random.default_rng(3)
+    rows = []
+    for rates in triples:
+        for m in pg.plan(rates):
+            m, v = (m, "") if isinstance(m, str) else (m[0], ", ".join(f"{k}={x}" for k, x in m[1].items()))
+            if m == "mvae":
+                continue
+            for s in seeds:
+                base = RC_LEVEL[m] - 0.1 * max(rates) - (0.01 if v else 0.0)
+                for t in pg.patterns + ["pooled"]:
+                    a = base - 0.02 * (3 - len(t.split("+"))) + rng.normal(0, 0.002)
+                    rows.append({"method": m, "variant": v, "setting": redcore.key(rates), "rates": tuple(rates),
+                                 "seed": s, "test": t, "f1_weighted": a, "accuracy": a + 0.01, "uar": a,
+                                 "path": None})
+    f = pd.DataFrame(rows)
+    return f.assign(run=redcore.names(f), pattern=f["test"].map(lambda t: pg.pat.get(t, "pooled")))
+
+
+def test_redcore_plan_and_names():
+    pg = _rc_page()
+    assert pg.pat["acoustic+visual"] == "AV" and len(pg.patterns) == 7
+    assert pg.spec((0.8, 0.2, 0.5))["rates"] == {"acoustic": 0.8, "visual": 0.2, "lexical": 0.5}
+    page = pg.plan((0.8, 0.2, 0.5))
+    assert "redcore_core" in page and ("redcore", {"kl": "code"}) in page and "amae_lite" not in page
+    assert "amae_lite" in pg.plan((0.9, 0.9, 0.9)) and ("mmin_lite", {"pdt": False}) in pg.plan((0.8, 0.5, 0.5))
+    assert redcore.key((0.8, 0.2, 0.5)) == "MR(A,V,L)=(0.8,0.2,0.5)"
+    with pytest.raises(ValueError, match="three rates in"):
+        redcore.check_rates(pg.names, [0.8, 0.2])
+    f = pd.DataFrame({"method": ["mmin_lite", "redcore"], "variant": ["pdt=False", "kl=code"]})
+    assert redcore.names(f) == ["MMIN, IDT", "RedCore (kl=code)"]
+
+
+def test_redcore_tables_and_claims_from_synthetic_records():
+    pg = _rc_page()
+    triples = redcore.T1_SETTINGS + [r for r in redcore.PERMS.values() if r not in redcore.T1_SETTINGS] + \
+        [redcore.ZERO, redcore.HIGH]
+    df = _rc_frame(pg, triples)
+    dfa, ave = redcore.with_ave(df)
+    assert set(ave["pattern"]) == {"Ave."} and (ave["variant"] == "").all()
+    t1 = redcore.table1(dfa, list(pg.pat.values()))
+    assert list(t1.index) == list(pg.pat.values()) + ["Ave.", "pooled"]
+    assert ("(0.8,0.5,0.5)", "RedCore, paper") in t1.columns and t1[("(0.8,0.5,0.5)", "RedCore, paper")].ne("–").any()
+    t2 = redcore.table2(ave)
+    assert len(t2) == 6 and ("Red", "paper") in t2.columns
+    assert redcore.pooled_gap(dfa).abs().max() < 5
+    tv, ref = redcore.variants_table(df, ave, pg.page_rates, pg.patterns)
+    assert len(tv) == len(redcore.CODE_VARIANTS)
+    assert all(-1.2 < float(x.split()[0]) < -0.8 for x in tv["minus the default (points)"])     # 1 point below
+    floor = {"accuracy": 0.3, "f1_weighted": 0.2}
+    pg.trace = lambda df_, m, rates=None, seed=None: pd.DataFrame(          # noqa: E731  (records not needed)
+        {"step": [0, 1, 2, 3], **{f"ra_{n}": ([0.1, 0.2, 0.1, 0.1] if m == "redcore" else [0.5, -0.5, 0.4, -0.4])
+                                  for n in pg.names}})
+    V = redcore.claims(pg, df, dfa, ave, set(triples), floor)
+    by = report.by_id(V)
+    assert len(by) == len(V)
+    assert by["redcore.1.beats_mmin"].verdict == "reproduced" and by["redcore.4.redcore_beats_redcore_core"].verdict == "reproduced"
+    assert by["redcore.10.code.kl=code"].effect == pytest.approx(-1.0, abs=0.2)
+    assert {"redcore.5.rate0.beats_cra", "redcore.7.smaller_drop.mmin_lite", "redcore.8.ra_spread"} <= set(by)
+    text = redcore.summary(V, ave, pg.page_rates)
+    assert f"Of {len(V)} tests" in text and "the largest effect on Ave. F1" in text
+
+
+def test_redcore_gaussian_gap_and_floor():
+    oracle = {"A": 60.0, "AV": 70.0, "Ave.": 65.0}
+    gdf = pd.DataFrame([{"run": r, "pattern": "Ave.", "accuracy": a, "setting": "s", "seed": 0}
+                        for r, a in [("RedCore", 0.60), ("MMIN", 0.55)]])
+    gap = redcore.oracle_gap(gdf, oracle)
+    assert list(gap.index) == ["RedCore", "MMIN"] and gap["RedCore"] == pytest.approx(5.0)
+    import torch
+    data = SimpleNamespace(y=torch.tensor([0, 0, 0, 1]), splits={"test": torch.arange(4)})
+    assert redcore.majority_share(data) == 75.0

@@ -10,3 +10,12 @@ synthetic rows, fast (``tests/test_pages.py``).
 A module depends on ``report``, ``results``, ``masks`` and ``experiment`` (never the other way
 round); a notebook imports its page as ``from mmlib.pages import intro as page_``.
 """
+
+
+def show(items) -> None:
+    """Display ``(title, table)`` pairs in a notebook: the title as Markdown, then the table (a
+    frame, or Markdown text)."""
+    from IPython.display import Markdown, display
+    for title, table in items:
+        display(Markdown(title))
+        display(Markdown(table) if isinstance(table, str) else table)
