@@ -90,7 +90,7 @@ def test_intro_pattern_examples_cover_four_kinds():
 
 
 # the chapters that have moved their analysis into a page module, and the share they may keep
-CONVERTED = {"00_missing_modalities": 0.30, "01_smil": 0.30, "02_mle": 0.30, "03_redcore": 0.30, "06_head_to_head": 0.30}
+CONVERTED = {"00_missing_modalities": 0.30, "01_smil": 0.30, "02_mle": 0.30, "03_redcore": 0.30, "04_m3s": 0.30, "06_head_to_head": 0.30}
 
 
 def test_analysis_share_of_the_converted_chapters():
@@ -352,3 +352,75 @@ def test_redcore_gaussian_gap_and_floor():
     import torch
     data = SimpleNamespace(y=torch.tensor([0, 0, 0, 1]), splits={"test": torch.arange(4)})
     assert redcore.majority_share(data) == 75.0
+
+
+# -- M3S ----------------------------------------------------------------------------------------------
+from mmlib.pages import m3s  # noqa: E402
+
+M3S_GAIN = {"ORIG": 0.0, "ORIG + SPL-TRN": 0.01, "ORIG + M3S": 0.02, "M3S, alpha = 0": 0.01,
+            "M3S, alpha x 10": 0.015, "M3S, spans on clean features": 0.03, "ORIG, compute-matched": 0.005,
+            "ORIG + SPL-TRN, compute-matched": 0.012}
+
+
+def _m3s_frame(seeds=range(5)):
+    rng = np.random.default_rng(4)
+    rows = []
+    for task, base in [("emotion", "MMIN (lite)"), ("emotion", "zero padding"), ("regression", "zero padding")]:
+        for band in ("20-40%", "40-60%", "60-80%"):
+            for tested in ([band, "60-80%"] if band == "40-60%" else [band]):
+                for s_, g in M3S_GAIN.items():
+                    first = base == ("MMIN (lite)" if task == "emotion" else "zero padding")
+                    if s_ not in m3s.SETTING.values() and (band != "40-60%" or not first):
+                        continue                  # the controls: at 40-60 %, on each task's first base
+                    for seed in seeds:
+                        gain = g * (2 if band == "40-60%" else 1) + rng.normal(0, 0.001)
+                        r = {"task": task, "base": base, "band": band, "tested": tested, "setting": s_, "seed": seed,
+                             "path": None}
+                        if task == "emotion":
+                            r.update(accuracy=0.5 + gain, uar=0.45 + gain, f1_weighted=0.48 + gain)
+                        else:
+                            r.update(mae=1.0 - gain, corr=0.5 + gain, acc2=0.6 + gain, f1_2=0.6 + gain, acc7=0.3 + gain)
+                        rows.append(r)
+    return pd.DataFrame(rows)
+
+
+def test_m3s_plan_and_labels():
+    assert m3s.lbl([0.4, 0.6]) == "40-60%" and set(m3s.corruption([0.4, 0.6])["test"]) == {"40-60%", "60-80%"}
+    with pytest.raises(ValueError, match="band must be"):
+        m3s.check([0.6, 0.4], "all")
+    with pytest.raises(ValueError, match="part must be"):
+        m3s.check([0.4, 0.6], "some")
+    pg = m3s.Page({"emotion": None}, "default", [0], None, "cpu", None)
+    plan = pg.plan("emotion", [0.4, 0.6])
+    assert ("m3s", {"base": "mmin_lite", "base_kwargs": {}, "inner_lr": 0.0}) in plan
+    assert len(pg.plan("emotion", [0.2, 0.4])) == 6                 # three settings for each of two bases
+    assert all(m in m3s.SETTING for m, _ in m3s.Page({"emotion": None}, "default", [0], None, "cpu", None,
+                                                     share="settings").plan("emotion", [0.4, 0.6]))
+    r = {"method": "m3s", "config.inner_lr": 2e-3, "config.augment_on": "masked", "config.second_order": False,
+         "config.compute_matched": False}
+    assert pg.row_name(r) == "M3S, alpha x 10"
+    assert pg.row_name({**r, "method": "m3s_orig", "config.inner_lr": 2e-4, "config.compute_matched": True}) == \
+        "ORIG, compute-matched"
+
+
+def test_m3s_tables_and_claims():
+    df = _m3s_frame()
+    tables = m3s.tables(df, ["emotion", "regression"])
+    titles = [t for t, _ in tables]
+    assert titles[0].startswith("**Table 2**, emotion, MMIN (lite)") and any(t.startswith("**Table 4**") for t in titles)
+    t2 = tables[0][1]
+    assert list(t2.index) == list(m3s.SETTING.values()) and ("Acc", "paper (MMIN)") in t2.columns
+    t5 = m3s.table5(df, ["emotion", "regression"])
+    assert float(t5.loc[("emotion", "MMIN (lite)", "Acc"), "M3S - ORIG"].split()[0]) == pytest.approx(4.0, abs=0.3)
+    assert "The paper's p-values" in m3s.paper_p_values()
+    V = m3s.claims(df, ["emotion", "regression"])
+    by = report.by_id(V)
+    assert len(by) == len(V)
+    assert by["m3s.1.emotion.mmin_lite"].verdict == "reproduced"
+    assert by["m3s.1.regression.zero_padding"].verdict == "reproduced"          # MAE: lower is better
+    assert by["m3s.4.vs_20.emotion.mmin_lite"].verdict == "reproduced"         # the gain is twice as large
+    assert by["m3s.book.equal_compute.m3s_orig.emotion.mmin_lite"].n == 5
+    assert "m3s.book.meta_step.regression.zero_padding" in by
+    assert "m3s.book.meta_step.emotion.zero_padding" not in by                  # controls: the first base only
+    text = m3s.summary(V, df, ["emotion", "regression"])
+    assert f"Of {len(V)} tests" in text and "At equal compute" in text
