@@ -90,7 +90,7 @@ def test_intro_pattern_examples_cover_four_kinds():
 
 
 # the chapters that have moved their analysis into a page module, and the share they may keep
-CONVERTED = {"00_missing_modalities": 0.30, "01_smil": 0.30, "02_mle": 0.30, "03_redcore": 0.30, "04_m3s": 0.30, "06_head_to_head": 0.30}
+CONVERTED = {"00_missing_modalities": 0.30, "01_smil": 0.30, "02_mle": 0.30, "03_redcore": 0.30, "04_m3s": 0.30, "05_mla": 0.30, "06_head_to_head": 0.30}
 
 
 def test_analysis_share_of_the_converted_chapters():
@@ -424,3 +424,73 @@ def test_m3s_tables_and_claims():
     assert "m3s.book.meta_step.emotion.zero_padding" not in by                  # controls: the first base only
     text = m3s.summary(V, df, ["emotion", "regression"])
     assert f"Of {len(V)} tests" in text and "At equal compute" in text
+
+
+# -- MLA ----------------------------------------------------------------------------------------------
+from mmlib.pages import mla  # noqa: E402
+
+MLA_LEVEL = {"Sum": 0.60, "Concat": 0.61, "Late Fusion": 0.63, "FiLM": 0.60, "BiGated": 0.60, "OGM-GE": 0.62,
+             "QMF": 0.62, "MLA": 0.66}
+
+
+def _mla_t1(seeds=range(5)):
+    """Complete-data runs on one two-modality dataset: every Table 1 row, the ablations and the code's
+    choices; the weak modality is 'image'."""
+    rng = np.random.default_rng(5)
+    key = {v: k for k, v in mla.NAMES.items()}
+    runs = [(key[r], "", r, acc) for r, acc in MLA_LEVEL.items()]
+    runs += [("mla", "hgm=off", "MLA (hgm=off)", 0.65), ("mla", "df=off", "MLA (df=off)", 0.64),
+             ("mla", "hgm=off, df=off", "MLA (hgm=off, df=off)", 0.63), ("mla_code", "", "mla_code", 0.62)]
+    runs += [("mla", k, f"MLA ({k})", 0.655) for k in mla.CODE_PARTS]
+    rows = []
+    for m, v, row, acc in runs:
+        for s in seeds:
+            noise = rng.normal(0, 0.002)
+            for col, a in [("Multi", acc), ("audio", acc - 0.05), ("image", acc - 0.3 + (0.05 if m == "mla" else 0))]:
+                rows.append({"dataset": "av", "method": m, "variant": v, "row": row, "col": col,
+                             "test": "audio+image" if col == "Multi" else col, "seed": s, "accuracy": a + noise,
+                             "gap.audio|image": 0.5 + (0.1 if m == "mla" else 0) + noise})
+    return pd.DataFrame(rows)
+
+
+def test_mla_tables_and_claims():
+    t1 = _mla_t1()
+    d = SimpleNamespace(modality_names=["audio", "image"])
+    tab = mla.table1(t1, "av", d)
+    assert list(tab.index) == mla.ORDER and list(tab.columns) == ["audio", "image", "Multi", "n"] and (tab["n"] == "5").all()
+    ab = mla.ablations(t1)
+    t3 = mla.table3(ab, "av", d)
+    assert list(t3.index) == mla.ORDER3 and _pct(t3.loc["HGM on, DF on", "Multi"]) == pytest.approx(66.0, abs=0.5)
+    code = mla.code_table(t1, ["av"])
+    delta = code.loc["all at once (mla_code)", "av"].split("(Δ ")[1].split()[0]
+    assert float(delta) == pytest.approx(-4.0, abs=0.5)
+    assert mla.weak_modality(t1, "av", d) == "image"
+    V = mla.claims(t1, {"av": d}, "av", {"av": "audio|image"})
+    by = report.by_id(V)
+    assert len(by) == len(V)
+    assert by["mla.1+4.av.late_fusion"].verdict == "reproduced" and by["mla.2.av.qmf"].verdict == "reproduced"
+    assert by["mla.9.gap.av"].verdict == "reproduced" and by["mla.10.beats_code.av"].verdict == "reproduced"
+    assert by["mla.10.ablation_equals_late.av"].verdict == "reproduced"        # both at 63 %
+    assert "(1) MLA best on Multi" in mla.tallies(V)
+    assert "released code as a whole" in mla.summary(V, "av")
+    gaps = mla.gap_table(t1, ["av"], {"av": "audio|image"})
+    assert list(gaps.columns) == ["av (audio vs image)"] and _pct(gaps.loc["MLA"].iloc[0]) == pytest.approx(0.6, abs=0.01)
+
+
+def test_mla_table2_and_isolation():
+    rng = np.random.default_rng(6)
+    m2 = pd.DataFrame([{"row": r, "rate": e, "seed": s, "accuracy": acc - e / 2 + rng.normal(0, 0.002),
+                        "val_score": acc - e / 2}
+                       for r, acc in [("MLA", 0.7), ("QMF", 0.68), ("Late Fusion", 0.66)]
+                       for e in (0.1, 0.3) for s in range(5)])
+    t2 = mla.table2(m2, [0.1, 0.3])
+    assert "MLA, ours" in t2.index and "MLA, paper" in t2.index and any(i.endswith("paper only") for i in t2.index)
+    by = report.by_id(mla.claims(_mla_t1(), {"av": SimpleNamespace(modality_names=["audio", "image"])}, "av",
+                                 {"av": "audio|image"}, m2=m2, rates=[0.1, 0.3]))
+    assert by["mla.5.rate10"].b == "row=QMF" and by["mla.5.rate10"].verdict == "reproduced"
+    assert by["mla.6.mla"].verdict == "reproduced" and abs(by["mla.6.mla"].effect) == pytest.approx(5.0, abs=0.3)
+    iso = pd.DataFrame([{"method": m, "gone": g, "test": "image" if g == "audio" else "audio", "rate": r, "seed": s,
+                         "accuracy": 0.8 - (0.3 * r if m == "qmf" else 0.02 * r)}
+                        for m in ("mla", "qmf") for g in ("audio", "image") for r in (0.0, 0.5, 0.9) for s in range(5)])
+    iso = mla.isolation_frame(iso)
+    assert set(iso["row"]) == {"MLA", "QMF"}
