@@ -129,7 +129,7 @@ class Verdict:
     reason: str = ""                 # why not testable, if so
     diffs: dict = field(default_factory=dict)
     margin: float = math.nan         # equivalence claims ("="): the margin, in display units
-    kind: str = ""                   # "paper", "code" or "book" (see :func:`claim_kind`); its family: :func:`family`
+    kind: str = ""                   # "paper", "code" or "book", declared with the claim; its family: :func:`family`
     p_holm: float = math.nan         # p adjusted with Holm's method within the claim's family (:func:`adjust`)
     q_bh: float = math.nan           # the Benjamini-Hochberg q within the family
     raw_verdict: str = ""            # the verdict before the adjustment ("" until :func:`adjust`)
@@ -349,16 +349,8 @@ def _label(sel: dict) -> str:
 
 
 # ----------------------------------------------------------------------------- families
-_CODE_WORDS = ("book's reading", "released code", "authors' code", "_code")
-
-
-def claim_kind(claim: str) -> str:
-    """"book" (a question the book asks: the claim says "this book"), "code" (the authors' code,
-    or one of its differences, against the paper's reading) or "paper" (the paper's claim)."""
-    c = claim.lower()
-    if "this book" in c:
-        return "book"
-    return "code" if any(w in c for w in _CODE_WORDS) else "paper"
+KIND_HELP = ("'paper' (the paper's claim), 'code' (the authors' code, or one of its differences, against the "
+             "paper's reading) or 'book' (a question the book asks)")
 
 
 def family(kind: str) -> str:
@@ -403,7 +395,8 @@ def adjust(verdicts: list[Verdict], alpha: float = ALPHA) -> list[Verdict]:
     "not testable" claims are not tests and stay out of the family. ``raw_verdict`` keeps the
     unadjusted verdict, so adjusting twice gives the same result."""
     for v in verdicts:
-        v.kind = v.kind or claim_kind(v.claim)
+        if not v.kind:
+            raise ValueError(f"claim {v.id or v.claim!r} declares no kind: pass kind= {KIND_HELP}")
         if v.kind not in KINDS:
             raise ValueError(f"claim {v.id or v.claim!r}: kind {v.kind!r} is not one of {list(KINDS)}")
         v.raw_verdict = v.raw_verdict or v.verdict
@@ -426,7 +419,7 @@ def same_comparisons(verdicts: list[Verdict]) -> list[tuple[Verdict, Verdict]]:
     for v in verdicts:
         if v.direction == "=" or {v.a, v.b} == {"a", "b"}:     # (compare_series' default labels name nothing)
             continue
-        key = (family(v.kind or claim_kind(v.claim)), v.metric, v.setting, frozenset((v.a, v.b)))
+        key = (family(v.kind), v.metric, v.setting, frozenset((v.a, v.b)))
         if key in seen:
             out.append((seen[key], v))
         else:
@@ -449,7 +442,7 @@ def duplicates(verdicts: list[Verdict], tol: float = 1e-9) -> list[tuple[Verdict
         if all(abs(x) <= tol for x in da):
             continue
         for b in tested[i + 1:]:
-            if family(a.kind or claim_kind(a.claim)) != family(b.kind or claim_kind(b.claim)) or \
+            if family(a.kind) != family(b.kind) or \
                     set(map(str, a.diffs)) != set(map(str, b.diffs)):
                 continue
             db = [dict((str(k), x) for k, x in b.diffs.items())[str(k)] for k in sorted(a.diffs, key=str)]

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .report import ALPHA, KINDS, VERDICTS, adjust, anchor, claim_kind, detectable_effect, fmt_p, \
+from .report import ALPHA, KINDS, VERDICTS, adjust, anchor, detectable_effect, fmt_p, \
     read_verdict_file, verdict_text
 
 def papers() -> dict[str, tuple[str, str]]:
@@ -34,8 +34,6 @@ def slug(heading: str) -> str:
     """The HTML id Sphinx gives a section heading: lower case, runs of other characters -> "-"."""
     return re.sub(r"[^a-z0-9]+", "-", heading.lower()).strip("-")
 
-
-kind = claim_kind
 
 
 def read_all(verdict_dir: str | Path, chapters: list[str] | None = None) -> dict[str, dict]:

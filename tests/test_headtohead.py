@@ -210,13 +210,14 @@ def test_an_option_added_later_keeps_old_identities():
 
 # ----------------------------------------------------------------------------- the scorecard
 def _verdicts(tmp_path, chapter, claims):
-    vs = [report.Verdict(c, "a", "b", "accuracy", "s", ">", 1.0, 0.5, 1.5, 5, 0.01, verdict) for c, verdict in claims]
+    vs = [report.Verdict(c, "a", "b", "accuracy", "s", ">", 1.0, 0.5, 1.5, 5, 0.01, verdict, kind=k) for c, verdict, k in claims]
     return report.write_verdicts(tmp_path / "verdicts" / f"{chapter}.json", chapter, vs, profile="quick")
 
 
 def test_the_scorecard_reads_every_verdict_and_links_its_section(tmp_path):
-    _verdicts(tmp_path, "01_smil", [("Table 1: SMIL beats AE", "reproduced"), ("(this book) warm starts", "inconclusive")])
-    _verdicts(tmp_path, "05_mla", [("(10) the paper's MLA beats the released code's", "contradicted")])
+    _verdicts(tmp_path, "01_smil", [("Table 1: SMIL beats AE", "reproduced", "paper"),
+                                    ("(this book) warm starts", "inconclusive", "book")])
+    _verdicts(tmp_path, "05_mla", [("(10) the paper's MLA beats the released code's", "contradicted", "code")])
     f = scorecard.frame(tmp_path / "verdicts")
     assert list(f["kind"]) == ["paper", "book", "code"]
     assert f["link"].iloc[0] == "chapters/01_smil.html#what-reproduced-and-what-did-not"

@@ -128,7 +128,7 @@ def test_fmt_and_table():
 
 def test_verdict_records_round_trip(tmp_path):
     df = _records()
-    vs = [report.compare(df, {"method": "smil"}, {"method": "ae"}, "accuracy", claim="c1", setting="eta=10%")]
+    vs = [report.compare(df, {"method": "smil"}, {"method": "ae"}, "accuracy", claim="c1", setting="eta=10%", kind="paper")]
     path = report.write_verdicts(report.verdicts_path(tmp_path / "records", "01_smil"), "01_smil", vs, profile="quick")
     assert path == tmp_path / "verdicts" / "01_smil.json"
     back = report.read_verdicts(path)
@@ -136,7 +136,7 @@ def test_verdict_records_round_trip(tmp_path):
     tab = report.verdict_table(back)
     assert list(tab.columns) == ["claim", "setting", "effect [95% CI], n", "p", "p (Holm)", "q (BH)", "verdict"]
     assert tab.loc[0, "effect [95% CI], n"].startswith("+3.0 [")
-    bad = report.Verdict("c", "a", "b", "m", verdict="maybe")
+    bad = report.Verdict("c", "a", "b", "m", verdict="maybe", kind="paper")
     with pytest.raises(ValueError, match="maybe"):
         report.write_verdicts(tmp_path / "w.json", "x", [bad])
 
@@ -185,14 +185,16 @@ def test_holm_and_bh_by_hand():
     assert report.holm([]).size == 0 and list(report.holm([0.9, 0.8])) == [1.0, 1.0]
 
 
-def _v(claim, p, verdict, effect=1.0):
-    return report.Verdict(claim, "a", "b", "accuracy", "s", ">", effect, effect - 0.5, effect + 0.5, 5, p, verdict)
+def _v(claim, p, verdict, effect=1.0, kind="paper"):
+    return report.Verdict(claim, "a", "b", "accuracy", "s", ">", effect, effect - 0.5, effect + 0.5, 5, p, verdict,
+                          kind=kind)
 
 
 def test_adjust_decides_each_family_with_holm_and_keeps_the_raw_verdict():
     vs = [_v("Table 1: A beats B", 0.004, "reproduced"), _v("Table 2: A beats C", 0.03, "reproduced"),
           _v("Table 3: C beats A", 0.02, "contradicted", -1.0), _v("Table 4: D beats A", 0.4, "inconclusive"),
-          _v("(this book) a control", 0.03, "reproduced"), _v("(5) the released code's X", 0.9, "inconclusive"),
+          _v("(this book) a control", 0.03, "reproduced", kind="book"),
+          _v("(5) the released code's X", 0.9, "inconclusive", kind="code"),
           _v("too few seeds", math.nan, "not testable")]
     out = report.adjust(vs)
     assert out is vs
@@ -212,7 +214,7 @@ def test_adjust_decides_each_family_with_holm_and_keeps_the_raw_verdict():
 
 
 def test_a_claim_alone_in_its_family_keeps_its_verdict():
-    vs = report.adjust([_v("Table 1: A beats B", 0.04, "reproduced"), _v("(this book) x", 0.001, "reproduced")])
+    vs = report.adjust([_v("Table 1: A beats B", 0.04, "reproduced"), _v("(this book) x", 0.001, "reproduced", kind="book")])
     assert [v.verdict for v in vs] == ["reproduced", "reproduced"] and vs[0].p_holm == pytest.approx(0.04)
 
 
@@ -247,13 +249,15 @@ def test_raw_decisive_exactly_when_p_below_005():
 
 
 def test_duplicates_finds_a_claim_and_its_mirror_in_one_family():
-    a = report.compare_series(pd.Series({0: 3.0, 1: 5.0, 2: 4.0}), pd.Series({0: 1.0, 1: 2.0, 2: 2.5}), claim="(1) A beats B")
+    P = {"kind": "paper"}
+    a = report.compare_series(pd.Series({0: 3.0, 1: 5.0, 2: 4.0}), pd.Series({0: 1.0, 1: 2.0, 2: 2.5}), claim="(1) A beats B", **P)
     mirror = report.compare_series(pd.Series({0: 1.0, 1: 2.0, 2: 2.5}), pd.Series({0: 3.0, 1: 5.0, 2: 4.0}),
-                                   direction="<", claim="(4) B is below A")
-    other = report.compare_series(pd.Series({0: 3.0, 1: 5.0, 2: 4.0}), pd.Series({0: 1.0, 1: 2.0, 2: 2.0}), claim="(2) A beats C")
+                                   direction="<", claim="(4) B is below A", **P)
+    other = report.compare_series(pd.Series({0: 3.0, 1: 5.0, 2: 4.0}), pd.Series({0: 1.0, 1: 2.0, 2: 2.0}), claim="(2) A beats C",
+                                  **P)
     book = report.compare_series(pd.Series({0: 3.0, 1: 5.0, 2: 4.0}), pd.Series({0: 1.0, 1: 2.0, 2: 2.5}),
-                                 claim="(this book) A beats B again")
-    zero = report.compare_series(pd.Series({0: 1.0, 1: 1.0}), pd.Series({0: 1.0, 1: 1.0}), claim="(3) same fit")
+                                 claim="(this book) A beats B again", kind="book")
+    zero = report.compare_series(pd.Series({0: 1.0, 1: 1.0}), pd.Series({0: 1.0, 1: 1.0}), claim="(3) same fit", **P)
     assert [(x.claim, y.claim) for x, y in report.duplicates([a, mirror, other, book, zero, zero])] == \
         [("(1) A beats B", "(4) B is below A")]          # the book's copy is another family; all-zero left out
 
@@ -270,7 +274,7 @@ def test_detectable_effect_matches_the_normal_approximation_and_shrinks_with_see
 def test_the_scorecard_power_table_reads_the_claims_spread(tmp_path):
     from mmlib import scorecard
     vs = [report.compare_series(pd.Series({s: 1.0 + s % 2 * 2 for s in range(5)}), pd.Series({s: 0.0 for s in range(5)}),
-                                claim=f"Table {i}: A beats B") for i in range(3)]
+                                claim=f"Table {i}: A beats B", kind="paper") for i in range(3)]
     report.write_verdicts(tmp_path / "verdicts" / "02_mle.json", "02_mle", vs)
     p = scorecard.power(scorecard.frame(tmp_path / "verdicts"))
     row = p.loc["MLE"]
@@ -328,21 +332,25 @@ def test_every_method_of_the_registry_has_a_display_name():
     assert report.label("hgr", "phi=add") == "HGR maximal correlation (phi=add)"
 
 
-def test_claim_ids_are_unique_in_a_chapter_and_kinds_are_declared_or_known(tmp_path):
+def test_claim_ids_are_unique_in_a_chapter_and_kinds_are_declared(tmp_path):
     a = report.compare_series(pd.Series({0: 2.0, 1: 3.0}), pd.Series({0: 1.0, 1: 1.0}), claim="x", id="c.one", kind="book")
-    b = report.compare_series(pd.Series({0: 2.0, 1: 3.0}), pd.Series({0: 1.0, 1: 0.0}), claim="y", id="c.one")
+    b = report.compare_series(pd.Series({0: 2.0, 1: 3.0}), pd.Series({0: 1.0, 1: 0.0}), claim="y", id="c.one", kind="paper")
     with pytest.raises(ValueError, match="claim ids declared more than once: \\['c.one'\\]"):
         report.write_verdicts(tmp_path / "v.json", "c", [a, b])
     assert a.kind == "book" and report.adjust([a])[0].kind == "book"          # declared, not read from the text
     bad = report.compare_series(pd.Series({0: 2.0, 1: 3.0}), pd.Series({0: 1.0, 1: 1.0}), claim="z", kind="papers")
     with pytest.raises(ValueError, match="kind 'papers'"):
         report.adjust([bad])
+    # a kind is declared, never read from the claim's words: a claim without one is refused, naming it
+    silent = report.compare_series(pd.Series({0: 2.0, 1: 3.0}), pd.Series({0: 1.0, 1: 1.0}), claim="(this book) w", id="c.w")
+    with pytest.raises(ValueError, match="claim 'c.w' declares no kind"):
+        report.adjust([silent])
 
 
 def test_verdict_html_anchors_each_claim_and_the_scorecard_links_there(tmp_path):
     from mmlib import scorecard
     v = report.compare_series(pd.Series({0: 2.0, 1: 3.0}), pd.Series({0: 1.0, 1: 1.0}), claim="Table 1: A beats B",
-                              id="smil.table1.beats_ae.eta10")
+                              id="smil.table1.beats_ae.eta10", kind="paper")
     html = report.verdict_html([v])
     assert "id='claim-smil-table1-beats-ae-eta10'" in html and "Table 1: A beats B" in html
     report.write_verdicts(tmp_path / "verdicts" / "01_smil.json", "01_smil", [v])

@@ -101,22 +101,22 @@ def claims(frame: pd.DataFrame, rates) -> list[report.Verdict]:
     over = ", ".join(setting(r) for r in rates)
     out = [
         report.compare_over(frame, {"method": "zp_concat", **both}, {"method": "lower_bound", **img}, "accuracy",
-                            per_rate, claim="Using the incomplete audio helps: zero padding (image + audio) > Lower-Bound",
+                            per_rate, kind="paper", claim="Using the incomplete audio helps: zero padding (image + audio) > Lower-Bound",
                             id="intro.zp_beats_lower_bound"),
         report.compare_over(frame, {"method": "late_fusion", **both}, {"method": "zp_concat", **both}, "accuracy",
-                            per_rate, claim="Late fusion > zero padding (concat), image + audio", id="intro.late_beats_zp"),
+                            per_rate, kind="paper", claim="Late fusion > zero padding (concat), image + audio", id="intro.late_beats_zp"),
         report.compare_over(frame, {"method": "zp_concat", **both}, {"method": "zp_sum", **both}, "accuracy", per_rate,
-                            claim="Concat fusion > sum fusion for zero padding, image + audio",
+                            kind="paper", claim="Concat fusion > sum fusion for zero padding, image + audio",
                             id="intro.concat_beats_sum"),
         report.compare(frame, {"method": "upper_bound", **both, "setting": hi},
                        {"method": "zp_concat", **both, "setting": hi}, "accuracy", setting=f"audio missing {hi}",
-                       claim="The gap remains: Upper-Bound > zero padding (concat) at the highest missing rate",
+                       kind="paper", claim="The gap remains: Upper-Bound > zero padding (concat) at the highest missing rate",
                        id="intro.gap_remains"),
         report.compare_over(frame, {"method": "zp_concat", **img}, {"method": "lower_bound", **img}, "accuracy",
-                            per_rate, direction="<", claim="Tested with the image only, zero padding < Lower-Bound",
+                            per_rate, direction="<", kind="paper", claim="Tested with the image only, zero padding < Lower-Bound",
                             id="intro.image_only.zp_below_lb"),
         report.compare_over(frame, {"method": "late_fusion", **img}, {"method": "lower_bound", **img}, "accuracy",
-                            per_rate, direction="<", claim="Tested with the image only, late fusion < Lower-Bound",
+                            per_rate, direction="<", kind="paper", claim="Tested with the image only, late fusion < Lower-Bound",
                             id="intro.image_only.late_below_lb"),
     ]
     for v in out:
@@ -142,7 +142,7 @@ def selection_claims(sel: pd.DataFrame, rate: float) -> list[report.Verdict]:
     return [report.compare(sel, {"method": m, "test": t, "selection": "masked validation"},
                            {"method": m, "test": t, "selection": "complete validation"}, "accuracy",
                            setting=f"audio missing {setting(rate)}, test {t}",
-                           claim=f"(this book) {report.label(m)}: a masked validation split beats a complete one, test {t}",
+                           kind="book", claim=f"(this book) {report.label(m)}: a masked validation split beats a complete one, test {t}",
                            id=f"intro.book.masked_validation.{m}.{t}")
             for m in ("zp_concat", "late_fusion") for t in (BOTH, IMAGE)]
 

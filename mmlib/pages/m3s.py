@@ -247,11 +247,11 @@ def claims(df: pd.DataFrame, tasks) -> list[report.Verdict]:
                 return {"setting": s_, "band": b, "tested": t}
             tag, tid = f"{task}, {base}", claim_tag(task, base)
             V.append(report.compare(sub, S("ORIG + M3S"), S("ORIG"), met, direction=d_dir, scale=sc,
-                                    setting=f"{tag}, 40-60%", claim=f"(1) M3S beats ORIG ({tag})", id=f"m3s.1.{tid}"))
+                                    setting=f"{tag}, 40-60%", kind="paper", claim=f"(1) M3S beats ORIG ({tag})", id=f"m3s.1.{tid}"))
             V.append(report.compare(sub, S("ORIG + SPL-TRN"), S("ORIG"), met, direction=d_dir, scale=sc,
-                                    setting=f"{tag}, 40-60%", claim=f"(2) SPL-TRN beats ORIG ({tag})", id=f"m3s.2.{tid}"))
+                                    setting=f"{tag}, 40-60%", kind="paper", claim=f"(2) SPL-TRN beats ORIG ({tag})", id=f"m3s.2.{tid}"))
             V.append(report.compare(sub, S("ORIG + M3S"), S("ORIG + SPL-TRN"), met, direction=d_dir, scale=sc,
-                                    setting=f"{tag}, 40-60%", claim=f"(3) M3S beats SPL-TRN ({tag})", id=f"m3s.3.{tid}"))
+                                    setting=f"{tag}, 40-60%", kind="paper", claim=f"(3) M3S beats SPL-TRN ({tag})", id=f"m3s.3.{tid}"))
 
             def gain(b):
                 return (report.per_seed(sub, met, S("ORIG + M3S", b, b))
@@ -260,34 +260,34 @@ def claims(df: pd.DataFrame, tasks) -> list[report.Verdict]:
                 for other in ["20-40%", "60-80%"]:
                     V.append(report.compare_series(gain("40-60%"), gain(other), metric=f"gain in {NAMES[met]}",
                                                    setting=tag, a_label="40-60%", b_label=other,
-                                                   claim=f"(4) the gain over ORIG is largest at 40-60% (vs {other}, {tag})",
+                                                   kind="paper", claim=f"(4) the gain over ORIG is largest at 40-60% (vs {other}, {tag})",
                                                    id=f"m3s.4.vs_{other[:2]}.{tid}"))
                 V.append(report.compare(sub, S("ORIG + M3S", "60-80%", "60-80%"), S("ORIG", "60-80%", "60-80%"), met,
                                         direction=d_dir, scale=sc, setting=f"{tag}, 60-80%",
-                                        claim=f"(5) at 60-80% M3S still beats ORIG ({tag})", id=f"m3s.5.{tid}"))
+                                        kind="paper", claim=f"(5) at 60-80% M3S still beats ORIG ({tag})", id=f"m3s.5.{tid}"))
             for b_ in ["ORIG", "ORIG + SPL-TRN"]:
                 V.append(report.compare(sub, S("ORIG + M3S", "40-60%", "60-80%"), S(b_, "40-60%", "60-80%"), met,
                                         direction=d_dir, scale=sc, setting=f"{tag}, trained 40-60%, tested 60-80%",
-                                        claim=f"(6) tested at 60-80%, M3S beats {b_.replace('ORIG + ', '')} ({tag})",
+                                        kind="paper", claim=f"(6) tested at 60-80%, M3S beats {b_.replace('ORIG + ', '')} ({tag})",
                                         id=f"m3s.6.{b_.replace('ORIG + ', '').lower()}.{tid}"))
             if (sub["setting"] == "M3S, alpha = 0").any():
                 V.append(report.compare(sub, S("ORIG + M3S"), S("M3S, alpha = 0"), met, direction=d_dir, scale=sc,
-                                        setting=f"{tag}, 40-60%", claim=f"(9, this book) the meta step adds to its own "
+                                        setting=f"{tag}, 40-60%", kind="book", claim=f"(9, this book) the meta step adds to its own "
                                                                         f"alpha = 0 control ({tag})",
                                         id=f"m3s.book.meta_step.{tid}"))
                 V.append(report.compare(sub, S("M3S, spans on clean features"), S("ORIG + M3S"), met, direction=d_dir,
                                         scale=sc, setting=f"{tag}, 40-60%",
-                                        claim=f"(this book) spans on clean features beat spans on top of ORIG's ({tag})",
+                                        kind="book", claim=f"(this book) spans on clean features beat spans on top of ORIG's ({tag})",
                                         id=f"m3s.book.clean_spans.{tid}"))
                 if (sub["setting"] == "M3S, second order").any():              # the full profile's control
                     V.append(report.compare(sub, S("M3S, second order"), S("ORIG + M3S"), met, direction=d_dir,
                                             scale=sc, setting=f"{tag}, 40-60%",
-                                            claim=f"(this book) a second-order Eq. 2 beats the first order ({tag})",
+                                            kind="book", claim=f"(this book) a second-order Eq. 2 beats the first order ({tag})",
                                             id=f"m3s.book.second_order.{tid}"))
                 for m_, name_ in MATCHED.items():
                     V.append(report.compare(sub, S("ORIG + M3S"), S(name_), met, direction=d_dir, scale=sc,
                                             setting=f"{tag}, 40-60%, equal gradient evaluations",
-                                            claim=f"(this book) at equal compute, M3S beats {name_.split(',')[0]} ({tag})",
+                                            kind="book", claim=f"(this book) at equal compute, M3S beats {name_.split(',')[0]} ({tag})",
                                             id=f"m3s.book.equal_compute.{m_}.{tid}"))
     return V
 

@@ -316,12 +316,12 @@ def claims(t1: pd.DataFrame, data: dict, dataset: str, pairs: dict, lazy=None, u
         for other in [r for r in ORDER if r != MLA_ROW]:
             also = "; also (4): late fusion is below MLA" if other == "Late Fusion" else ""    # (4) is this comparison
             V.append(report.compare(t1, S(name, MLA_ROW, "Multi"), S(name, other, "Multi"), "accuracy",
-                                    claim=f"(1) MLA has the best Multi accuracy ({name}, vs {other}){also}", setting=name,
+                                    kind="paper", claim=f"(1) MLA has the best Multi accuracy ({name}, vs {other}){also}", setting=name,
                                     id=f"mla.1{'+4' if also else ''}.{name}.{slug(other)}"))
     for name in datasets:
         for other in ["Sum", "Concat", "FiLM", "BiGated", "OGM-GE", "QMF"]:
             V.append(report.compare(t1, S(name, MLA_ROW, weak[name]), S(name, other, weak[name]), "accuracy",
-                                    claim=f"(2) MLA raises the weak modality ({name}, {weak[name]}, vs {other})",
+                                    kind="paper", claim=f"(2) MLA raises the weak modality ({name}, {weak[name]}, vs {other})",
                                     setting=name, id=f"mla.2.{name}.{slug(other)}"))
     if lazy is not None:
         w = min(uni, key=uni.get)
@@ -329,7 +329,7 @@ def claims(t1: pd.DataFrame, data: dict, dataset: str, pairs: dict, lazy=None, u
         for joint in ["Sum", "Concat", "FiLM", "BiGated", "OGM-GE"]:
             # (against MLA the oracle cancels: that difference is claim (2)'s)
             V.append(report.compare_series(per[joint], per["Late Fusion"], metric="laziness (points)",
-                                           claim=f"(3) {joint} is lazier than Late Fusion on the weak modality (gaussian, {w})",
+                                           kind="paper", claim=f"(3) {joint} is lazier than Late Fusion on the weak modality (gaussian, {w})",
                                            setting="gaussian", a_label=joint, b_label="Late Fusion", id=f"mla.3.{slug(joint)}"))
     if m2 is not None:
         for e in rates:
@@ -337,58 +337,58 @@ def claims(t1: pd.DataFrame, data: dict, dataset: str, pairs: dict, lazy=None, u
             # the runner-up is chosen on validation (each fit's selected validation score), then tested on test
             best = sub.drop_duplicates(["row", "seed"]).groupby("row")["val_score"].mean().drop(MLA_ROW).idxmax()
             V.append(report.compare(sub, {"row": MLA_ROW}, {"row": best}, "accuracy",
-                                    claim=f"(5) MLA is best at η = {100 * e:.0f}% (vs the runner-up on validation, {best})",
+                                    kind="paper", claim=f"(5) MLA is best at η = {100 * e:.0f}% (vs the runner-up on validation, {best})",
                                     setting=f"η={e}", id=f"mla.5.rate{100 * e:.0f}"))
         for r, g in m2.groupby("row"):
             g = g.drop_duplicates(["rate", "seed"])
             slope = g.groupby("seed").apply(lambda x: 100 * np.polyfit(x["rate"], x["accuracy"], 1)[0] / 10
                                             if x["rate"].nunique() > 1 else np.nan).dropna()
             V.append(report.compare_series(slope, pd.Series(0.0, index=slope.index), direction="<",
-                                           metric="points per 10 % of η", claim=f"(6) {r} degrades as η grows",
+                                           metric="points per 10 % of η", kind="paper", claim=f"(6) {r} degrades as η grows",
                                            setting=dataset, a_label=r, b_label="no slope", id=f"mla.6.{slug(r)}"))
     ab = ablations(t1)
     for name in datasets:
         def A(cell, col):
             return {"dataset": name, "cell": cell, "col": col}
         V.append(report.compare(ab, A("HGM on, DF on", weak[name]), A("HGM off, DF on", weak[name]), "accuracy",
-                                claim=f"(7) HGM helps the weak modality ({name}, {weak[name]})", setting=name,
+                                kind="paper", claim=f"(7) HGM helps the weak modality ({name}, {weak[name]})", setting=name,
                                 id=f"mla.7.hgm_weak.{name}"))
         V.append(report.compare(ab, A("HGM on, DF on", "Multi"), A("HGM off, DF on", "Multi"), "accuracy",
-                                claim=f"(7) HGM helps Multi ({name})", setting=name, id=f"mla.7.hgm_multi.{name}"))
+                                kind="paper", claim=f"(7) HGM helps Multi ({name})", setting=name, id=f"mla.7.hgm_multi.{name}"))
         V.append(report.compare(ab, A("HGM on, DF on", "Multi"), A("HGM on, DF off", "Multi"), "accuracy",
-                                claim=f"(7) DF helps Multi ({name})", setting=name, id=f"mla.7.df_multi.{name}"))
+                                kind="paper", claim=f"(7) DF helps Multi ({name})", setting=name, id=f"mla.7.df_multi.{name}"))
     if iso is not None:
         for gone in ["audio", "image"]:
             sub = iso[iso["gone"] == gone].drop_duplicates(["row", "rate", "seed"])
             acc = {(r, q): g.set_index("seed")["accuracy"] * 100 for (r, q), g in sub.groupby(["row", "rate"])}
             drop = {r: acc[(r, 0.0)] - acc[(r, 0.9)] for r in ["QMF", MLA_ROW]}
             V.append(report.compare_series(drop["QMF"], pd.Series(0.0, index=drop["QMF"].index), metric="drop (points)",
-                                           claim=f"(8) QMF's other modality falls when {gone} is 90 % missing",
+                                           kind="paper", claim=f"(8) QMF's other modality falls when {gone} is 90 % missing",
                                            setting=f"avdigits, {gone} 90 % missing", a_label="QMF drop", b_label="no drop",
                                            id=f"mla.8.qmf_falls.{gone}"))
             V.append(report.compare_series(drop["QMF"], drop[MLA_ROW], metric="drop (points)",
-                                           claim=f"(8) MLA's other modality falls less than QMF's ({gone} 90 % missing)",
+                                           kind="paper", claim=f"(8) MLA's other modality falls less than QMF's ({gone} 90 % missing)",
                                            setting=f"avdigits, {gone} 90 % missing", a_label="QMF drop", b_label="MLA drop",
                                            id=f"mla.8.mla_falls_less.{gone}"))
     for name in datasets:
         V.append(report.compare(t1, {"dataset": name, "row": MLA_ROW, "col": "Multi"},
                                 {"dataset": name, "row": "Concat", "col": "Multi"}, f"gap.{pairs[name]}", scale=1.0,
-                                claim=f"(9) MLA's modality gap is larger than Concat's ({name}, {pairs[name]})",
+                                kind="paper", claim=f"(9) MLA's modality gap is larger than Concat's ({name}, {pairs[name]})",
                                 setting=name, id=f"mla.9.gap.{name}"))
     both = pd.concat([ab.assign(row=ab["cell"]), t1[t1["row"] == "Late Fusion"]])
     for name in datasets:
         V.append(report.equivalent(both, {"dataset": name, "row": "HGM off, DF off", "col": "Multi"},
                                    {"dataset": name, "row": "Late Fusion", "col": "Multi"}, "accuracy", margin=1.0,
-                                   claim=f"(10) HGM off, DF off equals late fusion within ±1 point ({name})", setting=name,
+                                   kind="paper", claim=f"(10) HGM off, DF off equals late fusion within ±1 point ({name})", setting=name,
                                    id=f"mla.10.ablation_equals_late.{name}"))
         V.append(report.compare(t1, {"dataset": name, "row": MLA_ROW, "col": "Multi"},
                                 {"dataset": name, "method": "mla_code", "col": "Multi"}, "accuracy",
-                                claim=f"(10) the paper's MLA beats the released code's ({name})", setting=name,
+                                kind="code", claim=f"(10) the paper's MLA beats the released code's ({name})", setting=name,
                                 id=f"mla.10.beats_code.{name}"))
         for k, txt in CODE_PARTS.items():
             V.append(report.compare(t1, {"dataset": name, "row": MLA_ROW, "col": "Multi"},
                                     {"dataset": name, "method": "mla", "variant": k, "col": "Multi"}, "accuracy",
-                                    claim=f"(10) the paper's MLA beats {txt} alone ({name})", setting=name,
+                                    kind="paper", claim=f"(10) the paper's MLA beats {txt} alone ({name})", setting=name,
                                     id=f"mla.10.beats_part.{slug(k)}.{name}"))
     return V
 

@@ -239,38 +239,38 @@ def claims(t1: pd.DataFrame, settings, both: str, aff: pd.DataFrame | None = Non
         def a_(method, phi="add"):                       # one row of Table 1: the paper's method and phi
             return {"row": LABEL[method], "phi": phi, "test": both}
         V += [report.compare_over(t1, a_(m), a_("mle_lb"), "accuracy", hi, setting="visual and audio missing 80-95%",
-                                  claim=f"(1) {lbl} beats the lower bound", id=f"mle.1.{m}_beats_lower_bound")
+                                  kind="paper", claim=f"(1) {lbl} beats the lower bound", id=f"mle.1.{m}_beats_lower_bound")
               for m, lbl in [("hgr", "HGR"), ("mle_zp", "ZP"), ("mle", "MLE")]]
         # (5)'s "HGR is worse than MLE" is the same paired comparison as (1') MLE beats HGR: declared once, here
         V += [report.compare_over(t1, a_("mle"), a_(m), "accuracy", hi, setting="visual and audio missing 80-95%",
-                                  claim=f"(1') MLE beats {lbl}", id=f"mle.1p.beats_{m}")
+                                  kind="paper", claim=f"(1') MLE beats {lbl}", id=f"mle.1p.beats_{m}")
               for m, lbl in [("mle_zp", "ZP"), ("hgr", "HGR; also (5): HGR is worse than MLE")]]
         V.append(report.compare_over(t1.assign(rate_=t1["rate"]), {"row": "MLE", "phi": "add", "modality": "visual"},
                                      {"row": "MLE", "phi": "add", "modality": "audio"}, "accuracy",
                                      [{"rate_": r} for r in (0.8, 0.9, 0.95)], direction="<", setting="MLE, 80-95% missing",
-                                     claim="(2) visual missing hurts more than audio missing", id="mle.2.visual_hurts_more"))
+                                     kind="paper", claim="(2) visual missing hurts more than audio missing", id="mle.2.visual_hurts_more"))
 
         def seeds_of(m, r):
             return report.per_seed(t1, "accuracy", {"row": LABEL[m], "phi": "add", "modality": "audio", "rate": r}) * 100
         drop = {m: seeds_of(m, 0.8) - seeds_of(m, 0.95) for m in ["mle", "mle_zp"]}
         V.append(report.compare_series(drop["mle"], drop["mle_zp"], direction="<", metric="accuracy drop",
                                        setting="audio missing 80% -> 95%",
-                                       claim="(3) MLE degrades more slowly than ZP (its drop is smaller)",
+                                       kind="paper", claim="(3) MLE degrades more slowly than ZP (its drop is smaller)",
                                        id="mle.3.slower_drop"))
         V += [report.compare_over(t1, a_("mle", p), a_("mle", "concat"), "accuracy", hi, setting="80-95% missing",
-                                  claim=f"(4) for MLE, {PHI_NAME[p]} beats concatenation", id=f"mle.4.{p}_beats_concat")
+                                  kind="paper", claim=f"(4) for MLE, {PHI_NAME[p]} beats concatenation", id=f"mle.4.{p}_beats_concat")
               for p in ["outer", "add"]]
         V += [report.compare_over(t1, a_("hgr"), a_("mle_zp"), "accuracy", hi, direction="<", setting="80-95% missing",
-                                  claim="(5) HGR is worse than ZP", id="mle.5.hgr_below_mle_zp")]
+                                  kind="paper", claim="(5) HGR is worse than ZP", id="mle.5.hgr_below_mle_zp")]
         vis = [{"setting": setting(y, r)} for y, r in settings if r >= 0.8 and role(y) == "visual"]
         aud = [{"setting": setting(y, r)} for y, r in settings if r >= 0.8 and role(y) == "audio"]
         V += [report.compare_over(t1, a_("mle+all_detached"), a_("mle"), "accuracy", s_, setting=lbl,
-                                  claim="(this book) g(y') constant in Eq. 5 beats Eq. 5 as printed",
+                                  kind="book", claim="(this book) g(y') constant in Eq. 5 beats Eq. 5 as printed",
                                   id=f"mle.book.g_constant.{k}")
               for s_, lbl, k in [(vis, "visual missing 80-95%", "visual"), (aud, "audio missing 80-95%", "audio")]]
     if aff is not None and len(aff):
         V += [report.compare(aff, {"row": "MLE", "phi": "add", "setting": s_}, {"row": "ZP", "phi": "add", "setting": s_},
-                             "accuracy", floor=majority, tol=0.01, setting=f"affect, {s_}", claim="(affect) MLE beats ZP",
+                             "accuracy", floor=majority, tol=0.01, setting=f"affect, {s_}", kind="paper", claim="(affect) MLE beats ZP",
                              id=f"mle.affect.beats_zp.{s_}")
               for s_ in sorted(aff["setting"].unique())]
     if gq is not None and len(gq):
@@ -278,7 +278,7 @@ def claims(t1: pd.DataFrame, settings, both: str, aff: pd.DataFrame | None = Non
             V += [report.compare_over(gq, {"method": "mle", "test": t}, {"method": b, "test": t}, "kl",
                                       [{"rate": r} for r in g_rates], direction="<", scale=1.0,
                                       setting=f"gaussian, y missing {', '.join(f'{r:.0%}' for r in g_rates)}, {where}",
-                                      claim=f"(this book) MLE's posterior is closer to the exact one than {LABEL[b]}'s, {where}",
+                                      kind="book", claim=f"(this book) MLE's posterior is closer to the exact one than {LABEL[b]}'s, {where}",
                                       id=f"mle.book.posterior_closer.{b}.{t}")
                   for b in ["mle_zp", "mle_lb"]]
     return V

@@ -294,26 +294,26 @@ def claims(pg: Page, df: pd.DataFrame, dfa: pd.DataFrame, ave: pd.DataFrame, hav
         return {"method": m, "pattern": "Ave."}
     V.append(report.compare_over(dfa, A("redcore"), A("mmin_lite") | {"variant": ""}, "f1_weighted", t1s,
                                  setting=f"{len(t1s)} of Table 1's triples", floor=f1,
-                                 claim="(1) RedCore beats MMIN on Ave. F1", id="redcore.1.beats_mmin"))
+                                 kind="paper", claim="(1) RedCore beats MMIN on Ave. F1", id="redcore.1.beats_mmin"))
     V.append(report.compare_over(dfa, {"method": "redcore", "pattern": "pooled"},
                                  {"method": "mmin_lite", "variant": "", "pattern": "pooled"}, "f1_weighted", t1s,
                                  setting=f"{len(t1s)} of Table 1's triples", floor=f1,
-                                 claim="(1') RedCore beats MMIN on the pooled F1", id="redcore.1.beats_mmin_pooled"))
+                                 kind="paper", claim="(1') RedCore beats MMIN on the pooled F1", id="redcore.1.beats_mmin_pooled"))
     idt = {"method": "mmin_lite", "variant": "pdt=False", "pattern": "Ave."}
     idt_ave = (df[(df["variant"] == "pdt=False") & df["test"].isin(pg.patterns)]
                .groupby(["method", "variant", "setting", "seed"], as_index=False)["f1_weighted"].mean().assign(pattern="Ave."))
     dfv = pd.concat([dfa, idt_ave], ignore_index=True)         # the defaults (variant "") and MMIN trained IDT
     V.append(report.compare_over(dfv, A("redcore") | {"variant": ""}, idt, "f1_weighted", t1s,
                                  setting=f"{len(t1s)} of Table 1's triples", floor=f1,
-                                 claim="(1'') RedCore beats MMIN trained as an IDT method", id="redcore.1.beats_mmin_idt"))
+                                 kind="paper", claim="(1'') RedCore beats MMIN trained as an IDT method", id="redcore.1.beats_mmin_idt"))
     V.append(report.compare_over(dfv, A("mmin_lite") | {"variant": ""}, idt, "f1_weighted", t1s,
                                  setting=f"{len(t1s)} of Table 1's triples", floor=f1,
-                                 claim="(this book) MMIN with the missing features (PDT) beats MMIN without them (IDT)",
+                                 kind="book", claim="(this book) MMIN with the missing features (PDT) beats MMIN without them (IDT)",
                                  id="redcore.book.mmin_pdt_beats_idt"))
     l08 = [{"setting": key(r)} for r in T1_SETTINGS if r[2] == 0.8 and r in have]
     V.append(report.compare_over(dfa, {"method": "redcore", "pattern": "L"}, {"method": "mmin_lite", "pattern": "L"},
                                  "f1_weighted", l08, setting="L missing at 0.8 (three triples)", floor=f1,
-                                 claim="(2) with L missing at 0.8, RedCore's L-only F1 beats MMIN's", id="redcore.2.l_only"))
+                                 kind="paper", claim="(2) with L missing at 0.8, RedCore's L-only F1 beats MMIN's", id="redcore.2.l_only"))
     for m in ["redcore", "mmin_lite"]:
         for bal, imb in [((0.8, 0.5, 0.5), (0.8, 0.5, 0.2)), ((0.5, 0.5, 0.8), (0.2, 0.5, 0.8))]:
             if not {bal, imb} <= have:
@@ -322,18 +322,18 @@ def claims(pg: Page, df: pd.DataFrame, dfa: pd.DataFrame, ave: pd.DataFrame, hav
             b_ = report.per_seed(ave, "f1_weighted", {"method": m, "setting": key(imb)}) * 100
             V.append(report.compare_series(a_, b_, setting=f"{LABEL[m]}: {bal} vs {imb}", metric="f1_weighted",
                                            a_label=key(bal), b_label=key(imb),
-                                           claim="(3) fewer but balanced missing rates beat imbalanced ones",
+                                           kind="paper", claim="(3) fewer but balanced missing rates beat imbalanced ones",
                                            id=f"redcore.3.balanced.{m}.{key(bal)}"))
     perms = [{"setting": key(r)} for r in PERMS.values() if r in have]
     for a_, b_, c_ in [("redcore", "redcore_red", "(4) RedCore beats Red"), ("redcore", "redcore_core", "(4) RedCore beats Core"),
                        ("redcore_red", "redcore_core", "(4) Red beats Core")]:
         V.append(report.compare_over(dfa, A(a_), A(b_), "f1_weighted", perms, setting=f"{len(perms)} permutations (Table 2)",
-                                     floor=f1, claim=c_, id=f"redcore.4.{a_}_beats_{b_}"))
+                                     floor=f1, kind="paper", claim=c_, id=f"redcore.4.{a_}_beats_{b_}"))
     others = ["zp_concat", "cra", "amae_lite", "mmin_lite"]
     for b_ in others if ZERO in have else []:
         V.append(report.compare(dfa, {**A("redcore"), "setting": key(ZERO)}, {**A(b_), "setting": key(ZERO)},
                                 "f1_weighted", floor=f1, setting="no modality missing",
-                                claim=f"(5) at missing rate 0, RedCore beats {LABEL[b_]}", id=f"redcore.5.rate0.beats_{b_}"))
+                                kind="paper", claim=f"(5) at missing rate 0, RedCore beats {LABEL[b_]}", id=f"redcore.5.rate0.beats_{b_}"))
 
     def drop(m):
         return (report.per_seed(ave, "f1_weighted", {"method": m, "setting": key(ZERO)})
@@ -341,15 +341,15 @@ def claims(pg: Page, df: pd.DataFrame, dfa: pd.DataFrame, ave: pd.DataFrame, hav
     for b_ in others if {ZERO, HIGH} <= have else []:
         V.append(report.compare_series(drop("redcore"), drop(b_), direction="<", metric="F1 drop",
                                        a_label="RedCore", b_label=LABEL[b_], setting="shared missing rate 0 -> 0.9",
-                                       claim=f"(7) RedCore's drop is smaller than {LABEL[b_]}'s", id=f"redcore.7.smaller_drop.{b_}"))
+                                       kind="paper", claim=f"(7) RedCore's drop is smaller than {LABEL[b_]}'s", id=f"redcore.7.smaller_drop.{b_}"))
     if pg.page_rates in have:
         sp = {m: pd.Series({s: pg.ra_spread(df, m, s) for s in pg.seeds}) for m in ["redcore", "redcore_core"]}
         V.append(report.compare_series(sp["redcore"], sp["redcore_core"], direction="<", metric="RA spread",
                                        a_label="RedCore", b_label="Core", setting=key(pg.page_rates),
-                                       claim="(8) regulation narrows the spread of RA (Figure 5)", id="redcore.8.ra_spread"))
+                                       kind="paper", claim="(8) regulation narrows the spread of RA (Figure 5)", id="redcore.8.ra_spread"))
     for b_ in ["zp_concat", "cra", "mmin_lite"]:
         V.append(report.compare_over(dfa, A("redcore"), A(b_), "f1_weighted", perms, setting=f"{len(perms)} permutations",
-                                     floor=f1, claim=f"(9) RedCore beats {LABEL[b_]} under imbalanced rates",
+                                     floor=f1, kind="paper", claim=f"(9) RedCore beats {LABEL[b_]} under imbalanced rates",
                                      id=f"redcore.9.imbalanced.beats_{b_}"))
     if pg.page_rates in have:
         ref = report.per_seed(ave, "f1_weighted", {"method": "redcore", "setting": key(pg.page_rates)}) * 100
@@ -359,14 +359,14 @@ def claims(pg: Page, df: pd.DataFrame, dfa: pd.DataFrame, ave: pd.DataFrame, hav
                      & df["test"].isin(pg.patterns)]
             V.append(report.compare_series(sub.groupby("seed")["f1_weighted"].mean() * 100, ref, metric="f1_weighted",
                                            a_label=f"RedCore ({lbl})", b_label="RedCore", setting=key(pg.page_rates),
-                                           claim=f"(10) {lbl} beats the book's reading", id=f"redcore.10.code.{lbl}"))
+                                           kind="code", claim=f"(10) {lbl} beats the book's reading", id=f"redcore.10.code.{lbl}"))
     if gdf is not None and len(gdf):
         gs_ = [{"setting": s_} for s_ in dict.fromkeys(gdf["setting"])]
         for b_ in ["mmin_lite", "zp_concat"]:
             V.append(report.compare_over(gdf, {"method": "redcore", "pattern": "Ave."},
                                          {"method": b_, "variant": "", "pattern": "Ave."}, "accuracy", gs_,
                                          setting=f"gaussian (imbalanced), {len(gs_)} triples", floor=g_floor / 100,
-                                         claim=f"(this book) on gaussian, RedCore is closer to the Bayes oracle than {LABEL[b_]}",
+                                         kind="book", claim=f"(this book) on gaussian, RedCore is closer to the Bayes oracle than {LABEL[b_]}",
                                          id=f"redcore.book.gaussian.beats_{b_}"))
     return V
 
