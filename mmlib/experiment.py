@@ -12,6 +12,7 @@ import base64
 import hashlib
 import time
 from collections.abc import Sized
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -175,6 +176,9 @@ def usable_record(path, data: MultimodalDataset, corruption: dict | None = None)
     return rec
 
 
+SHARED = "shared"       # the record store's folder of fits shared between runs (Method.shared_dir)
+
+
 def _check_seed(seed) -> None:
     import numbers
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
@@ -217,6 +221,8 @@ def run(data: MultimodalDataset, method: str | Method, missing: dict, seed: int,
     started = utc_now()
     t0 = time.perf_counter()
     fit_data, tests = (data, None) if corruption is None else corrupted(data, corruption, seed)
+    if records_dir is not None:             # fits shared between runs (SMIL's warm starts) beside the records
+        m.shared_dir = str(Path(records_dir) / SHARED)
     m.fit(fit_data, presence, seed=seed, cfg=cfg, device=device,
           **({"val_presence": val_presence} if val_presence is not None else {}))
     record = make_record(fit_data, m, identity, missing, presence, time.perf_counter() - t0, device, started,

@@ -263,3 +263,10 @@ def test_smils_record_holds_its_warm_starts_budgets_and_histories(avdigits, tmp_
     assert ws["epochs"] == 9
     other, _ = run(small, "smil_no_reg", spec, 0, cfg, "cpu", records_dir=tmp_path, method_kwargs={"backbone": "mlp"})
     assert other["warm_starts"]["key"] == ws["key"]           # the same warm starts, named by one key
+    # kept as a fit of their own beside the records, where the second variant found them; a variant that
+    # fits them itself (no store: nothing kept) gets the same numbers
+    from mmlib.methods.smil import warm_path
+    assert warm_path(tmp_path / "shared", ws["key"]).is_file()
+    assert other["warm_starts"]["stages"]["smil:fusion"]["history"] == ws["stages"]["smil:fusion"]["history"]
+    alone, _ = run(small, "smil_no_reg", spec, 0, cfg, "cpu", method_kwargs={"backbone": "mlp"})
+    assert alone["metrics"] == other["metrics"] and not (tmp_path / "records").exists()

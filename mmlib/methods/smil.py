@@ -88,8 +88,10 @@ from __future__ import annotations
 import copy
 import hashlib
 import math
+import os
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -102,7 +104,32 @@ from . import Method
 from .common import full_presence, task_loss, two_roles, two_rows, validation_score
 
 
-_WARM: dict = {}        # warm starts shared by the SMIL variants run in one process (see SMIL.fit)
+def warm_path(shared_dir, key: str) -> Path:
+    """Where the warm starts named ``key`` are kept, in the harness's folder of shared fits."""
+    return Path(shared_dir) / f"smil-warm-{key}.pt"
+
+
+def load_warm(shared_dir, key: str, device):
+    """The warm starts named ``key`` if a run kept them (None: not kept, unreadable, or no folder)."""
+    if shared_dir is None or not warm_path(shared_dir, key).is_file():
+        return None
+    try:
+        x2feat, main, priors, enc2, stages = torch.load(warm_path(shared_dir, key), map_location=device, weights_only=True)
+    except Exception:                                  # (a truncated file: fitted again, and written again)
+        return None
+    return x2feat, main, priors, enc2, stages
+
+
+def save_warm(shared_dir, key: str, warm) -> None:
+    """Keep the warm starts for the other variants at this setting (written whole, then renamed,
+    so a reader never sees half a file)."""
+    if shared_dir is None:
+        return
+    path = warm_path(shared_dir, key)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    torch.save(warm, tmp)
+    os.replace(tmp, path)
 
 
 def _stage(history: list[dict], rows, on, seed: int, cfg) -> dict:
@@ -336,19 +363,21 @@ class SMIL(Method):
         if len(missing) == 0:                      # eta = 100%: the inner loop sees D^f with x2 hidden
             missing = complete
 
-        # 1-2. warm starts and priors; the same for every variant and ablation at one setting,
-        #      so they are computed once per process and shared (the meta-learning reseeds)
+        # 1-2. warm starts and priors; the same fits for every variant and ablation at one setting: fitted once
+        #      and kept in the harness's folder of shared fits (``shared_dir``), where the other variants find them
+        #      (the meta-learning reseeds, so a variant's numbers do not depend on who fitted them)
         key = (data.fingerprint(), _presence_key(presence), seed, str(cfg), self.feat_dim, self.hidden, self.backbone,
                self.n_priors, self.x1, self.x2, str(dev), self.variant == "code",
                _presence_key(self.val_has) if masked_val else None)
-        if key not in _WARM:
-            while len(_WARM) >= 4:
-                _WARM.pop(next(iter(_WARM)))
-            _WARM[key] = self._warm_starts(X2, train, complete, cfg, seed)
-        self.X2feat, main_state, priors, enc2_state, stages = _WARM[key]
+        name = hashlib.sha1(repr(key).encode()).hexdigest()[:12]
+        warm = load_warm(self.shared_dir, name, dev)
+        if warm is None:
+            warm = self._warm_starts(X2, train, complete, cfg, seed)
+            save_warm(self.shared_dir, name, warm)
+        self.X2feat, main_state, priors, enc2_state, stages = warm
         # the warm starts are part of this fit's record: each stage's budget and per-epoch history (shared by the
         # variants at one setting: ``key`` names them), so the like-for-like budget can be checked from the records
-        self.warm_starts = {"key": hashlib.sha1(repr(key).encode()).hexdigest()[:12], "stages": stages,
+        self.warm_starts = {"key": name, "stages": stages,
                             "epochs": sum(st.get("epochs_run", 0) for st in stages.values())}
         main = MainNet(tuple(self.X.shape[1:]), self.feat_dim, self.feat_dim, self.hidden, self.n_classes,
                        self.backbone).to(dev)
