@@ -155,6 +155,8 @@ def test_smil_tables_put_each_row_where_the_paper_has_it():
     t3 = smil.table3(df, [0.1, 0.2, 1.0], "image+audio", "image", "accuracy", "avdigits")
     assert list(t3.index) == smil.ABL and ("paper (MM-IMDb)", "F1 samples", "η = 10%") in t3.columns
     assert smil.table3(df, [0.5, 1.0], "image+audio", "image", "accuracy", "avdigits") is None
+    here = smil.here_table(df[df["eta"] == 0.1].assign(fit_seconds=1.0), "accuracy")
+    assert set(here.index) <= set(smil.LABEL.values()) and "SMIL" in here.index        # display names, not keys
     tv = smil.variants_table(df, [0.1, 0.2], "image+audio", "image", "accuracy")
     assert list(tv.index) == smil.VAR and tv[("fit seconds", "(mean)")].eq(1.0).all()
 
@@ -494,3 +496,11 @@ def test_mla_table2_and_isolation():
                         for m in ("mla", "qmf") for g in ("audio", "image") for r in (0.0, 0.5, 0.9) for s in range(5)])
     iso = mla.isolation_frame(iso)
     assert set(iso["row"]) == {"MLA", "QMF"}
+
+
+def test_mle_table2_names_its_rows_for_a_reader():
+    t2 = pd.DataFrame([{"method": m, "setting": s, "seed": 0, "accuracy": 0.5} for m in ("ae1", "ae2", "mle")
+                       for s in ("visual_missing=50%", "audio_missing=90%")])
+    tab = mle.table2(t2)
+    assert list(tab.columns) == ["visual_missing=50%", "audio_missing=90%"]
+    assert set(tab.index) == {report.LABELS["ae1"], report.LABELS["ae2"], "MLE"}

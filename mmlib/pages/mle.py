@@ -176,7 +176,7 @@ def table2_runs(d, settings, seeds, cfg, device, store, profile, backbones, epoc
 
 
 def table2(t2: pd.DataFrame) -> pd.DataFrame:
-    tab = report.table(t2, "method", "setting", "accuracy", show_n=False)
+    tab = report.table(t2, "method", "setting", "accuracy", show_n=False, labels=report.LABELS)
     return tab[[c for c in [f"{m}_missing={r}%" for m in ("visual", "audio") for r in (50, 80, 90)] if c in tab.columns]]
 
 

@@ -81,7 +81,7 @@ def here_table(here: pd.DataFrame, metric: str) -> pd.DataFrame:
     """This setting's runs: ``metric`` (%) per method and test pattern, and the mean fit seconds."""
     tab = report.table(here, "method", "test", metric)
     tab["fit seconds"] = here.groupby("method")["fit_seconds"].mean().round(1)
-    return tab
+    return tab.rename(index=LABEL).rename_axis("method")
 
 
 def cell(df: pd.DataFrame, label: str, eta: float, test: str, metric: str) -> str:
