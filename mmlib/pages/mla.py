@@ -388,7 +388,7 @@ def claims(t1: pd.DataFrame, data: dict, dataset: str, pairs: dict, lazy=None, u
         for k, txt in CODE_PARTS.items():
             V.append(report.compare(t1, {"dataset": name, "row": MLA_ROW, "col": "Multi"},
                                     {"dataset": name, "method": "mla", "variant": k, "col": "Multi"}, "accuracy",
-                                    kind="paper", claim=f"(10) the paper's MLA beats {txt} alone ({name})", setting=name,
+                                    kind="code", claim=f"(10) the paper's MLA beats {txt} alone ({name})", setting=name,
                                     id=f"mla.10.beats_part.{slug(k)}.{name}"))
     return V
 
