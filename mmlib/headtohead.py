@@ -707,9 +707,13 @@ def curves_figure(g: Gathered, dataset: str):
     sub = g.head[g.head["dataset"] == dataset]
     prots = [p for p in PROTOCOLS if p in set(sub["protocol"])]
     rows = [r for r in g.order if r not in ("Upper-Bound", ORACLE)]
-    colors = dict(zip(rows, sns.color_palette("tab10", len(rows))))
-    fig, axes = plt.subplots(1, len(prots), figsize=(4.2 * len(prots), 4.6), sharey=True, squeeze=False)
-    axes = list(axes[0])
+    colors = dict(zip(rows, sns.color_palette("tab10" if len(rows) <= 10 else "tab20", len(rows))))   # one each
+    ncols = min(2, len(prots))                      # two panels a row: readable at the page's width
+    nrows = -(-len(prots) // ncols)
+    fig, grid = plt.subplots(nrows, ncols, figsize=(5.6 * ncols, 4.4 * nrows), sharey=True, squeeze=False)
+    axes, spare = list(grid.flat[:len(prots)]), list(grid.flat[len(prots):])
+    for ax in spare:
+        ax.axis("off")
     for ax, p in zip(axes, prots):
         s = sub[sub["protocol"] == p]
         summ = report.summary(s[s["row"] != ORACLE], ["row", "level"], "accuracy")
@@ -728,6 +732,9 @@ def curves_figure(g: Gathered, dataset: str):
             if l_ not in labels:
                 handles.append(h_)
                 labels.append(l_)
-    fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
     fig.tight_layout()
+    if spare:                                       # the legend in the empty panel
+        spare[0].legend(handles, labels, loc="center", fontsize=9)
+    else:
+        fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=9)
     return fig
