@@ -99,10 +99,10 @@ def independent(n: int, modalities: list[str], rates: dict[str, float], seed: in
     return p
 
 
-def random_drop(n: int, modalities: list[str], p: float, seed: int) -> torch.Tensor:
-    """(c) Each (sample, modality) entry is dropped with probability ``p``; a sample left
+def random_drop(n: int, modalities: list[str], rate: float, seed: int) -> torch.Tensor:
+    """(c) Each (sample, modality) entry is dropped with probability ``rate``; a sample left
     with nothing gets one modality back, chosen uniformly (at least one is always kept)."""
-    p = _check_rate("drop probability p", p)
+    p = _check_rate("missing rate (each entry's drop probability)", rate)
     if len(modalities) < 1:
         raise ValueError("need at least one modality")
     g = _generator(seed)
@@ -149,7 +149,7 @@ def from_spec(spec: dict, n: int, modalities: list[str], seed: int) -> torch.Ten
 
     ``{"kind": "keep_fraction", "keep": {"audio": 0.1}}``,
     ``{"kind": "independent", "rates": {"A": 0.2, "V": 0.5, "L": 0.8}}``,
-    ``{"kind": "random_drop", "p": 0.3}``, ``{"kind": "cpm", "rate": 0.5}``,
+    ``{"kind": "random_drop", "rate": 0.3}``, ``{"kind": "cpm", "rate": 0.5}``,
     ``{"kind": "pattern", "present": ["image"]}``,
     ``{"kind": "full"}``.
     """
@@ -158,7 +158,7 @@ def from_spec(spec: dict, n: int, modalities: list[str], seed: int) -> torch.Ten
         raise ValueError(f"a missing-pattern spec is a dict with a 'kind' (one of {sorted(KINDS)}){hint}, "
                          f"got {type(spec).__name__} {spec!r}")
     kind = spec.get("kind")
-    need = {"keep_fraction": "keep", "independent": "rates", "random_drop": "p", "cpm": "rate",
+    need = {"keep_fraction": "keep", "independent": "rates", "random_drop": "rate", "cpm": "rate",
             "pattern": "present"}.get(kind)
     if kind in KINDS and need and need not in spec:
         raise ValueError(f"missing-pattern spec {spec} of kind {kind!r} needs the key {need!r}")
@@ -171,7 +171,7 @@ def from_spec(spec: dict, n: int, modalities: list[str], seed: int) -> torch.Ten
     if kind == "independent":
         return independent(n, modalities, spec["rates"], seed)
     if kind == "random_drop":
-        return random_drop(n, modalities, spec["p"], seed)
+        return random_drop(n, modalities, spec["rate"], seed)
     if kind == "cpm":
         return cpm(n, modalities, spec["rate"], seed)
     return pattern(n, modalities, spec["present"])

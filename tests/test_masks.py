@@ -46,7 +46,7 @@ def test_random_drop_p1_keeps_exactly_one():
 @pytest.mark.parametrize("fn,kw", [
     (masks.keep_fraction, {"keep": {"audio": 0.3}}),
     (masks.independent, {"rates": {"A": 0.3, "V": 0.6}}),
-    (masks.random_drop, {"p": 0.4}),
+    (masks.random_drop, {"rate": 0.4}),
 ])
 def test_deterministic_under_seed_and_seed_matters(fn, kw):
     mods = MODS if fn is masks.keep_fraction else AVL
@@ -73,7 +73,7 @@ def test_pattern_and_from_spec():
     (lambda: masks.independent(10, AVL, {"A": 1, "V": 1, "L": 1}, 0), "every modality"),
     (lambda: masks.keep_fraction(10, ["audio"], {"audio": 0.0}, 0), "every modality"),
     (lambda: masks.independent(10, AVL, {"X": 0.5}, 0), "unknown modality 'X'"),
-    (lambda: masks.random_drop(10, AVL, 2.0, 0), "drop probability"),
+    (lambda: masks.random_drop(10, AVL, 2.0, 0), "missing rate"),
     (lambda: masks.pattern(10, MODS, []), "at least one"),
     (lambda: masks.from_spec({"kind": "bogus"}, 10, MODS, 0), "unknown missing-pattern kind"),
 ])

@@ -197,7 +197,7 @@ def test_members_with_different_row_counts_train_as_one_ensemble(avdigits, tmp_p
     from mmlib.experiment import run_grid
     small = avdigits.with_train_subset(200)
     cfg = TrainConfig(epochs=3, batch_size=64, patience=None)
-    settings = {"drop": {"kind": "random_drop", "p": 0.5}, "0.7": {"kind": "keep_fraction", "keep": {"audio": 0.3}}}
+    settings = {"drop": {"kind": "random_drop", "rate": 0.5}, "0.7": {"kind": "keep_fraction", "keep": {"audio": 0.3}}}
     df, _ = run_grid(small, [("zp_concat", {"backbone": "mlp"})], settings, [0, 1, 2], cfg, "cpu", store=tmp_path)
     assert sorted(df["seed"].unique()) == [0, 1, 2] and df["setting"].nunique() == 2
     recs = [results.read_record(p) for p in tmp_path.glob("*.json")]

@@ -31,7 +31,7 @@ def pattern_examples(eta: float) -> dict[str, dict]:
     return {
         f"(a) keep_fraction: audio in {eta:.0%}": {"kind": "keep_fraction", "keep": {"audio": eta}},
         "(b) independent: image 30%, audio 60% missing": {"kind": "independent", "rates": {"image": 0.3, "audio": 0.6}},
-        "(c) random_drop: p = 0.5, one kept": {"kind": "random_drop", "p": 0.5},
+        "(c) random_drop: rate 0.5 per entry, one kept": {"kind": "random_drop", "rate": 0.5},
         "(d) cpm: 50% of all entries missing, one kept": {"kind": "cpm", "rate": 0.5},
     }
 
