@@ -115,12 +115,15 @@ def run_identity(data: MultimodalDataset, method: Method, presence: torch.Tensor
     """What makes two runs the same fit: the data (fingerprint), the method and its config,
     the part of the training presence matrix the method uses (a hash of it: the lower bound
     gives the same fit at every audio missing rate), the seed, the training budget and the
-    profile. The missing-pattern spec is stored in the record, not in its identity."""
+    profile, and the version of the code the fit runs (:meth:`mmlib.methods.Method.code_version`:
+    a record of other code is not this fit's). The missing-pattern spec is stored in the record,
+    not in its identity."""
     used = method.used_presence(data, presence).bool().cpu().numpy()
     digest = hashlib.sha1(np.packbits(used, axis=None).tobytes() + str(used.shape).encode()).hexdigest()[:16]
     ident = {"dataset": data.name, "data_fingerprint": data.fingerprint(), "method": method.name,
              "method_config": method.config(), "presence": {"shape": list(used.shape), "sha1": digest},
-             "seed": int(seed), "train_config": cfg.to_dict() | {"progress": None}, "profile": profile}
+             "seed": int(seed), "train_config": cfg.to_dict() | {"progress": None}, "profile": profile,
+             "code": method.code_version()}
     if val_missing is not None:                  # selection on a masked validation split changes the fit
         ident["val_missing"] = val_missing
     if corruption is not None:                   # spans zeroed inside the modalities

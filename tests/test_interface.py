@@ -36,3 +36,20 @@ def test_no_module_imports_another_modules_private_names():
                 found += [f"{path.relative_to(MMLIB)}: {a.name}" for a in node.names
                           if a.name.startswith("_") and not a.name.startswith("__")]
     assert found == []
+
+
+def test_a_records_identity_names_the_code_that_fitted_it(avdigits):
+    """A record written by other code is not today's fit: the identity carries a hash of the files
+    the method's fit runs through (its modules, what they import, the training code)."""
+    zp, ae, m3s = make_method("zp_concat"), make_method("ae_impute"), make_method("m3s", base="mmin_lite")
+    assert "methods/baselines.py" in zp.code_modules() and "engine.py" in zp.code_modules()
+    assert "methods/baselines.py" in ae.code_modules()                  # imputation trains a fusion baseline
+    assert {"methods/m3s.py", "methods/mmin.py"} <= set(m3s.code_modules())   # M3S trains its base's network
+    assert not any(m.startswith("data/") for m in m3s.code_modules())  # the data's fingerprint covers the data
+    assert zp.code_version() == make_method("zp_sum").code_version() != make_method("smil").code_version()
+    from mmlib.experiment import run_identity
+    from mmlib.masks import full
+    from mmlib.train import TrainConfig
+    ident = run_identity(avdigits, zp, full(len(avdigits.splits["train"]), avdigits.modality_names), 0,
+                         TrainConfig(), "quick")
+    assert ident["code"] == zp.code_version() and len(ident["code"]) == 12

@@ -14,6 +14,10 @@ being predicted (default: every modality present). One harness can run any metho
 from __future__ import annotations
 
 import dataclasses
+import functools
+import hashlib
+import sys
+from pathlib import Path
 
 import torch
 
@@ -102,11 +106,83 @@ class Method:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
                 if f.name != "name" and not (f.name in self.implicit and getattr(self, f.name) == self.implicit[f.name])}
 
+    def code_modules(self) -> list[str]:
+        """The files of ``mmlib`` whose code decides what this method's fit gives: the modules of its
+        class and of every base class, the modules they import (at module level, transitively;
+        the data's readers aside: the data's fingerprint covers them) and :data:`TRAINING_CODE`.
+        A method that trains another adds that one's (M3S its base's)."""
+        return list(_class_files(type(self)))
+
+    def code_version(self) -> str:
+        """A hash of :meth:`code_modules`' sources: part of a record's identity, so a record written by
+        other code than today's is not read as today's (a change to one method's file refits that
+        method's records only)."""
+        return _hash_files(tuple(self.code_modules()))
+
     def used_presence(self, data: MultimodalDataset, presence: torch.Tensor) -> torch.Tensor:
         """The part of the training presence matrix this method's fit depends on (default:
         all of it). Two runs with the same used part, seed and config are the same fit, so
         the record store keeps one (e.g. the lower bound at every missing rate)."""
         return presence
+
+
+@functools.lru_cache(maxsize=None)
+def _class_files(cls) -> tuple[str, ...]:
+    """The files of a method class's modules and its bases', with what they import, and the training code."""
+    root = Path(__file__).resolve().parents[1]
+    files = set(TRAINING_CODE)
+    for c in cls.__mro__:
+        mod = sys.modules.get(c.__module__)
+        if c.__module__.startswith("mmlib") and getattr(mod, "__file__", None):
+            files |= _imports_of(str(Path(mod.__file__).resolve().relative_to(root)))
+    return tuple(sorted(files))
+
+
+@functools.lru_cache(maxsize=None)
+def _hash_files(rels: tuple[str, ...]) -> str:
+    """A hash of these mmlib files' paths and contents (read once per process)."""
+    root = Path(__file__).resolve().parents[1]
+    h = hashlib.sha1()
+    for rel in rels:
+        h.update(rel.encode() + b"\0" + (root / rel).read_bytes())
+    return h.hexdigest()[:12]
+
+
+@functools.lru_cache(maxsize=None)
+def _imports_of(rel: str) -> frozenset[str]:
+    seen: set[str] = set()
+    _imported(rel, seen)
+    return frozenset(seen)
+
+
+def _imported(rel: str, seen: set | None = None) -> set[str]:
+    """``rel`` (a path inside mmlib/) and the mmlib modules it imports at module level, transitively,
+    ``data/`` left out."""
+    import ast
+    root = Path(__file__).resolve().parents[1]
+    seen = set() if seen is None else seen
+    if rel in seen or rel.startswith("data/"):
+        return seen
+    seen.add(rel)
+    pkg = Path(rel).parent
+    for node in ast.parse((root / rel).read_text()).body:
+        if isinstance(node, ast.ImportFrom) and node.level > 0:
+            base = pkg
+            for _ in range(node.level - 1):
+                base = base.parent
+            parts = (node.module or "").split(".") if node.module else []
+            targets = [base.joinpath(*parts)] if parts else [base / a.name for a in node.names]
+            for t in targets:
+                for cand in (t.with_suffix(".py"), t / "__init__.py"):
+                    if (root / cand).is_file():
+                        _imported(cand.as_posix(), seen)
+                        break
+    return seen
+
+
+# the code every fit runs through besides its method's own modules (paths inside mmlib/)
+TRAINING_CODE = ("train.py", "engine.py", "masks.py", "metrics.py", "models/__init__.py", "methods/__init__.py",
+                 "methods/common.py")
 
 
 def decide(task: str, scores: torch.Tensor) -> torch.Tensor:

@@ -182,6 +182,10 @@ class M3S(Method):
         opt.step()
         return query
 
+    def code_modules(self) -> list[str]:
+        """M3S's files and its base method's (it trains the base's network with the base's loss)."""
+        return sorted(set(super().code_modules()) | set(make_method(self.base, **self.base_kwargs).code_modules()))
+
     # -- prediction: the base's, on the data it is given -----------------------------------------
     def predict(self, data, split, presence=None):
         return self.base_method.predict(data, split, presence)
