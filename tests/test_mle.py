@@ -49,6 +49,8 @@ def test_eq4_and_eq5_against_a_direct_computation(phi):
         evid = torch.stack([(rz * s3[b, j].exp()).sum() for j in range(5)])
         w = ry * evid / (ry * evid).sum()
         assert torch.allclose(q5[b], (w[:, None] * post).sum(0), atol=1e-5)
+    # the network's Eq. 5 (factored over y' for an additive phi) is the same value
+    assert torch.allclose(net.log_q_z_given_x(fx, gY, rz.log(), ry.log()).detach(), q5.log(), atol=1e-5)
     # a single complete sample: Eq. 5 is Eq. 4 at that y
     one = log_q_z_given_x(net.cross_scores(fx, gY[:1]), rz.log(), torch.zeros(1))
     at_y = log_q_z_given_xy(net.pair_scores(fx, gY[:1].expand(2, 3)), rz.log())

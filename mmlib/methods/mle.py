@@ -106,6 +106,20 @@ class MLENet(nn.Module):
             return (fx @ H[:, :k].T)[:, None, :] + (gY @ H[:, k:].T)[None, :, :]
         return torch.einsum("bp,zpq,jq->bjz", fx, H.reshape(-1, k, k), gY)
 
+    def log_q_z_given_x(self, fx, gY, log_rz, log_ry):
+        """Eq. 5, log Q_{Z|X}(z | x), for the rows ``fx`` (B, d) over the y' of ``gY`` (J, d) with
+        log weights ``log_ry`` (J,). With an additive phi (addition, concatenation) the exponent
+        splits, s[b, j, z] = a[b, z] + c[j, z], so the sum over y' factors out of the rows:
+        log sum_j R_Y(y'_j) e^{s[b, j, z]} = a[b, z] + log sum_j R_Y(y'_j) e^{c[j, z]}, computed in
+        O((B + J) C) instead of forming the (B, J, C) scores (:func:`log_q_z_given_x`, the same
+        value to rounding; the outer product does not split)."""
+        if self.phi == "outer":
+            return log_q_z_given_x(self.cross_scores(fx, gY), log_rz, log_ry)
+        H, k = self.H, self.k
+        hx, hy = (H, H) if self.phi == "add" else (H[:, :k], H[:, k:])
+        num = fx @ hx.T + log_rz + (gY @ hy.T + log_ry[:, None]).logsumexp(0)
+        return num - num.logsumexp(1, keepdim=True)
+
 
 def log_q_z_given_xy(s: torch.Tensor, log_rz: torch.Tensor) -> torch.Tensor:
     """Eq. 4: log Q_{Z|XY}(z | x, y) from scores s (B, C) and log R_Z (C,)."""
@@ -229,7 +243,7 @@ class MLE(_TwoModality):
                 if self.support == "all_detached":                # y' as constants: Eq. 5 trains f and h only
                     gY = gY.detach()
                 log_ry = torch.full((len(support),), -math.log(len(support)), device=fx.device)
-                lq = log_q_z_given_x(model.cross_scores(fx[miss], gY), self.log_rz, log_ry)
+                lq = model.log_q_z_given_x(fx[miss], gY, self.log_rz, log_ry)
                 nll = nll - lq.gather(1, z[miss, None]).sum()
         return nll / len(idx)
 
@@ -262,7 +276,7 @@ class MLE(_TwoModality):
                     gy = gy.detach()
                 log_ry = torch.full((complete.shape[0],), -math.log(complete.shape[0]), device=fx.device)
                 w_m = (1 - w_c) * w
-            lq = log_q_z_given_x(model.cross_scores(fx, gy), self.log_rz, log_ry)
+            lq = model.log_q_z_given_x(fx, gy, self.log_rz, log_ry)
             nll = nll - (lq.gather(1, z).squeeze(1) * w_m).sum()
         return nll / w.sum().clamp(min=1)
 
@@ -322,7 +336,7 @@ class MLE(_TwoModality):
                 else:
                     comp = e["complete"]
                     log_ry = torch.full((comp.shape[0],), -math.log(comp.shape[0]), device=fx.device)
-                    without = log_q_z_given_x(model.cross_scores(fx, model.g(first.X2[comp])), first.log_rz, log_ry)
+                    without = model.log_q_z_given_x(fx, model.g(first.X2[comp]), first.log_rz, log_ry)
                 out.append(torch.where(has[:, None], with_x2, without))
             return torch.cat(out)
 
@@ -357,7 +371,7 @@ class MLE(_TwoModality):
                 else:
                     if support is None:
                         support = self._support(model)
-                    o[~hy] = log_q_z_given_x(model.cross_scores(fx[~hy], support[0]), self.log_rz, support[1])
+                    o[~hy] = model.log_q_z_given_x(fx[~hy], support[0], self.log_rz, support[1])
             out[s0:s0 + 512] = o
         return out
 
