@@ -7,8 +7,11 @@ methods and settings feed which table), its tables (ours beside the paper's), it
 that :func:`mmlib.experiment.run_grid` returns, so the tests drive it with a handful of
 synthetic rows, fast (``tests/test_pages.py``).
 
-A module depends on ``report``, ``results``, ``masks`` and ``experiment`` (never the other way
-round); a notebook imports its page as ``from mmlib.pages import intro as page_``.
+One module per chapter: ``intro`` (00), ``smil`` (01), ``mle`` (02), ``redcore`` (03), ``m3s`` (04)
+and ``mla`` (05); the head to head's page functions live in :mod:`mmlib.headtohead` beside its
+protocols. A module depends on ``report``, ``results``, ``masks``, ``plots`` and ``experiment``
+(never the other way round); a notebook imports its page as ``from mmlib.pages import smil as
+page_``.
 """
 
 
