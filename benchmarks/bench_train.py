@@ -93,7 +93,7 @@ def main() -> None:
         return
     data = load_dataset("avdigits")
     n = len(data.splits["train"])
-    P = masks.keep_fraction(n, data.modality_names, {"audio": 0.2}, seed=0)
+    P = masks.independent(n, data.modality_names, {"audio": 0.8}, seed=0)
     cfg = TrainConfig(epochs=a.epochs, patience=None)
     print(f"{n} training samples, {a.epochs} epochs, batch {cfg.batch_size} (validation on 1,000 each epoch)")
     print(f"{'method':14s} {'backbone':8s} {'s/epoch':>8s} {'samples/s':>10s} {'GFLOP/s':>8s} "
@@ -133,7 +133,7 @@ def bench_engine(dev, pk: dict, epochs: int, sizes=(1, 5, 10, 25, 50)) -> None:
     from mmlib.models import noise_stream
     from mmlib.train import DropoutStream, fit
     cases = [("affect", {"kind": "independent", "rates": {"acoustic": 0.5, "visual": 0.5, "lexical": 0.5}}),
-             ("avdigits", {"kind": "keep_fraction", "keep": {"audio": 0.2}})]
+             ("avdigits", {"kind": "independent", "rates": {"audio": 0.8}})]
     cfg = TrainConfig(epochs=epochs, patience=None)
     print(f"\nensemble engine, zero padding (MLP encoders), {epochs} epochs, batch {cfg.batch_size}; "
           "member-steps/s (training steps of one member; validation included in the time; "
@@ -217,7 +217,7 @@ def bench_engine_methods(dev, pk: dict, epochs: int, sizes=(1, 5, 10, 25)) -> No
 def bench_smil(data, cfg, dev, iters: int = 50) -> None:
     from mmlib.methods.smil import SMIL
     small = data.with_train_subset(1000)
-    P = masks.keep_fraction(1000, small.modality_names, {"audio": 0.1}, seed=0)
+    P = masks.independent(1000, small.modality_names, {"audio": 0.9}, seed=0)
     t0 = time.perf_counter()
     m = SMIL().fit(small, P, seed=0, cfg=TrainConfig(epochs=cfg.epochs, patience=None), device=dev)
     total = time.perf_counter() - t0

@@ -367,7 +367,7 @@ def run_grid(data: MultimodalDataset, methods: list, settings: dict[str, dict], 
     the frame is ready for paired comparisons (:mod:`mmlib.report`).
 
     ``methods``: registry keys, or ``(key, kwargs)`` pairs; ``settings``: a label per
-    missing-pattern spec, e.g. ``{"0.9": {"kind": "keep_fraction", "keep": {"audio": 0.1}}}``.
+    missing-pattern spec, e.g. ``{"0.9": {"kind": "independent", "rates": {"audio": 0.9}}}``.
     ``keep``: ``(method, setting)`` pairs, or ``(method, variant, setting)`` triples (``variant``:
     :func:`variant_label` of the entry's options; needed when a method runs as several entries),
     whose fitted model (first seed) is returned in the dict under the same tuple (refitted if

@@ -6,11 +6,11 @@ code path: build it once from a spec and a seed, store it with the run, show it 
 
 Patterns (each paper of the book uses one):
 
-(a) :func:`keep_fraction` -- SMIL's "100% image + eta% audio": modality ``m`` is present
-    in exactly ``int(n * eta)`` samples, the other modalities everywhere.
-(b) :func:`independent` -- RedCore: each modality is missing in exactly ``int(n * rate_m)``
-    samples, drawn independently per modality (rates may differ). A sample may lose all
-    its modalities, as in the authors' code; :func:`describe` counts such rows.
+(a, b) :func:`independent` -- each modality ``m`` is missing in exactly ``int(n * rate_m)``
+    samples, drawn independently per modality. SMIL's "100% image + eta% audio" is one
+    modality missing at rate 1 - eta (the others complete); RedCore's, every modality at a
+    rate of its own, so a sample may lose all its modalities, as in the authors' code
+    (:func:`describe` counts such rows).
 (c) :func:`random_drop` -- MLA / CPM-Nets: every entry is dropped with probability ``p``;
     a sample that would lose everything keeps one modality chosen at random.
 (d) :func:`cpm` -- CPM-Nets' ``random_mask`` as MLA's code uses it: an overall missing
@@ -64,23 +64,6 @@ def pattern(n: int, modalities: list[str], present) -> torch.Tensor:
     p = torch.zeros(n, len(modalities), dtype=torch.bool)
     for m in present:
         p[:, modalities.index(m)] = True
-    return p
-
-
-def keep_fraction(n: int, modalities: list[str], keep: dict[str, float], seed: int) -> torch.Tensor:
-    """(a) Modality ``m`` present in exactly ``int(n * keep[m])`` random samples; modalities
-    not named in ``keep`` are present everywhere. SMIL's ``eta`` is ``keep["audio"]``."""
-    _check_modalities(modalities, keep)
-    g = _generator(seed)
-    p = full(n, modalities)
-    for m, eta in keep.items():
-        eta = _check_rate(f"keep fraction of {m!r}", eta)
-        k = int(n * eta)
-        col = torch.zeros(n, dtype=torch.bool)
-        col[torch.randperm(n, generator=g)[:k]] = True
-        p[:, modalities.index(m)] = col
-    if (~p.any(1)).all() and n > 0:
-        raise ValueError(f"keep={keep} removes every modality from every sample")
     return p
 
 
@@ -141,13 +124,12 @@ def test_patterns(modalities: list[str]) -> list[tuple[str, ...]]:
     return [c for k in range(1, len(modalities) + 1) for c in combinations(modalities, k)]
 
 
-KINDS = {"full", "keep_fraction", "independent", "random_drop", "cpm", "pattern"}
+KINDS = {"full", "independent", "random_drop", "cpm", "pattern"}
 
 
 def from_spec(spec: dict, n: int, modalities: list[str], seed: int) -> torch.Tensor:
     """Build a presence matrix from a spec dict, e.g.
 
-    ``{"kind": "keep_fraction", "keep": {"audio": 0.1}}``,
     ``{"kind": "independent", "rates": {"A": 0.2, "V": 0.5, "L": 0.8}}``,
     ``{"kind": "random_drop", "rate": 0.3}``, ``{"kind": "cpm", "rate": 0.5}``,
     ``{"kind": "pattern", "present": ["image"]}``,
@@ -158,7 +140,10 @@ def from_spec(spec: dict, n: int, modalities: list[str], seed: int) -> torch.Ten
         raise ValueError(f"a missing-pattern spec is a dict with a 'kind' (one of {sorted(KINDS)}){hint}, "
                          f"got {type(spec).__name__} {spec!r}")
     kind = spec.get("kind")
-    need = {"keep_fraction": "keep", "independent": "rates", "random_drop": "rate", "cpm": "rate",
+    if kind == "keep_fraction":             # one name per pattern: the kept fraction is spelled as a rate
+        raise ValueError(f"missing-pattern kind 'keep_fraction' is spelled with missing rates: "
+                         f"{{'kind': 'independent', 'rates': {{m: 1 - keep}}}} (got {spec})")
+    need = {"independent": "rates", "random_drop": "rate", "cpm": "rate",
             "pattern": "present"}.get(kind)
     if kind in KINDS and need and need not in spec:
         raise ValueError(f"missing-pattern spec {spec} of kind {kind!r} needs the key {need!r}")
@@ -166,8 +151,6 @@ def from_spec(spec: dict, n: int, modalities: list[str], seed: int) -> torch.Ten
         raise ValueError(f"unknown missing-pattern kind {kind!r}; use one of {sorted(KINDS)}")
     if kind == "full":
         return full(n, modalities)
-    if kind == "keep_fraction":
-        return keep_fraction(n, modalities, spec["keep"], seed)
     if kind == "independent":
         return independent(n, modalities, spec["rates"], seed)
     if kind == "random_drop":

@@ -351,7 +351,7 @@ def parse_setting(text) -> dict:
     ``rates`` (missing rate per modality, in [0, 1]).
 
     - ``eta=10%`` (SMIL): the incomplete modality is kept in 10 %, so missing in 90 %:
-      ``{"protocol": "keep_fraction", "rates": {"incomplete": 0.9}}``;
+      ``{"protocol": "independent", "rates": {"incomplete": 0.9}}``;
     - ``visual_missing=80%`` (MLE): ``{"protocol": "one_missing", "rates": {"visual": 0.8}}``;
     - ``missing_rate=10%`` (MLA, CPM-Nets' mask over all entries):
       ``{"protocol": "cpm", "rates": {"all": 0.1}}``;
@@ -366,7 +366,7 @@ def parse_setting(text) -> dict:
     if t == "" or t.startswith("split="):
         return {"protocol": "none", "rates": {}}
     if m := re.fullmatch(r"eta=([\d.]+)%", t):
-        return {"protocol": "keep_fraction", "rates": {"incomplete": round(1 - pct(m[1]), 6)}}
+        return {"protocol": "independent", "rates": {"incomplete": round(1 - pct(m[1]), 6)}}
     if m := re.fullmatch(r"(\w+)_missing=([\d.]+)%", t):
         return {"protocol": "one_missing", "rates": {m[1]: pct(m[2])}}
     if m := re.fullmatch(r"missing_rate=([\d.]+)%", t):

@@ -112,7 +112,7 @@ def test_a_single_fit_on_the_engine_draws_what_the_plain_loop_draws(avdigits):
     """One member on the engine against :func:`mmlib.train.fit` (torch's Adam, its own batches and
     the seed's dropout stream): the same batches and dropout masks, so the same curve to rounding."""
     small = avdigits.with_train_subset(300)             # 300 rows: a short last batch every epoch
-    P = masks.keep_fraction(300, small.modality_names, {"audio": 0.4}, seed=3)
+    P = masks.independent(300, small.modality_names, {"audio": 0.6}, seed=3)
     cfg = TrainConfig(epochs=3, batch_size=64, patience=None)
     m = make_method("zp_concat", backbone="mlp")
     Pfull, rows, loss_fn, val_logits, val_score = m._setup(small, P, 3, "cpu")
@@ -127,7 +127,7 @@ def test_a_single_fit_on_the_engine_draws_what_the_plain_loop_draws(avdigits):
 def test_stopped_members_leave_and_keep_their_best_epoch(avdigits):
     """With patience, members stop at different epochs; each keeps its best validation epoch."""
     small = avdigits.with_train_subset(300)
-    Ps = [masks.keep_fraction(300, small.modality_names, {"audio": 0.3}, seed=s) for s in range(4)]
+    Ps = [masks.independent(300, small.modality_names, {"audio": 0.7}, seed=s) for s in range(4)]
     cfg = TrainConfig(epochs=12, batch_size=64, patience=1, lr=3e-3)
     fits = make_method("zp_concat", backbone="mlp").fit_seeds(small, Ps, [0, 1, 2, 3], cfg=cfg, device="cpu")
     lengths = [len(f.history) for f in fits]
@@ -180,7 +180,7 @@ def test_mle_members_equal_their_single_fits(avdigits, name, kw):
     small = avdigits.with_train_subset(300)
     cfg = TrainConfig(epochs=4, batch_size=64, patience=2)
     pairs = [(keep, s) for keep in (0.2, 0.5) for s in (0, 1)]
-    Ps = [masks.keep_fraction(300, small.modality_names, {"audio": keep}, seed=s) for keep, s in pairs]
+    Ps = [masks.independent(300, small.modality_names, {"audio": round(1 - keep, 6)}, seed=s) for keep, s in pairs]
     together = make_method(name, backbone="mlp", **kw).fit_seeds(small, Ps, [s for _, s in pairs], cfg=cfg,
                                                                     device="cpu")
     for (keep, s), P, b in zip(pairs, Ps, together):

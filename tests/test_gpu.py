@@ -18,7 +18,7 @@ ENGINE_METHODS = ["zp_concat", "zp_sum", "late_fusion", "lower_bound", "upper_bo
 @pytest.mark.parametrize("name", ENGINE_METHODS)
 def test_an_ensemble_on_cuda_equals_the_cpu(avdigits, name):
     small = avdigits.with_train_subset(300)
-    Ps = [masks.keep_fraction(300, small.modality_names, {"audio": 0.3}, seed=s) for s in range(3)]
+    Ps = [masks.independent(300, small.modality_names, {"audio": 0.7}, seed=s) for s in range(3)]
     cfg = TrainConfig(epochs=2, batch_size=64, patience=None)
     cpu = make_method(name, backbone="mlp").fit_seeds(small, Ps, [0, 1, 2], cfg=cfg, device="cpu")
     gpu = make_method(name, backbone="mlp").fit_seeds(small, Ps, [0, 1, 2], cfg=cfg, device="cuda")

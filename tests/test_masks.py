@@ -7,16 +7,16 @@ MODS = ["image", "audio"]
 AVL = ["A", "V", "L"]
 
 
-def test_keep_fraction_exact_count_and_other_modalities_complete():
-    p = masks.keep_fraction(1000, MODS, {"audio": 0.1}, seed=0)
+def test_one_modality_missing_leaves_the_others_complete():
+    p = masks.independent(1000, MODS, {"audio": 0.9}, seed=0)     # SMIL's 100 % image + 10 % audio
     assert p.shape == (1000, 2) and p.dtype == torch.bool
     assert int(p[:, 1].sum()) == 100
     assert bool(p[:, 0].all())
 
 
-@pytest.mark.parametrize("n,rate", [(999, 0.37), (10, 0.05), (3000, 0.95)])
-def test_keep_fraction_uses_int_n_times_eta(n, rate):
-    assert int(masks.keep_fraction(n, MODS, {"audio": rate}, seed=3)[:, 1].sum()) == int(n * rate)
+@pytest.mark.parametrize("n,rate", [(999, 0.63), (10, 0.95), (3000, 0.05)])
+def test_a_missing_rate_hides_int_n_times_rate_samples(n, rate):
+    assert int((~masks.independent(n, MODS, {"audio": rate}, seed=3)[:, 1]).sum()) == int(n * rate)
 
 
 def test_independent_exact_counts_per_modality_and_different_rates():
@@ -44,12 +44,11 @@ def test_random_drop_p1_keeps_exactly_one():
 
 
 @pytest.mark.parametrize("fn,kw", [
-    (masks.keep_fraction, {"keep": {"audio": 0.3}}),
     (masks.independent, {"rates": {"A": 0.3, "V": 0.6}}),
     (masks.random_drop, {"rate": 0.4}),
 ])
 def test_deterministic_under_seed_and_seed_matters(fn, kw):
-    mods = MODS if fn is masks.keep_fraction else AVL
+    mods = AVL
     a, b, c = fn(500, mods, **kw, seed=7), fn(500, mods, **kw, seed=7), fn(500, mods, **kw, seed=8)
     assert torch.equal(a, b)
     assert not torch.equal(a, c)
@@ -68,14 +67,15 @@ def test_pattern_and_from_spec():
 
 
 @pytest.mark.parametrize("call,match", [
-    (lambda: masks.keep_fraction(10, MODS, {"audio": 1.5}, 0), r"in \[0, 1\]"),
-    (lambda: masks.keep_fraction(10, MODS, {"audio": -0.1}, 0), r"in \[0, 1\]"),
+    (lambda: masks.independent(10, MODS, {"audio": -0.5}, 0), r"in \[0, 1\]"),
     (lambda: masks.independent(10, AVL, {"A": 1, "V": 1, "L": 1}, 0), "every modality"),
-    (lambda: masks.keep_fraction(10, ["audio"], {"audio": 0.0}, 0), "every modality"),
+    (lambda: masks.independent(10, ["audio"], {"audio": 1.0}, 0), "every modality"),
     (lambda: masks.independent(10, AVL, {"X": 0.5}, 0), "unknown modality 'X'"),
     (lambda: masks.random_drop(10, AVL, 2.0, 0), "missing rate"),
     (lambda: masks.pattern(10, MODS, []), "at least one"),
     (lambda: masks.from_spec({"kind": "bogus"}, 10, MODS, 0), "unknown missing-pattern kind"),
+    (lambda: masks.from_spec({"kind": "keep_fraction", "keep": {"audio": 0.1}}, 10, MODS, 0),
+     "spelled with missing rates"),                             # one name per pattern: SMIL's is independent
 ])
 def test_impossible_specs_raise_clear_errors(call, match):
     with pytest.raises(ValueError, match=match):

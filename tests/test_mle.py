@@ -79,7 +79,7 @@ def small(avdigits):
 
 
 def test_loss_decreases_and_mle_learns(small):
-    P = masks.keep_fraction(300, small.modality_names, {"audio": 0.2}, seed=0)
+    P = masks.independent(300, small.modality_names, {"audio": 0.8}, seed=0)
     m = make_method("mle", phi="outer", backbone="mlp").fit(small, P, seed=0, cfg=TrainConfig(epochs=6, patience=None),
                                                            device="cpu")
     losses = [h["train_loss"] for h in m.history]
@@ -90,7 +90,7 @@ def test_loss_decreases_and_mle_learns(small):
 
 
 def test_baselines_run_and_refuse_what_the_paper_refuses(small):
-    P = masks.keep_fraction(300, small.modality_names, {"image": 0.3}, seed=1)
+    P = masks.independent(300, small.modality_names, {"image": 0.7}, seed=1)
     cfg = TrainConfig(epochs=1, patience=None)
     for name in ["mle_lb", "mle_zp", "hgr", "ae1", "ae2"]:
         m = make_method(name, phi="add", backbone="mlp").fit(small, P, seed=0, cfg=cfg, device="cpu")
@@ -115,7 +115,7 @@ def test_baselines_run_and_refuse_what_the_paper_refuses(small):
                                      ("mle_zp", {"phi": "concat"}), ("mle_lb", {"phi": "add"})])
 def test_masked_loss_equals_the_readable_loss(small, name, kw):
     """The batched (vmap-able) loss is Eq. 2 as `loss` writes it: same value, same gradients."""
-    P = masks.keep_fraction(300, small.modality_names, {"audio": 0.2}, seed=0)
+    P = masks.independent(300, small.modality_names, {"audio": 0.8}, seed=0)
     m = make_method(name, backbone="mlp", **kw).fit(small, P, seed=0, cfg=TrainConfig(epochs=1), device="cpu")
     m.model.eval()                                        # no dropout: both see the same network
     for idx in [m.train_idx[:64], m.complete[:5], m.train_idx[~m.has_x2[m.train_idx]][:7]]:
@@ -131,9 +131,9 @@ def test_masked_loss_equals_the_readable_loss(small, name, kw):
 def test_mle_seeds_as_a_batch_equal_their_own_fits(small):
     cfg = TrainConfig(epochs=3, patience=1)
     seeds = [0, 1, 2]
-    Ps = [masks.keep_fraction(300, small.modality_names, {"audio": 0.2}, seed=s) for s in seeds]
+    Ps = [masks.independent(300, small.modality_names, {"audio": 0.8}, seed=s) for s in seeds]
     nv = len(small.splits["val"])
-    VPs = [masks.keep_fraction(nv, small.modality_names, {"audio": 0.2}, seed=s + 50) for s in seeds]
+    VPs = [masks.independent(nv, small.modality_names, {"audio": 0.8}, seed=s + 50) for s in seeds]
     for name, kw, vps in [("mle", {"phi": "outer"}, None), ("mle", {"phi": "add", "support": "batch"}, None),
                           ("mle", {"phi": "add"}, VPs), ("mle_zp", {"phi": "concat"}, VPs)]:
         seq = [make_method(name, backbone="mlp", **kw).fit(small, P, seed=s, cfg=cfg, device="cpu",

@@ -314,14 +314,14 @@ def test_methods_run_unchanged_on_every_reader(tmp_path, name, writer, kw):
     writer(tmp_path / name)
     data = load_dataset(name, tmp_path / name, **kw)
     cfg = TrainConfig(epochs=1, patience=None, batch_size=8)
-    rec, _ = run(data, "zp_concat", {"kind": "keep_fraction", "keep": {data.modality_names[-1]: 0.5}}, 0, cfg, "cpu")
+    rec, _ = run(data, "zp_concat", {"kind": "independent", "rates": {data.modality_names[-1]: 0.5}}, 0, cfg, "cpu")
     full = "+".join(data.modality_names)
     assert full in rec["metrics"] and all(np.isfinite(v) for v in rec["metrics"][full].values())
     rec, _ = run(data, "mvae", {"kind": "full"}, 0, cfg, "cpu")
     assert all(np.isfinite(v) for v in rec["metrics"][full].values())
     if data.task != "regression":
         two = data.select(data.modality_names[:2])
-        rec, _ = run(two, "smil", {"kind": "keep_fraction", "keep": {two.modality_names[1]: 0.5}}, 0, cfg, "cpu",
+        rec, _ = run(two, "smil", {"kind": "independent", "rates": {two.modality_names[1]: 0.5}}, 0, cfg, "cpu",
                      method_kwargs={"backbone": "mlp"})
         assert set(rec["metrics"]) == {two.modality_names[0], "+".join(two.modality_names)}
 

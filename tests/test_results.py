@@ -7,7 +7,7 @@ from mmlib import results
 
 
 def _rec(method, seed, acc, rate=0.5):
-    return {"identity": {"dataset": "d", "method": method, "missing": {"kind": "keep_fraction", "keep": {"audio": rate}},
+    return {"identity": {"dataset": "d", "method": method, "missing": {"kind": "independent", "rates": {"audio": round(1 - rate, 6)}},
                          "seed": seed, "profile": "test"},
             "tags": {"missing_rate": rate},
             "metrics": {"image+audio": {"accuracy": acc, "f1_macro": acc - 0.1}, "image": {"accuracy": acc / 2, "f1_macro": 0.0}},
@@ -23,7 +23,7 @@ def test_records_round_trip(tmp_path):
     assert one["metrics"]["image"]["accuracy"] == 0.25
     df = results.load_records(tmp_path)
     assert len(df) == 8 and set(df["test"]) == {"image", "image+audio"}
-    assert df["missing.keep.audio"].eq(0.5).all()
+    assert df["missing.rates.audio"].eq(0.5).all()
     zp = df[(df.method == "zp") & (df.test == "image+audio")].sort_values("seed")
     assert zp["accuracy"].tolist() == [0.8, 0.9, 1.0] and zp["seed"].tolist() == [0, 1, 2]
 
@@ -62,7 +62,7 @@ def test_paper_tables_name_the_papers_method_by_the_paper_not_ours():
 
 def test_every_paper_setting_parses_into_one_vocabulary():
     from mmlib.results import PAPER_TABLES, paper_table, parse_setting
-    assert parse_setting("eta=10%") == {"protocol": "keep_fraction", "rates": {"incomplete": 0.9}}
+    assert parse_setting("eta=10%") == {"protocol": "independent", "rates": {"incomplete": 0.9}}
     assert parse_setting("visual_missing=95%") == {"protocol": "one_missing", "rates": {"visual": 0.95}}
     assert parse_setting("missing_rate=70%") == {"protocol": "cpm", "rates": {"all": 0.7}}
     assert parse_setting("MR(A,V,L)=(0.2,0.5,0.8)") == {"protocol": "independent",
@@ -77,7 +77,7 @@ def test_every_paper_setting_parses_into_one_vocabulary():
     for path in PAPER_TABLES.glob("*.csv"):
         t = paper_table(path.stem)
         protocols[path.stem] = {parse_setting(s)["protocol"] for s in t["setting"]}
-    assert protocols["smil_table1"] == {"keep_fraction"} and protocols["redcore_table1"] == {"independent"}
+    assert protocols["smil_table1"] == {"independent"} and protocols["redcore_table1"] == {"independent"}
     assert protocols["mla_table2"] == {"cpm"} and protocols["m3s_table3"] == {"span"}
 
 

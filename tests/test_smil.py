@@ -85,7 +85,7 @@ def test_kl_is_zero_where_it_must_be():
 def _meta_setup(avdigits, **kw):
     from mmlib.methods.smil import SMIL
     small = avdigits.with_train_subset(200)
-    P = masks.keep_fraction(200, small.modality_names, {"audio": 0.2}, seed=0)
+    P = masks.independent(200, small.modality_names, {"audio": 0.8}, seed=0)
     m = SMIL(backbone="mlp", **kw).fit(small, P, seed=0, cfg=TrainConfig(epochs=1, patience=None), device="cpu")
     train = small.splits["train"]
     has = P[:, 1]
@@ -122,7 +122,7 @@ def test_inner_update_adapts_theta_only_and_orders_differ(avdigits):
 
 def test_smil_trains_above_chance_and_refuses_bad_input(avdigits):
     small = avdigits.with_train_subset(300)
-    P = masks.keep_fraction(300, small.modality_names, {"audio": 0.2}, seed=0)
+    P = masks.independent(300, small.modality_names, {"audio": 0.8}, seed=0)
     m = make_method("smil", backbone="mlp").fit(small, P, seed=0, cfg=TrainConfig(epochs=4, patience=None),
                                                 device="cpu")
     res = evaluate(m, small, "test")
@@ -139,7 +139,7 @@ def test_smil_trains_above_chance_and_refuses_bad_input(avdigits):
 
 def test_generative_baselines_impute_and_classify(avdigits):
     small = avdigits.with_train_subset(300)
-    P = masks.keep_fraction(300, small.modality_names, {"audio": 0.3}, seed=0)
+    P = masks.independent(300, small.modality_names, {"audio": 0.7}, seed=0)
     # 6 epochs on 300 samples left GAN imputation at 15 % (chance 10 %) with this torch and
     # numpy, a coin flip of a test; 12 epochs put every method above 40 %
     cfg = TrainConfig(epochs=12, patience=None)
@@ -157,7 +157,7 @@ def test_an_imputation_generator_trains_to_a_validation_plateau(avdigits):
     """The generator stops when its validation error has not improved for ``patience`` epochs
     (the book's rule for every network), keeping its best epoch."""
     small = avdigits.with_train_subset(300)
-    P = masks.keep_fraction(300, small.modality_names, {"audio": 0.3}, seed=0)
+    P = masks.independent(300, small.modality_names, {"audio": 0.7}, seed=0)
     m = make_method("ae_impute", backbone="mlp").fit(small, P, seed=0, cfg=TrainConfig(epochs=60, patience=2),
                                                      device="cpu")
     assert 3 <= m.generator_epochs["audio"] < 60
@@ -188,7 +188,7 @@ def test_masked_validation_never_reads_a_hidden_validation_modality(avdigits, na
     """Selecting on a masked validation split: scrambling the audio of the validation rows
     marked missing changes nothing, and SMIL's epoch score is the masked split's."""
     small = avdigits.with_train_subset(200)
-    P = masks.keep_fraction(200, small.modality_names, {"audio": 0.2}, seed=0)
+    P = masks.independent(200, small.modality_names, {"audio": 0.8}, seed=0)
     VP = _masked_val(small)
     cfg = TrainConfig(epochs=2, patience=None)
     kw = {"backbone": "mlp", "cond": ["image"]} if name == "ae_impute" else {"backbone": "mlp"}
@@ -210,7 +210,7 @@ def test_masked_validation_never_reads_a_hidden_validation_modality(avdigits, na
 
 def test_smil_controls_and_the_code_variants_x2_encoder(avdigits):
     small = avdigits.with_train_subset(200)
-    P = masks.keep_fraction(200, small.modality_names, {"audio": 0.2}, seed=0)
+    P = masks.independent(200, small.modality_names, {"audio": 0.8}, seed=0)
     cfg = TrainConfig(epochs=2, patience=None)
     warm = make_method("smil_warm_only", backbone="mlp").fit(small, P, seed=0, cfg=cfg, device="cpu")
     assert len(warm.history) == 1 and warm.model.enc2 is None          # scored once, no meta-learning
@@ -228,7 +228,7 @@ def test_code_variant_evaluates_complete_rows_without_the_regularizer(avdigits):
     variant's logits of a row with x2 are the plain pass's; rows without x2 keep Eq. 3. The paper
     variant evaluates every row through Eq. 3, as its meta-test trains D^f."""
     small = avdigits.with_train_subset(200)
-    P = masks.keep_fraction(200, small.modality_names, {"audio": 0.2}, seed=0)
+    P = masks.independent(200, small.modality_names, {"audio": 0.8}, seed=0)
     cfg = TrainConfig(epochs=1, patience=None)
     val = small.splits["val"]
     has = torch.arange(len(val)) % 2 == 0                              # half the rows have the audio
@@ -252,7 +252,7 @@ def test_smils_record_holds_its_warm_starts_budgets_and_histories(avdigits, tmp_
     budget and per-epoch history; the K-means priors), shared by the variants at one setting (one key)."""
     from mmlib.experiment import run
     small = avdigits.with_train_subset(200)
-    spec = {"kind": "keep_fraction", "keep": {"audio": 0.2}}
+    spec = {"kind": "independent", "rates": {"audio": 0.8}}
     cfg = TrainConfig(epochs=3, patience=None)
     rec, _ = run(small, "smil", spec, 0, cfg, "cpu", records_dir=tmp_path, method_kwargs={"backbone": "mlp"})
     ws = rec["warm_starts"]

@@ -12,7 +12,7 @@ QUICK = TrainConfig(epochs=3, batch_size=128, patience=None)
 
 def test_zero_padding_beats_chance_by_a_clear_margin(avdigits):
     n = len(avdigits.splits["train"])
-    P = masks.keep_fraction(n, avdigits.modality_names, {"audio": 0.5}, seed=0)
+    P = masks.independent(n, avdigits.modality_names, {"audio": 0.5}, seed=0)
     m = make_method("zp_concat").fit(avdigits, P, seed=0, cfg=QUICK, device="cpu")
     res = evaluate(m, avdigits, "test")
     assert set(res) == {"image", "audio", "image+audio"}
@@ -24,7 +24,7 @@ def test_zero_padding_beats_chance_by_a_clear_margin(avdigits):
 
 def test_runs_are_deterministic_on_cpu(avdigits):
     n = len(avdigits.splits["train"])
-    P = masks.keep_fraction(n, avdigits.modality_names, {"audio": 0.2}, seed=1)
+    P = masks.independent(n, avdigits.modality_names, {"audio": 0.8}, seed=1)
     cfg = TrainConfig(epochs=1, batch_size=256, patience=None)
     a = make_method("late_fusion").fit(avdigits, P, seed=5, cfg=cfg, device="cpu").predict(avdigits, "val")
     b = make_method("late_fusion").fit(avdigits, P, seed=5, cfg=cfg, device="cpu").predict(avdigits, "val")
@@ -35,7 +35,7 @@ def test_runs_are_deterministic_on_cpu(avdigits):
 
 def test_lower_bound_uses_only_the_always_present_modality(avdigits):
     n = len(avdigits.splits["train"])
-    P = masks.keep_fraction(n, avdigits.modality_names, {"audio": 0.3}, seed=0)
+    P = masks.independent(n, avdigits.modality_names, {"audio": 0.7}, seed=0)
     m = make_method("lower_bound").fit(avdigits, P, seed=0, cfg=TrainConfig(epochs=1, patience=None), device="cpu")
     assert m.used == ["image"]
     # its prediction cannot depend on the audio
@@ -77,7 +77,7 @@ def test_presence_round_trip():
 
 
 def test_run_writes_and_reuses_record(avdigits, tmp_path):
-    spec = {"kind": "keep_fraction", "keep": {"audio": 0.1}}
+    spec = {"kind": "independent", "rates": {"audio": 0.9}}
     cfg = TrainConfig(epochs=1, batch_size=256, patience=None)
     rec, m = run(avdigits, "zp_sum", spec, 0, cfg, "cpu", records_dir=tmp_path, profile="test")
     assert m is not None and len(list(tmp_path.glob("*.json"))) == 1
@@ -110,7 +110,7 @@ def test_store_keeps_one_fit_per_identity(avdigits, tmp_path):
     record; zero padding uses the audio, so it gets one record per rate."""
     small = avdigits.with_train_subset(200)
     cfg = TrainConfig(epochs=1, batch_size=256, patience=None)
-    specs = [{"kind": "keep_fraction", "keep": {"audio": k}} for k in (0.5, 0.1)]
+    specs = [{"kind": "independent", "rates": {"audio": r}} for r in (0.5, 0.9)]
     _, first = run(small, "lower_bound", specs[0], 0, cfg, "cpu", records_dir=tmp_path)
     rec, again = run(small, "lower_bound", specs[1], 0, cfg, "cpu", records_dir=tmp_path)
     assert first is not None and again is None                     # reused, not refitted
@@ -120,7 +120,7 @@ def test_store_keeps_one_fit_per_identity(avdigits, tmp_path):
     assert len(list(tmp_path.glob("lower_bound-*.json"))) == 1
     assert len(list(tmp_path.glob("zp_concat-*.json"))) == 2
     df = results.load_records(tmp_path)
-    assert set(df["missing.keep.audio"]) == {0.5, 0.1} and df["best_epoch"].notna().all()
+    assert set(df["missing.rates.audio"]) == {0.5, 0.9} and df["best_epoch"].notna().all()
 
 
 def test_run_grid_names_runs_by_registry_key_and_counts_shared_fits(avdigits, tmp_path):
@@ -152,9 +152,9 @@ def test_batched_seeds_equal_sequential_fits(avdigits):
     seeds = [0, 1, 2]
     nv = len(small.splits["val"])
     for name, masked in [("zp_concat", False), ("late_fusion", False), ("zp_concat", True)]:
-        Ps = [masks.keep_fraction(n, small.modality_names, {"audio": 0.3}, seed=s) for s in seeds]
+        Ps = [masks.independent(n, small.modality_names, {"audio": 0.7}, seed=s) for s in seeds]
         # masked: each seed selects on its own masked validation split
-        VPs = [masks.keep_fraction(nv, small.modality_names, {"audio": 0.3}, seed=s + 50) for s in seeds] if masked else None
+        VPs = [masks.independent(nv, small.modality_names, {"audio": 0.7}, seed=s + 50) for s in seeds] if masked else None
         seq = [make_method(name, backbone="mlp").fit(small, P, seed=s, cfg=cfg, device="cpu",
                                                      val_presence=None if VPs is None else VPs[k])
                for k, (P, s) in enumerate(zip(Ps, seeds))]
@@ -172,7 +172,7 @@ def test_run_grid_batches_seeds_and_writes_the_same_records(avdigits, tmp_path):
     from mmlib.experiment import run_grid
     small = avdigits.with_train_subset(300)
     cfg = TrainConfig(epochs=2, batch_size=64, patience=None)
-    settings = {"0.7": {"kind": "keep_fraction", "keep": {"audio": 0.3}}}
+    settings = {"0.7": {"kind": "independent", "rates": {"audio": 0.7}}}
     methods = [("zp_concat", {"backbone": "mlp"})]
     a, _ = run_grid(small, methods, settings, [0, 1], cfg, "cpu", store=tmp_path / "a")
     b, _ = run_grid(small, methods, settings, [0, 1], cfg, "cpu", store=tmp_path / "b", batch=False)
@@ -197,7 +197,7 @@ def test_members_with_different_row_counts_train_as_one_ensemble(avdigits, tmp_p
     from mmlib.experiment import run_grid
     small = avdigits.with_train_subset(200)
     cfg = TrainConfig(epochs=3, batch_size=64, patience=None)
-    settings = {"drop": {"kind": "random_drop", "rate": 0.5}, "0.7": {"kind": "keep_fraction", "keep": {"audio": 0.3}}}
+    settings = {"drop": {"kind": "random_drop", "rate": 0.5}, "0.7": {"kind": "independent", "rates": {"audio": 0.7}}}
     df, _ = run_grid(small, [("zp_concat", {"backbone": "mlp"})], settings, [0, 1, 2], cfg, "cpu", store=tmp_path)
     assert sorted(df["seed"].unique()) == [0, 1, 2] and df["setting"].nunique() == 2
     recs = [results.read_record(p) for p in tmp_path.glob("*.json")]
@@ -250,7 +250,7 @@ def test_a_kept_model_is_fitted_on_its_own_and_the_other_seeds_as_a_batch(avdigi
     from mmlib.experiment import run_grid
     small = avdigits.with_train_subset(300)
     cfg = TrainConfig(epochs=2, batch_size=64, patience=None)
-    settings = {"0.7": {"kind": "keep_fraction", "keep": {"audio": 0.3}}}
+    settings = {"0.7": {"kind": "independent", "rates": {"audio": 0.7}}}
     f, fitted = run_grid(small, [("zp_concat", {"backbone": "mlp"})], settings, [0, 1, 2], cfg, "cpu",
                          store=tmp_path, keep=[("zp_concat", "0.7")])
     assert ("zp_concat", "0.7") in fitted
@@ -266,7 +266,7 @@ def test_a_batch_with_a_record_missing_is_fitted_whole(avdigits, tmp_path):
     from mmlib.experiment import fit_seeds_batched
     small = avdigits.with_train_subset(300)
     cfg = TrainConfig(epochs=2, batch_size=64, patience=None)
-    spec = {"kind": "keep_fraction", "keep": {"audio": 0.3}}
+    spec = {"kind": "independent", "rates": {"audio": 0.7}}
     kw = {"backbone": "mlp"}
     assert fit_seeds_batched(small, "zp_concat", kw, spec, [0, 1, 2], cfg, "cpu", tmp_path) == 3
     first = {p.name: results.read_record(p) for p in tmp_path.glob("*.json")}
@@ -291,7 +291,7 @@ def test_a_kept_model_is_the_entry_the_table_shows(avdigits, tmp_path):
     from mmlib.experiment import run_grid
     small = avdigits.with_train_subset(200)
     methods = [("unimodal", {"backbone": "mlp", "use": [u]}) for u in ("image", "audio")]
-    spec = {"0.5": {"kind": "keep_fraction", "keep": {"audio": 0.5}}}
+    spec = {"0.5": {"kind": "independent", "rates": {"audio": 0.5}}}
     cfg = TrainConfig(epochs=1, patience=None)
     with pytest.raises(ValueError, match="ambiguous.*use=audio"):
         run_grid(small, methods, spec, [0], cfg, "cpu", store=tmp_path, keep=[("unimodal", "0.5")])

@@ -29,8 +29,9 @@ def setting(rate: float) -> str:
 def pattern_examples(eta: float) -> dict[str, dict]:
     """The four missing patterns the page draws (a spec per title); ``eta``: SMIL's kept fraction."""
     return {
-        f"(a) keep_fraction: audio in {eta:.0%}": {"kind": "keep_fraction", "keep": {"audio": eta}},
-        "(b) independent: image 30%, audio 60% missing": {"kind": "independent", "rates": {"image": 0.3, "audio": 0.6}},
+        f"(a) independent, SMIL's: audio missing in {1 - eta:.0%} (kept in eta = {eta:.0%})":
+            {"kind": "independent", "rates": {"audio": round(1 - eta, 6)}},
+        "(b) independent, RedCore's: image 30%, audio 60% missing": {"kind": "independent", "rates": {"image": 0.3, "audio": 0.6}},
         "(c) random_drop: rate 0.5 per entry, one kept": {"kind": "random_drop", "rate": 0.5},
         "(d) cpm: 50% of all entries missing, one kept": {"kind": "cpm", "rate": 0.5},
     }

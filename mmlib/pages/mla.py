@@ -114,7 +114,7 @@ class Page:
         """Figure 2: MLA and QMF on avdigits with ``gone`` missing in 0, 50 and 90 % of training."""
         d, ms = self.load("avdigits"), [("mla", self.bb), ("qmf", self.bb)]
         f0, _ = self._grid(d, ms, COMPLETE)
-        f, _ = self._grid(d, ms, {f"{r}": {"kind": "keep_fraction", "keep": {gone: round(1 - r, 6)}} for r in ISO_RATES},
+        f, _ = self._grid(d, ms, {f"{r}": {"kind": "independent", "rates": {gone: r}} for r in ISO_RATES},
                           validation="masked")
         return pd.concat([f0.assign(rate=0.0), f.assign(rate=f["setting"].astype(float))]).assign(gone=gone)
 
