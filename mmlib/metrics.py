@@ -18,6 +18,12 @@ def _np(a) -> np.ndarray:
     return np.asarray(a)
 
 
+def majority_share(y) -> float:
+    """The accuracy of always predicting the most frequent class (a table's floor)."""
+    y = _np(y).astype(int)
+    return float(np.bincount(y).max() / len(y))
+
+
 def accuracy(y_true, y_pred) -> float:
     return float(skm.accuracy_score(_np(y_true), _np(y_pred)))
 

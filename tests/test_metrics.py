@@ -55,3 +55,9 @@ def test_f1_of_the_sign_is_the_weighted_f1_of_acc2s_classes():
     # signs: true (+,-,+,-), predicted (+,+,+,-): class "+" P = 2/3, R = 1, F1 = 0.8; "-" P = 1, R = 1/2, F1 = 2/3
     assert metrics.f1_2(y, p) == __import__("pytest").approx((0.8 + 2 / 3) / 2)
     assert set(metrics.report("regression", y, p)) == {"mae", "corr", "acc2", "f1_2", "acc7"}
+
+
+def test_majority_share_is_the_most_frequent_class_share():
+    import torch
+    from mmlib import metrics
+    assert metrics.majority_share(torch.tensor([0, 0, 0, 1, 2])) == 0.6

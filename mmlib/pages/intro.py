@@ -46,14 +46,16 @@ def pattern_table(summaries: dict[str, dict]) -> pd.DataFrame:
                          for t, s in summaries.items()}).T
 
 
-def grid(data, rates, seeds, cfg, device, store, profile, backbone, keep=(), validation="masked"):
+def grid(data, rates, seeds, cfg, device, store, profile, backbone, keep=(), validation="masked", bounds=True):
     """Every method and bound at every rate: ``(frame, fitted)``, the frame's rows ordered lower
     bound, methods, upper bound. The methods select on a validation split masked like training
     (``validation="full"``: on the complete one, the page's comparison); the bounds always on the
-    complete one."""
+    complete one (``bounds=False``: the methods alone)."""
     settings = {setting(r): spec(r) for r in rates}
     f, fit_ = run_grid(data, [(m, {"backbone": backbone}) for m in METHODS], settings, seeds, cfg, device,
                        store=store, profile=profile, keep=keep, validation=validation)
+    if not bounds:
+        return f, fit_
     fb, fit_b = run_grid(data, [(m, {"backbone": backbone}) for m in BOUNDS], settings, seeds, cfg, device,
                          store=store, profile=profile, keep=keep)
     return pd.concat([fb[fb["method"] == "lower_bound"], f, fb[fb["method"] == "upper_bound"]],

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .. import masks, report, results
+from .. import masks, metrics, report, results
 from ..experiment import run_grid
 
 CHAPTER = "02_mle"
@@ -103,8 +103,7 @@ def affect_runs(settings, data_root, train_size, seeds, cfg, device, store, prof
     d = load("affect", data_root, train_size)
     aff = paper_rows(pd.concat([table1_runs(d, x2, r, seeds, cfg, device, store, profile, backbone)[0]
                                 for x2, r in settings]))
-    y = d.y[d.splits["test"]]
-    return aff[aff["test"] == "+".join(d.modality_names)], float((y == y.mode().values).float().mean())
+    return aff[aff["test"] == "+".join(d.modality_names)], metrics.majority_share(d.y[d.splits["test"]])
 
 
 def here_table(here: pd.DataFrame, where: str) -> pd.DataFrame:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .. import masks, report, results
+from .. import masks, metrics, report, results
 from ..experiment import run_grid
 
 CHAPTER = "03_redcore"
@@ -138,10 +138,8 @@ class Page:
 
     def floors(self) -> dict:
         """Always the most frequent class: its test accuracy and weighted F1."""
-        y = self.data.y[self.data.splits["test"]].numpy()
-        maj = np.bincount(y).argmax()
-        acc = float((y == maj).mean())
-        return {"accuracy": acc, "f1_weighted": float(np.bincount(y).max() / len(y) * 2 * acc / (1 + acc))}
+        acc = metrics.majority_share(self.data.y[self.data.splits["test"]])
+        return {"accuracy": acc, "f1_weighted": acc * 2 * acc / (1 + acc)}
 
     def here_table(self, here: pd.DataFrame) -> pd.DataFrame:
         tab = report.table(here[here["variant"] == ""], "run", "pattern", "f1_weighted")
@@ -512,5 +510,4 @@ def regulation_figure(pg: Page, df: pd.DataFrame):
 
 def majority_share(data) -> float:
     """The most frequent class's share of the test split (%)."""
-    y = data.y[data.splits["test"]].numpy()
-    return 100 * np.bincount(y).max() / len(y)
+    return 100 * metrics.majority_share(data.y[data.splits["test"]])
