@@ -12,8 +12,11 @@
 3. The ensemble engine: member-steps per second for K = 1, 5, 10, 25, 50 members of zero padding
    (MLP encoders) on ``affect`` and ``avdigits``, against the plain single-fit loop, and achieved
    GFLOP/s as a share of the peaks.
-4. SMIL at eta = 10 % on 1,000 training samples: warm starts and one meta iteration.
-5. Chapter 03's methods on ``affect`` at MR (A, V, L) = (0.8, 0.2, 0.5), the chapter's batch
+4. The methods with a training state of their own on the engine (RedCore, MMIN, CRA): the
+   same, members being settings x seeds.
+5. The chapters whose ensembles are a setting's seeds (MLE, M3S with each seed's corruption).
+6. SMIL at eta = 10 % on 1,000 training samples: warm starts and one meta iteration.
+7. Chapter 03's methods on ``affect`` at MR (A, V, L) = (0.8, 0.2, 0.5), the chapter's batch
    of 128: seconds per epoch and per training sample (validation included).
 
 A benchmark, not a test: the numbers depend on the machine; the closing notes report them.
@@ -90,6 +93,7 @@ def main() -> None:
     if a.engine_only:
         bench_engine(dev, pk, a.epochs)
         bench_engine_methods(dev, pk, a.epochs)
+        bench_engine_seeds(dev, pk, a.epochs)
         return
     data = load_dataset("avdigits")
     n = len(data.splits["train"])
@@ -111,6 +115,7 @@ def main() -> None:
                   + " ".join(f"{100 * gflops / v:13.1f}%" for v in pk.values()))
     bench_engine(dev, pk, a.epochs)
     bench_engine_methods(dev, pk, a.epochs)
+    bench_engine_seeds(dev, pk, a.epochs)
     if not a.no_smil:
         bench_smil(data, cfg, dev)
     if not a.no_redcore:
@@ -119,10 +124,10 @@ def main() -> None:
 
 def _member_step_flops(method, data, P, dev, batch) -> float:
     """FLOPs of one member's training step (forward and backward of its loss on one batch)."""
-    Pfull, rows, loss_fn, _, _ = method._setup(data, P, 0, dev)
+    extra, rows, loss_fn, _, _ = method._setup(data, P, 0, dev)
     idx = rows[:batch]
     with FlopCounterMode(display=False) as fc:
-        loss_fn(method.model, idx, None, Pfull).backward()
+        loss_fn(method.model, idx, None, extra).backward()
     method.model.zero_grad(set_to_none=True)
     return fc.get_total_flops()
 
@@ -148,10 +153,10 @@ def bench_engine(dev, pk: dict, epochs: int, sizes=(1, 5, 10, 25, 50)) -> None:
         flops = _member_step_flops(m, data, Ps[0], dev, cfg.batch_size)
         steps = [-(-int(P.any(1).sum()) // cfg.batch_size) for P in Ps]
         def plain_fit():                                   # the plain loop, one seed
-            Pfull, rows, loss_fn, val_logits, val_score = m._setup(data, Ps[0], 0, dev)
+            extra, rows, loss_fn, val_logits, val_score = m._setup(data, Ps[0], 0, dev)
             with noise_stream(DropoutStream(0)):
-                fit(m.model, lambda model, idx: loss_fn(model, idx, None, Pfull), rows,
-                    lambda model: float(val_score(val_logits(model, Pfull).unsqueeze(0))[0]), cfg, seed=0)
+                fit(m.model, lambda model, idx: loss_fn(model, idx, None, extra), rows,
+                    lambda model: float(val_score(val_logits(model, extra).unsqueeze(0))[0]), cfg, seed=0)
 
         plain = steps[0] * epochs / best_of(plain_fit)
         rows_out = [("plain fit", 1, plain)]
@@ -211,6 +216,49 @@ def bench_engine_methods(dev, pk: dict, epochs: int, sizes=(1, 5, 10, 25)) -> No
             base = base or rate
             gf = rate * flops / 1e9
             print(f"{name:10s} {K:3d} {rate:15.0f} {rate / base:6.2f} {gf:8.2f} "
+                  + " ".join(f"{100 * gf / v:13.1f}%" for v in pk.values()))
+
+
+def bench_engine_seeds(dev, pk: dict, epochs: int, sizes=(1, 5, 10)) -> None:
+    """Chapters whose ensembles are a setting's seeds: MLE (phi = addition) on avdigits with 80 % of
+    the visual modality missing, and M3S (Algorithm 1, first order) around zero padding and MMIN
+    (lite) on affect's emotion task, each seed with its own span corruption (40-60 %):
+    member-steps/s of K members (K = 1: the plain loop), one fit's FLOPs per step (validation
+    included, counted once) and their share of the peaks."""
+    from math import ceil
+    from mmlib.experiment import corrupted
+    cfg = TrainConfig(epochs=epochs, patience=None)
+    print(f"\nensemble engine, a setting's seeds as members, {epochs} epochs; member-steps/s")
+    print(f"{'method':24s} {'K':>3s} {'member-steps/s':>15s} {'x K=1':>6s} {'GFLOP/s':>8s} "
+          + " ".join(f"{'% ' + k:>14s}" for k in pk))
+    av = load_dataset("avdigits")
+    n = len(av.splits["train"])
+    spec = {"kind": "independent", "rates": {"visual": 0.8}}
+    mle_P = [masks.from_spec(spec, n, av.modality_names, s) for s in range(max(sizes))]
+    aff = load_dataset("affect", task="emotion")
+    corr = {"band": [0.4, 0.6], "axis": "time", "test": {"40-60%": [0.4, 0.6]}}
+    aff_data = [corrupted(aff, corr, s)[0] for s in range(max(sizes))]
+    m3s_cfg = TrainConfig(epochs=epochs, patience=None, batch_size=128)       # the chapter's batch
+    cases = [("mle (phi=add)", "mle", {"phi": "add", "backbone": "mlp"}, lambda K: av, mle_P, cfg,
+              lambda P: ceil(len(P) / cfg.batch_size)),
+             ("m3s (zero padding)", "m3s", {"base": "zp_concat", "base_kwargs": {"backbone": "mlp"}},
+              lambda K: aff_data[:K], [None] * max(sizes), m3s_cfg, lambda P: ceil(len(aff.splits["train"]) / 128)),
+             ("m3s (mmin lite)", "m3s", {"base": "mmin_lite"}, lambda K: aff_data[:K], [None] * max(sizes), m3s_cfg,
+              lambda P: ceil(len(aff.splits["train"]) / 128))]
+    for label, name, kw, data_of, Ps, c, n_steps in cases:
+        one = data_of(1)[0] if isinstance(data_of(1), list) else data_of(1)
+        with FlopCounterMode(display=False) as fc:
+            make_method(name, **kw).fit(one, Ps[0], seed=0, cfg=TrainConfig(epochs=1, patience=None,
+                                                                         batch_size=c.batch_size), device=dev)
+        flops = fc.get_total_flops() / n_steps(Ps[0] if Ps[0] is not None else None)
+        base = None
+        for K in sizes:
+            dt = best_of(lambda: make_method(name, **kw).fit_seeds(data_of(K), Ps[:K], list(range(K)), cfg=c,
+                                                                   device=dev))
+            rate = K * n_steps(Ps[0]) * epochs / dt
+            base = base or rate
+            gf = rate * flops / 1e9
+            print(f"{label:24s} {K:3d} {rate:15.0f} {rate / base:6.2f} {gf:8.2f} "
                   + " ".join(f"{100 * gf / v:13.1f}%" for v in pk.values()))
 
 

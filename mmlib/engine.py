@@ -57,6 +57,18 @@ class Member:
     lr: float | None = None
 
 
+@dataclass
+class Parts:
+    """What a method trains on the engine, for a method that trains it its own way (M3S): the
+    copies of the method that receive the fitted networks, their members, and the loss, the
+    validation outputs and the validation score as :func:`fit_ensemble` takes them."""
+    copies: list
+    members: list[Member]
+    loss: Callable
+    val_logits: Callable
+    val_score: Callable
+
+
 def order_generator(seed: int) -> torch.Generator:
     """The generator of a fit's batch order (as :func:`mmlib.train.fit`)."""
     return torch.Generator().manual_seed(int(seed))
@@ -122,7 +134,8 @@ def _size(shape, b):
     return n
 
 
-def _fit_alone(m: Member, loss_fn, val_logits, val_score, cfg, desc, program=None) -> list[dict]:
+def _fit_alone(m: Member, loss_fn, val_logits, val_score, cfg, desc, program=None, steps_per_batch=1,
+               val_report=None) -> list[dict]:
     """One member: the plain loop (:func:`mmlib.train.fit`), which draws the same batches and noise
     as a member of an ensemble and skips ``functional_call`` (about 1.3x faster for one fit; any
     network, BatchNorm too); ``weight=None`` in the loss: every row of the batch counts. With a
@@ -152,13 +165,17 @@ def _fit_alone(m: Member, loss_fn, val_logits, val_score, cfg, desc, program=Non
             return value
 
     def score(model):
-        if program is not None:
-            lines.append(program.history(state)[0])
+        line = program.history(state)[0] if program is not None else {}
         with noise_stream(None):                    # validation draws nothing from the fit's noise stream
-            return float(val_score(val_logits(model, _take(now["extra"], 0) if program else extra).unsqueeze(0))[0])
+            out = val_logits(model, _take(now["extra"], 0) if program else extra).unsqueeze(0)
+        if val_report is not None:
+            line = {**line, "val_metrics": val_report(out[0])}
+        lines.append(line)
+        return float(val_score(out)[0])
     with noise_stream(DropoutStream(m.seed)):
-        _, history = fit(m.model, loss, m.rows, score, cfg, seed=m.seed, desc=desc, epoch_start=epoch_start)
-    return [{**h, **line} for h, line in zip(history, lines)] if program is not None else history
+        _, history = fit(m.model, loss, m.rows, score, cfg, seed=m.seed, desc=desc, epoch_start=epoch_start,
+                         steps_per_batch=steps_per_batch)
+    return [{**h, **line} for h, line in zip(history, lines)]
 
 
 class Program:
@@ -190,7 +207,8 @@ class Program:
 
 
 def fit_ensemble(members: list[Member], loss_fn: Callable, val_logits: Callable, val_score: Callable, cfg,
-                 desc: str = "train", program: Program | None = None) -> list[list[dict]]:
+                 desc: str = "train", program: Program | None = None, steps_per_batch: int = 1,
+                 val_report: Callable | None = None) -> list[list[dict]]:
     """Train every member; load each one's best validation epoch into its ``model`` (eval mode)
     and return the members' histories (one dict per epoch, as :func:`mmlib.train.fit`).
 
@@ -200,13 +218,16 @@ def fit_ensemble(members: list[Member], loss_fn: Callable, val_logits: Callable,
     ``val_score(out)``: the scores of K members' outputs (K, ...) as a (K,) tensor, higher is
     better. Every member needs the same architecture and, unless it is alone, no buffers (no
     BatchNorm). ``program``: per-member training state (:class:`Program`); the loss then takes
-    the member's state and returns ``(loss, aux)``."""
+    the member's state and returns ``(loss, aux)``. ``steps_per_batch``: optimiser steps taken on
+    each batch of the member's order (the loss tells them apart through its ``program``'s state,
+    e.g. M3S's compute-matched settings); ``val_report(out)``: metrics of one member's validation
+    outputs, kept in its history line as ``val_metrics``."""
     from torch.func import functional_call, vmap
     K, B = len(members), cfg.batch_size
     if K == 0:
         return []
     if K == 1:                  # (any network, BatchNorm too)
-        return [_fit_alone(members[0], loss_fn, val_logits, val_score, cfg, desc, program)]
+        return [_fit_alone(members[0], loss_fn, val_logits, val_score, cfg, desc, program, steps_per_batch, val_report)]
     first = members[0].model
     if any(True for _ in first.buffers()):
         raise ValueError("the ensemble engine needs models without buffers (BatchNorm): fit them one by one")
@@ -298,7 +319,8 @@ def fit_ensemble(members: list[Member], loss_fn: Callable, val_logits: Callable,
         # a fit of its own draws them (a member's last batch may be short: its noise is drawn short)
         idx = torch.empty(k_live, T_max * B, dtype=torch.long, device=device)
         wts = torch.zeros(k_live, T_max * B, device=device)
-        noise = torch.zeros(k_live, T_max, step_size)
+        R = steps_per_batch
+        noise = torch.zeros(k_live, T_max, R, step_size)
         for r, i in enumerate(alive):
             rows, n = members[i].rows, n_rows[i]
             perm = rows[torch.randperm(n, generator=orders[i]).to(rows.device)]
@@ -308,10 +330,10 @@ def fit_ensemble(members: list[Member], loss_fn: Callable, val_logits: Callable,
             full, last = divmod(n, B)
             if step_size and full:
                 noise[r, :full].view(-1).uniform_(generator=noises[i])
-            if step_size and last:
+            for j in range(R if step_size and last else 0):
                 off = 0
                 for s in noise_shapes:
-                    slot = noise[r, full, off:off + _size(s, B)]
+                    slot = noise[r, full, j, off:off + _size(s, B)]
                     if s[0] is None:                # the first ``last`` rows of the batch
                         slot = slot.view(B, -1)[:last].reshape(-1)
                     slot.copy_(torch.rand(_size(s, last), generator=noises[i]))
@@ -332,11 +354,11 @@ def fit_ensemble(members: list[Member], loss_fn: Callable, val_logits: Callable,
         active_of = [torch.tensor([T[r] > t for r in range(k_live)], device=device) for t in range(T_max)]
         params, grad_views = leaves(W), list(views(grad_buf).values())
         totals = torch.zeros(k_live, device=device)
-        for t in range(T_max):
+        for t, j in ((t, j) for t in range(T_max) for j in range(R)):
             off, noise_t = 0, []
             for s in noise_shapes:
                 n_el = _size(s, B)
-                noise_t.append(noise[:, t, off:off + n_el].view(k_live, *(B if d is None else d for d in s)))
+                noise_t.append(noise[:, t, j, off:off + n_el].view(k_live, *(B if d is None else d for d in s)))
                 off += n_el
             if program is not None:
                 with torch.no_grad():
@@ -360,7 +382,8 @@ def fit_ensemble(members: list[Member], loss_fn: Callable, val_logits: Callable,
                 for (a, b), v in zip(unused, kept):
                     W[:, a:b] = v
         with torch.no_grad():
-            scores = val_score(validate(views(W), extra)).to(device).float()
+            outs = validate(views(W), extra)
+            scores = val_score(outs).to(device).float()
             better = scores > best_score
             best_score = torch.where(better, scores, best_score)
             best_epoch = torch.where(better, torch.full_like(best_epoch, epoch), best_epoch)
@@ -370,8 +393,11 @@ def fit_ensemble(members: list[Member], loss_fn: Callable, val_logits: Callable,
             else:
                 stop = (epoch - best_epoch >= cfg.patience) & (epoch + 1 >= cfg.min_epochs)
         seconds = (time.perf_counter() - t0) / k_live
-        loss_list, score_list = (totals.cpu() / torch.tensor([n_rows[i] for i in alive])).tolist(), scores.tolist()
+        loss_list = (totals.cpu() / torch.tensor([R * n_rows[i] for i in alive])).tolist()
+        score_list = scores.tolist()
         more = program.history(state) if program is not None else [{}] * k_live
+        if val_report is not None:
+            more = [{**line, "val_metrics": val_report(o)} for line, o in zip(more, outs)]
         for r, i in enumerate(alive):
             histories[i].append({"epoch": epoch, "train_loss": loss_list[r], "val_score": score_list[r],
                                  **more[r], "seconds": seconds, "batched": K})

@@ -297,7 +297,8 @@ def modality_gaps(m: Method, data: MultimodalDataset, split: str = "test") -> di
 
 def fit_seeds_batched(data: MultimodalDataset, method: str, method_kwargs: dict, missing: dict | list[dict],
                       seeds: list[int], cfg: TrainConfig, device=None, records_dir=None, profile: str | None = None,
-                      val_missing: dict | list | None = None, test_missing: dict | list | None = None) -> int:
+                      val_missing: dict | list | None = None, test_missing: dict | list | None = None,
+                      corruption: dict | None = None, patterns=None) -> int:
     """Fit the seeds of a method under one or several missing-pattern specs as one ensemble
     (:mod:`mmlib.engine`: members are (spec, seed) pairs, each with its own masks) when the
     method can (``batchable(data)``), and write the records ``records_dir`` lacks. An ensemble
@@ -305,22 +306,24 @@ def fit_seeds_batched(data: MultimodalDataset, method: str, method_kwargs: dict,
     records another run left (members and single fits agree only to rounding). Returns how many
     records were written; methods that cannot batch, or a single member, are left to :func:`run`.
     ``missing``: a spec or a list of specs; ``val_missing`` / ``test_missing``: as in :func:`run`
-    (None, or one per spec: each member selects on its own masked validation split)."""
+    (None, or one per spec: each member selects on its own masked validation split);
+    ``corruption``, ``patterns``: as in :func:`run` (with a corruption, each member is fitted on its
+    seed's corrupted copy of the data and tested on its seed's test copies)."""
     specs = missing if isinstance(missing, list) else [missing]
     vals = val_missing if isinstance(val_missing, list) else [val_missing] * len(specs)
     tests = test_missing if isinstance(test_missing, list) else [test_missing] * len(specs)
     proto = make_method(method, **method_kwargs)
-    if records_dir is None or not proto.batchable(data):
+    if records_dir is None or not proto.batchable(data) or (corruption is not None and not proto.data_per_member):
         return 0
     members = []
     for spec, vm, tm in zip(specs, vals, tests):
         for seed in seeds:
             presence = masks.from_spec(spec, len(data.splits["train"]), data.modality_names, seed)
             members.append((spec, vm, tm, seed, presence, run_identity(data, proto, presence, seed, cfg, profile, vm,
-                                                                       test_missing=tm)))
+                                                                       corruption, tm)))
     # one fit per identity (e.g. the lower bound is the same fit at every missing rate)
     unique = list({record_path(records_dir, m[5]): m for m in members}.items())
-    todo = {path for path, _ in unique if usable_record(path, data) is None}
+    todo = {path for path, _ in unique if usable_record(path, data, corruption) is None}
     # the whole ensemble, or none of it: which records a run finds (another grid run writing the same identities,
     # a killed run's leftovers) must not decide how a member is fitted; the records already there are left
     if len(unique) < 2 or not todo:
@@ -330,17 +333,19 @@ def fit_seeds_batched(data: MultimodalDataset, method: str, method_kwargs: dict,
     t0 = time.perf_counter()
     group = [m for _, m in unique]
     vps = [validation_presence(data, vm, seed) for _, vm, _, seed, _, _ in group]
+    copies = [(data, None) if corruption is None else corrupted(data, corruption, g[3]) for g in group]
     fitted_methods = make_method(method, **method_kwargs).fit_seeds(
-        data, [g[4] for g in group], [g[3] for g in group], cfg=cfg, device=device,
-        **({} if all(v is None for v in vps) else {"val_presences": vps}))
+        data if corruption is None else [c[0] for c in copies], [g[4] for g in group], [g[3] for g in group],
+        cfg=cfg, device=device, **({} if all(v is None for v in vps) else {"val_presences": vps}))
     per = (time.perf_counter() - t0) / len(group)
     fitted = 0
-    for (path, (spec, _, tm, seed, presence, identity)), m in zip(unique, fitted_methods):
+    for (path, (spec, _, tm, seed, presence, identity)), m, (fit_data, tests) in zip(unique, fitted_methods, copies):
         if path not in todo:
             continue
         mask = None if tm is None else masked_test_presence(data, tm, seed)
-        log_record_use(write_record(records_dir, make_record(data, m, identity, spec, presence, per, device,
-                                                             started, batched=len(group), test_mask=mask)))
+        log_record_use(write_record(records_dir, make_record(fit_data, m, identity, spec, presence, per, device,
+                                                             started, patterns=patterns, batched=len(group),
+                                                             test_sets=tests, test_mask=mask)))
         fitted += 1
     return fitted
 
@@ -420,7 +425,7 @@ def run_grid(data: MultimodalDataset, methods: list, settings: dict[str, dict], 
                                  f"{variants[key]}; name one, e.g. ({key!r}, {variants[key][0]!r}, {label!r})")
             return (key, label)
         return None
-    if batch and corruption is None:     # (setting, seed) pairs as members of one ensemble where the method allows it
+    if batch:     # (setting, seed) pairs as members of one ensemble where the method allows it
         for entry in methods:
             key, kwargs = (entry, {}) if isinstance(entry, str) else entry
             # a kept model (first seed) is fitted on its own by run() below: its setting's first seed stays out of
@@ -433,7 +438,7 @@ def run_grid(data: MultimodalDataset, methods: list, settings: dict[str, dict], 
                 specs = [settings[lab] for lab in group]
                 n = fit_seeds_batched(data, key, kwargs, specs, todo, cfg, device, store, profile,
                                       specs if validation == "masked" else None,
-                                      specs if test == "masked" else None)
+                                      specs if test == "masked" else None, corruption, patterns)
                 if log and n:
                     log(f"{key} {', '.join(group)}: {n} fits trained as one ensemble")
     for seed in seeds:

@@ -225,7 +225,7 @@ SPLIT_STREAM = {"train": 0, "val": 1, "test": 2}
 
 
 def span_masks(shapes: dict[str, tuple], n: int, rows: dict[str, torch.Tensor], bands: dict[str, tuple | None],
-               seed: int, lengths: dict[str, torch.Tensor] | None = None, axis: str = "time",
+               seed: int | torch.Generator, lengths: dict[str, torch.Tensor] | None = None, axis: str = "time",
                stream: int = 0) -> dict[str, torch.Tensor]:
     """Fixed span masks (:func:`span`) for the rows of each split, per modality: True where
     a value is kept. A sequence modality (shape ``(T, d)``) loses a span of time steps
@@ -233,7 +233,9 @@ def span_masks(shapes: dict[str, tuple], n: int, rows: dict[str, torch.Tensor], 
     every step), a vector modality (shape ``(d,)``) a span of its features. ``bands[split]``
     is the split's ``(low, high)`` range of hidden fractions (None: untouched). Each
     (split, modality) draws from its own stream of ``seed`` (and ``stream``, so that a second
-    test corruption is a fresh draw), so a split's masks do not depend on the others.
+    test corruption is a fresh draw), so a split's masks do not depend on the others. A
+    ``torch.Generator`` as ``seed`` draws every (split, modality) from it instead, in turn (masks
+    redrawn at every call, e.g. M3S's T every epoch).
 
     Returns ``{modality: bool mask}`` over all ``n`` rows of the dataset, shaped to
     broadcast against the features: ``(n, T, 1)`` (time spans), ``(n, 1, d)`` (feature spans of
@@ -254,7 +256,8 @@ def span_masks(shapes: dict[str, tuple], n: int, rows: dict[str, torch.Tensor], 
             if band is None or split not in rows or len(rows[split]) == 0:
                 continue
             idx = rows[split].cpu()
-            state = int(np.random.SeedSequence([seed, 20_000 + stream, SPLIT_STREAM[split], j]).generate_state(1)[0])
+            state = seed if isinstance(seed, torch.Generator) else \
+                int(np.random.SeedSequence([seed, 20_000 + stream, SPLIT_STREAM[split], j]).generate_state(1)[0])
             ln = lengths[m].cpu()[idx] if (seq and m in lengths) else None
             kept[idx] = span(len(idx), width, tuple(band), state, ln)
         out[m] = kept[:, :, None] if seq else (kept[:, None, :] if len(shape) == 2 else kept)

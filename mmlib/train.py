@@ -163,7 +163,8 @@ class Checkpoint:
 
 def fit(model: torch.nn.Module, loss_fn: Callable[[torch.nn.Module, torch.Tensor], torch.Tensor],
         train_idx: torch.Tensor, val_score: Callable[[torch.nn.Module], float], cfg: TrainConfig,
-        seed: int = 0, params=None, desc: str = "train", epoch_start=None) -> tuple[torch.nn.Module, list[dict]]:
+        seed: int = 0, params=None, desc: str = "train", epoch_start=None,
+        steps_per_batch: int = 1) -> tuple[torch.nn.Module, list[dict]]:
     """Train ``model`` with Adam on batches of ``train_idx`` (the single-loss case; a method
     with its own algorithm writes its loop from :func:`batches`, :func:`adam` and
     :class:`Checkpoint`, as SMIL's Algorithm 1 does).
@@ -173,7 +174,9 @@ def fit(model: torch.nn.Module, loss_fn: Callable[[torch.nn.Module, torch.Tensor
     higher is better, computed in eval mode. The weights of the best validation epoch
     are restored at the end. Returns the model and a history of per-epoch dicts.
     ``epoch_start(epoch)``, if given, runs before each epoch (e.g. to refresh imputed
-    inputs between epochs, as a self-training baseline does).
+    inputs between epochs, as a self-training baseline does). ``steps_per_batch``: optimiser steps
+    on each batch (the loss tells them apart itself, e.g. M3S's compute-matched settings); the
+    history's ``train_loss`` is the mean over every step's rows.
     """
     gen = torch.Generator().manual_seed(seed)
     opt = adam(model.parameters() if params is None else params, cfg)
@@ -186,12 +189,13 @@ def fit(model: torch.nn.Module, loss_fn: Callable[[torch.nn.Module, torch.Tensor
         model.train()
         total, count = 0.0, 0
         for idx in batches(train_idx, cfg.batch_size, gen):
-            loss = loss_fn(model, idx)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total += float(loss.detach()) * len(idx)
-            count += len(idx)
+            for _ in range(steps_per_batch):
+                loss = loss_fn(model, idx)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                total += float(loss.detach()) * len(idx)
+                count += len(idx)
         model.eval()
         with torch.no_grad():
             score = float(val_score(model))

@@ -6,7 +6,8 @@ from torch.func import functional_call
 from mmlib.data import load_dataset
 from mmlib.experiment import corrupted, run
 from mmlib.methods import make_method
-from mmlib.train import TrainConfig, Call, adam
+from mmlib.methods.common import read_inputs
+from mmlib.train import TrainConfig, Call
 
 CORR = {"band": [0.4, 0.6], "test": {"40-60%": [0.4, 0.6]}}
 
@@ -17,58 +18,87 @@ def fit_data():
     return corrupted(d, CORR, seed=0)[0]
 
 
-def _prepared(fit_data, setting="m3s", **kw):
+def _member(fit_data, setting="m3s", **kw):
+    """One M3S member set up as fit_seeds sets it up, its first epoch's T drawn: (method, program,
+    base parts, the member's tensors)."""
+    from mmlib.engine import _stack, _take
+    from mmlib.methods.m3s import Transform, _clean, _fixed_spans
     m = make_method("m3s", base="zp_concat", base_kwargs={"backbone": "mlp"}, setting=setting, **kw)
-    base = make_method("zp_concat", backbone="mlp")
-    aug = m._transform(fit_data, torch.Generator().manual_seed(0))
-    model, loss_fn, rows, _ = base.prepare(fit_data, None, seed=0)
-    return m, base, aug, model, loss_fn, rows
+    clean = _clean(fit_data)
+    parts = make_method("zp_concat", backbone="mlp").members(clean, [None], [0], keeps=[_fixed_spans(fit_data)])
+    program = Transform(m, clean, parts.members, [0], fit_data.info["spans"])
+    parts.members[0].extra.update(program.blank(parts.members[0].extra))
+    extra = _take(program.epoch(_stack([parts.members[0].extra]), [0], 0), 0)
+    return m, program, parts, extra
 
 
-def test_the_transform_redraws_spans_and_never_reveals_the_fixed_corruption(fit_data):
-    m, base, aug, *_ = _prepared(fit_data)
-    idx = fit_data.splits["train"][:64]
-    xs = {k: x[idx] for k, x in fit_data.modalities.items()}
-    a, b = aug(idx, xs), aug(idx, xs)
-    assert any(not torch.equal(a[k], b[k]) for k in xs)                       # a fresh draw per batch
-    for k in xs:                                                              # "masked": zeros stay zeros
-        assert ((xs[k] == 0) <= (a[k] == 0)).all()
-        assert (a[k] == 0).float().mean() > (xs[k] == 0).float().mean()        # and new spans are added
-    complete = make_method("m3s", augment_on="complete")._transform(fit_data, torch.Generator().manual_seed(0))
-    c = complete(idx, xs)
-    clean = fit_data.info["clean"]["acoustic"][idx]
-    revealed = (xs["acoustic"] == 0) & (c["acoustic"] != 0)
-    assert revealed.any() and torch.equal(c["acoustic"][revealed], clean[revealed])   # the clean values
+def test_the_transform_redraws_spans_every_epoch_and_never_reveals_the_fixed_corruption(fit_data):
+    from mmlib.engine import _stack, _take
+    m, program, parts, e = _member(fit_data)
+    tr, val = fit_data.splits["train"], fit_data.splits["val"]
+    fixed = fit_data.info["spans"]["masks"]
+    again = _take(program.epoch(_stack([e]), [0], 1), 0)
+    for k in fit_data.modalities:
+        q, s = e[f"q:{k}"], e[f"s:{k}"]
+        assert not torch.equal(q[tr], again[f"q:{k}"][tr]) and not torch.equal(q[tr], s[tr])   # fresh draws
+        assert (q <= fixed[k]).all() and (s <= fixed[k]).all()             # "masked": what is hidden stays hidden
+        assert q[tr].float().mean() < fixed[k][tr].float().mean()          # and new spans are added
+        assert torch.equal(q[val], fixed[k][val])                          # validation: the fixed corruption
+    rows = parts.members[0].rows
+    assert torch.isin(e["support"][tr], rows).all()                        # support rows: training rows
+    _, program_c, _, c = _member(fit_data, augment_on="complete")
+    k = "acoustic"
+    revealed = ~fixed[k][tr] & c[f"q:{k}"][tr]
+    assert revealed.any()                                                  # the clean features under T's spans
+    x = read_inputs(fit_data.info["clean"], tr, {**c, f"keep:{k}": c[f"q:{k}"]}, [k])[k]
+    assert torch.equal(x[revealed.squeeze(-1)], fit_data.info["clean"][k][tr][revealed.squeeze(-1)])
+    _, _, _, o = _member(fit_data, setting="orig")
+    assert all(torch.equal(o[f"q:{k}"], fixed[k]) for k in fit_data.modalities)    # ORIG: the fixed corruption
 
 
-def _grads(model, fn):
-    model.zero_grad(set_to_none=True)
-    fn().backward()
-    return {k: p.grad.clone() for k, p in model.named_parameters()}
+def _grads(model, value):
+    return dict(zip([k for k, _ in model.named_parameters()], torch.autograd.grad(value, list(model.parameters()))))
 
 
-def test_meta_step_with_alpha_zero_is_the_plain_step_on_the_query_batch_and_orders_differ(fit_data):
-    m, base, aug, model, loss_fn, rows = _prepared(fit_data, inner_lr=0.0)
-    model.eval()                                                              # no dropout: deterministic
-    call = Call(model, loss_fn)
-    names = {k: "model." + k for k, _ in model.named_parameters()}
-
-    def loss_at(params, idx):
-        return functional_call(call, {names[k]: v for k, v in params.items()}, (idx,))
-
-    idx1, idx2 = rows[:32], rows[32:64]
-    plain = _grads(model, lambda: loss_fn(model, idx2))
-    opt = torch.optim.SGD(model.parameters(), lr=0.0)                         # keep the weights: read .grad
-    m.meta_step(model, loss_at, opt, idx1, idx2)
-    meta = {k: p.grad for k, p in model.named_parameters()}
+def test_the_meta_step_is_eq_1_and_2_and_with_alpha_zero_the_plain_step_on_the_query_batch(fit_data):
+    m, program, parts, e = _member(fit_data, inner_lr=0.0)
+    model, names = parts.members[0].model.eval(), list(fit_data.modalities)      # no dropout: deterministic
+    program.steps = 1
+    idx = parts.members[0].rows[:32]
+    q = {**e, **{f"keep:{k}": e[f"q:{k}"] for k in names}}
+    s = {**e, **{f"keep:{k}": e[f"s:{k}"] for k in names}}
+    plain = _grads(model, parts.loss(model, idx, None, q))
+    meta = _grads(model, m.step_loss(parts.loss, names, program)(model, idx, None, e, {})[0])
     assert all(torch.allclose(plain[k], meta[k], atol=1e-7) for k in plain)
-    firsts = {}
-    for so in (False, True):                                                  # alpha > 0: the orders differ
-        m2 = make_method("m3s", inner_lr=0.5, second_order=so)
-        m2.meta_step(model, loss_at, opt, idx1, idx2)
-        firsts[so] = {k: p.grad.clone() for k, p in model.named_parameters()}
-    assert not all(torch.allclose(firsts[False][k], plain[k]) for k in plain)  # theta* != theta
-    assert not all(torch.allclose(firsts[False][k], firsts[True][k]) for k in plain)
+    alpha, support = 0.5, e["support"][idx, 0]
+    theta = dict(model.named_parameters())                                # Eq. 1 by hand, then Eq. 2's gradient
+    g = torch.autograd.grad(parts.loss(model, support, None, s), list(theta.values()), create_graph=True)
+    fast = {"model." + k: v - alpha * gi for (k, v), gi in zip(theta.items(), g)}
+    by_hand = _grads(model, functional_call(Call(model, parts.loss), fast, (idx, None, q)))    # second order
+    fast_fo = {k: v.detach().requires_grad_() for k, v in fast.items()}
+    at_star = torch.autograd.grad(functional_call(Call(model, parts.loss), fast_fo, (idx, None, q)),
+                                  list(fast_fo.values()))                                     # first order: at theta*
+    assert not all(torch.allclose(a, by_hand[k]) for k, a in zip(theta, at_star))             # the orders differ
+    for so, want in ((True, by_hand), (False, dict(zip(theta, at_star)))):
+        got = _grads(model, make_method("m3s", inner_lr=alpha, second_order=so).step_loss(
+            parts.loss, names, program)(model, idx, None, e, {})[0])
+        assert all(torch.allclose(got[k], want[k], atol=1e-6) for k in want)
+        assert not all(torch.allclose(got[k], plain[k]) for k in plain)     # theta* != theta
+
+
+def test_members_equal_their_single_fits_with_their_own_corruption():
+    d = load_dataset("affect", task="emotion")
+    cfg = TrainConfig(epochs=3, patience=None, batch_size=128)
+    datas = [corrupted(d, CORR, s)[0] for s in (0, 1)]
+    for name, kw in [("m3s", {"base": "mmin_lite"}), ("m3s_spl_trn", {"compute_matched": True})]:
+        kw = {"base": "zp_concat", "base_kwargs": {"backbone": "mlp"}, **kw}
+        ens = make_method(name, **kw).fit_seeds(datas, [None, None], [0, 1], cfg=cfg, device="cpu")
+        for s, (dd, e) in enumerate(zip(datas, ens)):
+            one = make_method(name, **kw).fit(dd, None, seed=s, cfg=cfg, device="cpu")
+            assert [h["val_score"] for h in one.history] == pytest.approx([h["val_score"] for h in e.history], abs=1e-3)
+            assert [h["train_loss"] for h in one.history] == pytest.approx([h["train_loss"] for h in e.history], abs=1e-5)
+            assert torch.allclose(one.predict(dd, "test"), e.predict(dd, "test"), atol=1e-4)
+        assert ens[0].history[0]["batched"] == 2 and "uar" in ens[0].history[0]["val_metrics"]
 
 
 def test_the_three_settings_run_and_orig_needs_no_spans():

@@ -46,7 +46,8 @@ class Method:
     - ``embeds_modalities`` with :meth:`embed_modality`: one modality's embedding, for the
       modality gap;
     - :meth:`batchable` with :meth:`fit_seeds`: several (presence, seed) fits trained as one
-      ensemble (:mod:`mmlib.engine`);
+      ensemble (:mod:`mmlib.engine`); ``data_per_member``: ``fit_seeds`` also takes one dataset per
+      member (each seed's corrupted copy: M3S), so its fits batch under a corruption too;
     - ``shared_dir``: a folder where a fit keeps, and finds, fits it shares with other runs (SMIL's
       warm starts, shared by its variants at one setting); the harness sets it to its record
       store's ``shared/`` folder (None: nothing kept).
@@ -62,6 +63,7 @@ class Method:
     trace: list[dict] | None = None
     warm_starts: dict | None = None
     embeds_modalities = False
+    data_per_member = False
     shared_dir: str | None = None
 
     def __post_init__(self):

@@ -58,9 +58,9 @@ class _OwnLoss(BalanceBaseline):
         return False
 
     def _pieces(self, data, presence, seed, device, val_presence):
-        P, rows, _, val_logits, val_score = self._setup(data, presence, seed, device, val_presence)
+        extra, rows, _, val_logits, val_score = self._setup(data, presence, seed, device, val_presence)
         X, L, y = self._tensors
-        return P, rows, (lambda m_: val_score(val_logits(m_, P))), X, L, y
+        return extra["P"], rows, (lambda m_: val_score(val_logits(m_, extra))), X, L, y
 
 
 # ----------------------------------------------------------------------------- OGM-GE

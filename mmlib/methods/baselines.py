@@ -24,7 +24,7 @@ from ..data import MultimodalDataset
 from ..models import MultimodalNet
 from ..train import TrainConfig, get_device, seed_everything
 from . import Method
-from .common import EVAL_CHUNK, ensemble_ready, full_presence, task_loss, validation_scores
+from .common import EVAL_CHUNK, ensemble_ready, full_presence, keep_masks, read_inputs, task_loss, validation_scores
 
 
 @dataclass(eq=False)
@@ -37,7 +37,6 @@ class FusionBaseline(Method):
     """
     reads_data_at_predict = True      # predict() reads the data it is given (e.g. a corrupted test copy)
     embeds_modalities = True          # embed_modality(): the modality gap in the record
-    augment = None                    # a hook (rows, inputs) -> inputs on training batches: prepare(augment=...)
     name: str = "zp_concat"
     fusion: str = "concat"
     use: list | str | None = None
@@ -67,12 +66,13 @@ class FusionBaseline(Method):
             return cols
         return [names.index(data.check_modality(m)) for m in self.use]
 
-    def _setup(self, data, presence, seed, device, val_presence=None, inputs=None):
-        """Seed, choose the columns, build the network; return the (len(data), columns)
-        presence of the training rows, the rows with something usable, and the pieces of
-        the loop: the loss of a batch and the validation outputs. ``inputs``: the ``(X, L)`` an
-        earlier set-up of the same method on the same data prepared (``_tensors[:2]``), reused
-        for the modalities it has."""
+    def _setup(self, data, presence, seed, device, val_presence=None, inputs=None, keep=None):
+        """Seed, choose the columns, build the network; return the member's tensors (``extra``:
+        ``P``, the (len(data), columns) presence of the training and validation rows), the rows
+        with something usable, and the pieces of the loop: the loss of a batch and the
+        validation outputs. ``inputs``: the ``(X, L)`` an earlier set-up of the same method on the
+        same data prepared (``_tensors[:2]``), reused for the modalities it has. ``keep``: masks
+        every input is read through (:func:`read_inputs`; M3S's spans)."""
         self.device = get_device(device)
         seed_everything(seed)
         train = data.splits["train"]
@@ -92,7 +92,7 @@ class FusionBaseline(Method):
         else:
             X = {m: data.modalities[m].to(self.device) for m in self.used}
             L = {m: data.lengths[m].to(self.device) for m in self.used if m in data.lengths}   # padded sequences
-            if self.augment is None:   # parameter-free input transforms (pooled statistics) once per dataset
+            if keep is None:   # parameter-free input transforms (pooled statistics) once per dataset
                 X, L = self.model.transform_inputs(X, L)
         y = data.y.to(self.device)
         train = train.to(self.device)
@@ -103,13 +103,12 @@ class FusionBaseline(Method):
         P[val] = full_presence(data, "val", val_presence)[:, self.cols].to(self.device)   # selection: as it is
         self._tensors = (X, L, y)                  # for subclasses that write their own loss (OGM-GE, QMF)
         late, task, ncols = self.fusion == "late", self.task, len(self.cols)
+        extra = {"P": P, **keep_masks(keep, self.used, self.device)}
 
-        def loss_fn(model, idx, weight, P):
+        def loss_fn(model, idx, weight, e):
             """The task's loss of the batch ``idx``, a mean weighted by ``weight`` (1 per row; 0 marks
             the ensemble engine's padding)."""
-            xs, p, ls = {m: X[m][idx] for m in self.used}, P[idx], {m: ln[idx] for m, ln in L.items()}
-            if self.augment is not None:
-                xs = self.augment(idx, xs)
+            xs, p, ls = read_inputs(X, idx, e, self.used), e["P"][idx], {m: ln[idx] for m, ln in L.items()}
             if late:   # each modality's classifier learns from the samples that have it
                 logits = model.fusion.unimodal_logits(model.features(xs, p, ls))      # (B, M, C)
                 per = torch.stack([task_loss(task, logits[:, j], y[idx], reduction="none")
@@ -118,33 +117,24 @@ class FusionBaseline(Method):
                 return (per * pw).sum() / pw.sum().clamp(min=1)
             return task_loss(task, model(xs, p, ls), y[idx], weight=weight)
 
-        def val_logits(model, P):
-            return torch.cat([model({m: X[m][v] for m in self.used}, P[v], {m: ln[v] for m, ln in L.items()})
+        def val_logits(model, e):
+            return torch.cat([model(read_inputs(X, v, e, self.used), e["P"][v], {m: ln[v] for m, ln in L.items()})
                               for v in val.split(EVAL_CHUNK)])
 
         def val_score(out):                  # (K, n_val, ...) -> (K,)
             return validation_scores(task, out, y[val])
-        return P, rows, loss_fn, val_logits, val_score
+        return extra, rows, loss_fn, val_logits, val_score
 
     def _head_options(self, data) -> dict:
         """Extra arguments of the fusion head (e.g. FiLM's conditioning modality)."""
         return {}
 
-    def prepare(self, data, presence, *, seed=0, cfg=None, device=None, val_presence=None, augment=None):
-        """What :meth:`fit` trains, for a wrapper that trains it its own way (M3S): the network,
-        the loss of a batch of rows, the training rows and the validation score. ``augment``: a
-        transform (rows, inputs) -> inputs of every training batch (M3S's T)."""
-        self.augment = augment
-        P, rows, loss_fn, val_logits, val_score = self._setup(data, presence, seed, device, val_presence)
-        return (self.model, (lambda model, idx: loss_fn(model, idx, None, P)), rows,
-                (lambda model: float(val_score(val_logits(model, P).unsqueeze(0))[0])))
-
     def fit(self, data, presence, *, seed=0, cfg=None, device=None, val_presence=None):
         """Train alone (a one-member ensemble: :func:`mmlib.train.fit`, the seed's own batches and
         dropout masks): what a member of :meth:`fit_seeds` gets, to rounding."""
         from ..engine import Member, fit_ensemble
-        P, rows, loss_fn, val_logits, val_score = self._setup(data, presence, seed, device, val_presence)
-        self.history = fit_ensemble([Member(self.model, rows, P, seed)], loss_fn, val_logits, val_score,
+        extra, rows, loss_fn, val_logits, val_score = self._setup(data, presence, seed, device, val_presence)
+        self.history = fit_ensemble([Member(self.model, rows, extra, seed)], loss_fn, val_logits, val_score,
                                     cfg or TrainConfig(), desc=self.name)[0]
         return self
 
@@ -161,22 +151,34 @@ class FusionBaseline(Method):
         the ensemble engine (:func:`mmlib.engine.fit_ensemble`); each equals ``fit`` at its seed up
         to rounding. ``val_presences``: each member's masked validation split (None: every
         modality). Members may have different row counts (different masks)."""
-        from ..engine import Member, fit_ensemble
+        from ..engine import fit_ensemble
         cfg = cfg or TrainConfig()
         vps = [None] * len(seeds) if val_presences is None else list(val_presences)
         if not self.batchable(data):
             return [copy.deepcopy(self).fit(data, P, seed=s, cfg=cfg, device=device, val_presence=vp)
                     for P, s, vp in zip(presences, seeds, vps)]
+        parts = self.members(data, presences, seeds, cfg=cfg, device=device, val_presences=vps)
+        histories = fit_ensemble(parts.members, parts.loss, parts.val_logits, parts.val_score, cfg, desc=self.name)
+        for m, hist in zip(parts.copies, histories):
+            m.history = hist
+        return parts.copies
+
+    def members(self, data, presences: list, seeds: list[int], *, cfg=None, device=None,
+                val_presences: list | None = None, keeps: list | None = None):
+        """What :meth:`fit_seeds` trains, for a method that trains it its own way (M3S): one copy of
+        this method per (presence, seed) pair and the engine's pieces (:class:`mmlib.engine.Parts`).
+        ``keeps``: per member, masks every input is read through (None: the inputs as they are)."""
+        from ..engine import Member, Parts
+        vps = [None] * len(seeds) if val_presences is None else list(val_presences)
+        keeps = [None] * len(seeds) if keeps is None else list(keeps)
         copies, members, parts = [], [], None
-        for presence, seed, vp in zip(presences, seeds, vps):   # each member's P holds its validation rows'
-            m = copy.deepcopy(self)                              # presence too
-            parts = m._setup(data, presence, seed, device, vp, inputs=copies[0]._tensors[:2] if copies else None)
+        for presence, seed, vp, kp in zip(presences, seeds, vps, keeps):   # each member's P holds its
+            m = copy.deepcopy(self)                                         # validation rows' presence too
+            parts = m._setup(data, presence, seed, device, vp, inputs=copies[0]._tensors[:2] if copies else None,
+                             keep=kp)
             copies.append(m)
             members.append(Member(m.model, parts[1], parts[0], seed))
-        histories = fit_ensemble(members, *parts[2:], cfg, desc=self.name)
-        for m, hist in zip(copies, histories):
-            m.history = hist
-        return copies
+        return Parts(copies, members, *parts[2:])
 
     def _forward(self, data, split, presence, what):
         idx = data.splits[split]

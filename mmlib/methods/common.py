@@ -132,6 +132,17 @@ def fit_setup(method, data: MultimodalDataset, presence, val_presence, seed: int
                  full_presence(data, "val", val_presence).to(dev), data.y.to(dev))
 
 
+def keep_masks(keep: dict | None, names, device) -> dict:
+    """A member's input masks as engine tensors: ``{"keep:<modality>": mask}`` (none without ``keep``)."""
+    return {} if keep is None else {f"keep:{m}": keep[m].to(device) for m in names}
+
+
+def read_inputs(X: dict, idx: torch.Tensor, extra: dict, names) -> dict:
+    """The rows ``idx`` of the modalities ``names``, each through the member's mask ``extra["keep:<m>"]``
+    where it has one (M3S's spans, zeroed: :func:`mmlib.masks.apply_spans`)."""
+    return {m: X[m][idx] * extra[f"keep:{m}"][idx] if f"keep:{m}" in extra else X[m][idx] for m in names}
+
+
 # ----------------------------------------------------------------------------- ensembles
 def ensemble_ready(data, d: int, backbone: str, sequence: str) -> bool:
     """Whether a method's fits on ``data`` can train as one ensemble (:mod:`mmlib.engine`): no

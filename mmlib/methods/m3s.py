@@ -15,10 +15,20 @@ length) and the feature axis of a vector (:func:`mmlib.masks.span`).
 
 M3S is an add-on to a base model's loss l. Three settings (section 4.4):
 - ``"orig"``: the base model trained on the fixed corruption, as it would be without M3S.
-- ``"spl_trn"``: T redrawn for every batch; a plain step on it.
-- ``"m3s"``: Algorithm 1. Draw two batches and pass each through T: X~1 (support) and
-  X~2 (query). Eq. 1, K times: theta_{n+1} = theta_n - alpha grad l(f(X~1; theta_n), Y1);
-  theta* = theta_K. Eq. 2: theta <- theta - beta grad_{theta*} l(f(X~2; theta*), Y2).
+- ``"spl_trn"``: T redrawn every epoch for every training sample; a plain step on each batch.
+- ``"m3s"``: Algorithm 1. Draw two batches and pass each through T: X~1 (support: as many
+  rows, drawn at random) and X~2 (query: the epoch's batch). Eq. 1, K times:
+  theta_{n+1} = theta_n - alpha grad l(f(X~1; theta_n), Y1); theta* = theta_K.
+  Eq. 2: theta <- theta - beta grad_{theta*} l(f(X~2; theta*), Y2).
+
+How it is computed. The fixed corruption and T are masks over the inputs (data, not code):
+the base reads the clean features through a member's masks (``extra["keep:<m>"]``). Every
+epoch each fit draws, from its own streams, a query copy and a support copy of T for every
+training sample and the support rows of every batch (:class:`Transform`), so a chapter's
+seeds train as one ensemble on the engine (:func:`mmlib.engine.fit_ensemble`), each seed with
+its own corruption. Eq. 1's gradient is ``torch.func.grad`` of the base's loss; with the first
+order, theta* = theta - alpha * stop_gradient(grad), whose gradient with respect to theta is
+the gradient at theta* (Eq. 2 as printed).
 
 Options (the paper is silent on each):
 - ``inner_steps`` K (1) and ``inner_lr`` alpha (2e-4, the paper's value for MMIN); the outer
@@ -31,8 +41,9 @@ Options (the paper is silent on each):
   range"); ``"complete"`` draws them on the clean features, which over the epochs shows the
   model everything the fixed corruption hides: an information advantage, measured.
 - ``aug_band``: T's band (None: the corruption's own).
-- ``compute_matched``: ORIG and SPL-TRN take K + 1 plain steps per query batch, as many
-  gradient evaluations as M3S (by default every setting takes one update per query batch).
+- ``compute_matched``: ORIG and SPL-TRN take K + 1 plain steps per query batch (the further
+  K on random rows), as many gradient evaluations as M3S (by default every setting takes one
+  update per query batch).
 
 With ``inner_lr = 0``, theta* = theta and M3S is SPL-TRN on the query batch (the chapter's
 control: what the meta step itself adds).
@@ -40,15 +51,15 @@ control: what the meta step itself adds).
 from __future__ import annotations
 
 import copy
-import time
 from dataclasses import dataclass, field
 
 import torch
 from torch.func import functional_call
 
 from .. import masks, metrics
-from ..models import noise_stream
-from ..train import Checkpoint, DropoutStream, TrainConfig, Call, adam, batches, stream_seed
+from ..data import MultimodalDataset
+from ..engine import Program
+from ..train import Call, TrainConfig, stream_seed
 from . import Method, decide, make_method
 
 SETTINGS = ("orig", "spl_trn", "m3s")
@@ -58,6 +69,7 @@ SETTINGS = ("orig", "spl_trn", "m3s")
 class M3S(Method):
     """A base method (``base``, ``base_kwargs``) trained in one of the three settings."""
     reads_data_at_predict = True      # predict() reads the data it is given (a corrupted test copy)
+    data_per_member = True            # fit_seeds() takes each seed's corrupted copy
     name: str = "m3s"
     base: str = "zp_concat"
     base_kwargs: dict = field(default_factory=dict)
@@ -78,109 +90,75 @@ class M3S(Method):
         if self.inner_steps < 1 or self.inner_lr < 0:
             raise ValueError("inner_steps must be >= 1 and inner_lr >= 0")
 
-    # -- T(X; F), redrawn for every batch ------------------------------------------------------
-    def _transform(self, data, gen: torch.Generator):
-        """The transform the base applies to its training batches (``prepare(augment=...)``): fresh spans (section 3.2) on the
-        batch's inputs ("masked": on top of the fixed corruption; "complete": on the clean
-        features instead)."""
-        spans = data.info.get("spans") or {"band": self.aug_band, "axis": "time"}    # no fixed corruption
-        band = tuple(self.aug_band or spans["band"])
-        shapes = {m: tuple(x.shape[1:]) for m, x in data.modalities.items()}
-        clean = data.info.get("clean") if self.augment_on == "complete" else None
-        lengths = data.lengths
-
-        def augment(idx, xs):
-            rows = {"train": torch.arange(len(idx))}
-            ln = {m: ln[idx.cpu()] for m, ln in lengths.items()}
-            fresh = masks.span_masks(shapes, len(idx), rows, {"train": band}, int(torch.randint(2**31 - 1, (1,), generator=gen)),
-                                     ln, spans["axis"])
-            out = {}
-            for m, x in xs.items():
-                src = x if clean is None else clean[m][idx.cpu()].to(x.device)
-                out[m] = masks.apply_spans(src, fresh[m])
-            return out
-        return augment
-
     # -- training --------------------------------------------------------------------------------
+    def batchable(self, data=None) -> bool:
+        """Several seeds train as one ensemble (:meth:`fit_seeds`) when the base's fits do."""
+        return make_method(self.base, **self.base_kwargs).batchable(data)
+
     def fit(self, data, presence, *, seed=0, cfg=None, device=None, val_presence=None):
-        cfg = cfg or TrainConfig()
-        if self.setting != "orig" and "spans" not in data.info and self.aug_band is None:
-            raise ValueError(f"{self.name} ({self.setting}) redraws spans inside the modalities: run it on a "
-                             "span-corrupted dataset (experiment.run(..., corruption=...)), or give aug_band "
-                             "(the band of the spans it draws on data without a fixed corruption)")
-        base = make_method(self.base, **self.base_kwargs)
-        self.base_method = base
-        augment = None if self.setting == "orig" else \
-            self._transform(data, torch.Generator().manual_seed(stream_seed(seed, "m3s:spans")))
-        model, loss_fn, rows, val_score = base.prepare(data, presence, seed=seed, cfg=cfg, device=device,
-                                                       val_presence=val_presence, augment=augment)
-        self.used, self.required, self.device = base.used, base.required, base.device
-
-        call = Call(model, loss_fn)                         # the loss as a function of the parameters
-        names = {k: "model." + k for k, _ in model.named_parameters()}
-
-        def loss_at(params, idx):
-            return functional_call(call, {names[k]: v for k, v in params.items()}, (idx,))
-
-        opt = adam(model.parameters(), cfg)
-        keeper, self.history = Checkpoint(cfg.patience, cfg.min_epochs), []
-        query_order = torch.Generator().manual_seed(seed)            # the batches, as train.fit orders them
-        support_order = torch.Generator().manual_seed(stream_seed(seed, "m3s:support-batches"))   # X1 of Alg. 1
-        y_val = data.y[data.splits["val"]]
-        plain_steps = self.inner_steps + 1 if (self.compute_matched and self.setting != "m3s") else 1
-        with noise_stream(DropoutStream(seed)):
-            for epoch in range(cfg.epochs):
-                t0 = time.perf_counter()
-                model.train()
-                total, count = 0.0, 0
-                for idx2 in batches(rows, cfg.batch_size, query_order):
-                    if self.setting == "m3s":
-                        idx1 = rows[torch.randint(len(rows), (len(idx2),), generator=support_order).to(rows.device)]
-                        loss = self.meta_step(model, loss_at, opt, idx1, idx2)
-                    else:
-                        for k in range(plain_steps):              # ORIG / SPL-TRN: plain steps (Adam)
-                            idx = idx2 if k == 0 else rows[torch.randint(len(rows), (len(idx2),),
-                                                                         generator=support_order).to(rows.device)]
-                            loss = loss_fn(model, idx)
-                            opt.zero_grad(set_to_none=True)
-                            loss.backward()
-                            opt.step()
-                    total += float(loss.detach()) * len(idx2)
-                    count += len(idx2)
-                model.eval()
-                with torch.no_grad():
-                    score = float(val_score(model))
-                    val_m = metrics.report(data.task, y_val, decide(data.task, base.predict(data, "val")))
-                self.history.append({"epoch": epoch, "train_loss": total / max(count, 1), "val_score": score,
-                                     "val_metrics": val_m, "seconds": time.perf_counter() - t0})
-                if keeper.update(epoch, score, lambda: copy.deepcopy(model.state_dict())):
-                    break
-        keeper.restore(model)
-        base.model = model
+        self.fit_seeds(data, [presence], [seed], cfg=cfg, device=device, val_presences=[val_presence], _into=[self])
         return self
 
-    def meta_step(self, model, loss_at, opt, idx1, idx2) -> torch.Tensor:
-        """One iteration of Algorithm 1 on the support rows ``idx1`` and query rows ``idx2``
-        (both through T inside the base's loss). Returns the query loss at theta*."""
-        theta = dict(model.named_parameters())
-        fast = theta
-        for _ in range(self.inner_steps):                                   # Eq. 1 (meta-train)
-            grads = torch.autograd.grad(loss_at(fast, idx1), list(fast.values()), create_graph=self.second_order,
-                                        allow_unused=True)
-            fast = {k: v - self.inner_lr * (g if g is not None else torch.zeros_like(v))
-                    for (k, v), g in zip(fast.items(), grads)}
-            if not self.second_order:                                       # theta* as a point, not a function
-                fast = {k: v.detach().requires_grad_() for k, v in fast.items()}
-        query = loss_at(fast, idx2)                                         # Eq. 2 (meta-update)
-        opt.zero_grad(set_to_none=True)
-        if self.second_order:
-            query.backward()                                                # through Eq. 1 to theta
-        else:                                                               # grad at theta*, applied to theta
-            grads = torch.autograd.grad(query, list(fast.values()), allow_unused=True)
-            for p, g in zip(theta.values(), grads):
-                p.grad = None if g is None else g.detach()
-        opt.step()
-        return query
+    def fit_seeds(self, data, presences: list, seeds: list[int], *, cfg=None, device=None,
+                  val_presences: list | None = None, _into: list | None = None) -> list["M3S"]:
+        """One fitted copy per (presence, seed) pair, trained as one ensemble
+        (:func:`mmlib.engine.fit_ensemble`) when the base's fits can be. ``data``: the fit data, or one
+        per member (each seed's corruption, :func:`mmlib.experiment.corrupted`)."""
+        from ..engine import fit_ensemble
+        cfg = cfg or TrainConfig()
+        datas = list(data) if isinstance(data, (list, tuple)) else [data] * len(seeds)
+        vps = [None] * len(seeds) if val_presences is None else list(val_presences)
+        copies = _into or [copy.deepcopy(self) for _ in seeds]
+        for d in datas:
+            if self.setting != "orig" and "spans" not in d.info and self.aug_band is None:
+                raise ValueError(f"{self.name} ({self.setting}) redraws spans inside the modalities: run it on a "
+                                 "span-corrupted dataset (experiment.run(..., corruption=...)), or give aug_band "
+                                 "(the band of the spans it draws on data without a fixed corruption)")
+        base = make_method(self.base, **self.base_kwargs)
+        if len(seeds) > 1 and not base.batchable(datas[0]):          # (MISA's fits train alone)
+            return [c.fit_seeds([d], [P], [s], cfg=cfg, device=device, val_presences=[vp], _into=[c])[0]
+                    for c, d, P, s, vp in zip(copies, datas, presences, seeds, vps)]
+        clean, fixed = _clean(datas[0]), [_fixed_spans(d) for d in datas]
+        parts = base.members(clean, presences, seeds, cfg=cfg, device=device, val_presences=vps, keeps=fixed)
+        program = Transform(self, clean, parts.members, seeds, datas[0].info.get("spans"))
+        for mem in parts.members:                   # what the first epoch replaces (T's masks, the support rows)
+            mem.extra.update(program.blank(mem.extra))
+        y_val = clean.y[clean.splits["val"]]
+
+        def report(out):                            # the validation metrics of every epoch (the curves)
+            return metrics.report(clean.task, y_val, decide(clean.task, out.cpu()))
+        loss = self.step_loss(parts.loss, list(clean.modalities), program)
+        histories = fit_ensemble(parts.members, loss, parts.val_logits, parts.val_score, cfg, desc=self.name,
+                                 program=program, steps_per_batch=program.R, val_report=report)
+        for c, b, hist in zip(copies, parts.copies, histories):
+            c.base_method, c.history = b, hist
+            c.used, c.required, c.device = b.used, b.required, b.device
+        return copies
+
+    def step_loss(self, base_loss, names: list[str], program: "Transform"):
+        """The loss of one step, ``loss(model, idx, weight, extra, state) -> (loss, {})``, on the query
+        rows ``idx`` (the order's batch) with row weights ``weight``, from the base's loss
+        ``base_loss(model, rows, weight, extra)``; ``extra``: the member's tensors with T's copies."""
+        def keyed(extra, which):                    # the member's tensors with its inputs read through ``which``
+            return {**extra, **{f"keep:{m}": extra[f"{which}:{m}"] for m in names}}
+
+        def loss(model, idx, weight, extra, state):
+            if self.setting == "m3s":
+                def at(params, rows, e):            # the base's loss with the network's weights ``params``
+                    return functional_call(Call(model, base_loss), {"model." + k: v for k, v in params.items()},
+                                           (rows, weight, e))
+                fast, support, e_s = dict(model.named_parameters()), extra["support"][idx, 0], keyed(extra, "s")
+                for _ in range(self.inner_steps):                           # Eq. 1 (meta-train) on X~1
+                    g = torch.func.grad(at)(fast, support, e_s)
+                    # first order: theta* as a point (its gradient is applied to theta); second: through Eq. 1
+                    fast = {k: v - self.inner_lr * (g[k] if self.second_order else g[k].detach())
+                            for k, v in fast.items()}
+                return at(fast, idx, keyed(extra, "q")), {}                # Eq. 2 (meta-update) on X~2
+            if program.sub == 0:                                            # ORIG / SPL-TRN: a plain step
+                return base_loss(model, idx, weight, keyed(extra, "q")), {}
+            # compute-matched: the further plain steps on random rows
+            return base_loss(model, extra["support"][idx, program.sub - 1], weight, keyed(extra, "s")), {}
+        return loss
 
     def code_modules(self) -> list[str]:
         """M3S's files and its base method's (it trains the base's network with the base's loss)."""
@@ -202,3 +180,95 @@ def _m3s(setting):
 
 
 METHODS = {"m3s": _m3s("m3s"), "m3s_orig": _m3s("orig"), "m3s_spl_trn": _m3s("spl_trn")}
+
+
+def _clean(data: MultimodalDataset) -> MultimodalDataset:
+    """The data without its fixed corruption (the members read it through their own masks)."""
+    if "clean" not in data.info:
+        return data
+    return MultimodalDataset(data.name, data.info["clean"], data.y, data.task, data.class_names, data.splits,
+                             {k: v for k, v in data.info.items() if k not in ("clean", "spans")}, data.lengths)
+
+
+def _fixed_spans(data: MultimodalDataset) -> dict:
+    """A fit data's fixed corruption as masks over every row (all kept without one)."""
+    if "spans" in data.info:
+        return data.info["spans"]["masks"]
+    shapes = {m: tuple(x.shape[1:]) for m, x in data.modalities.items()}
+    return masks.span_masks(shapes, len(data), {}, {}, 0)
+
+
+class Transform(Program):
+    """T(X; F) for every member, redrawn every epoch (section 3.2): for each training row, the
+    spans of its query copy (``q:<m>``) and of its support copy (``s:<m>``), and its support rows
+    (``support``: X~1 of Algorithm 1, and the compute-matched settings' further batches), drawn
+    from the member's own streams. ORIG's copies are the fixed corruption. The members step
+    together, so which of a batch's steps runs (:attr:`sub`) is one number."""
+
+    def __init__(self, m3s: M3S, data: MultimodalDataset, members, seeds, spans: dict | None):
+        self.m3s, self.steps = m3s, 0
+        # compute-matched: K + 1 plain steps on every batch, as many gradients as M3S's
+        self.R = m3s.inner_steps + 1 if (m3s.compute_matched and m3s.setting != "m3s") else 1
+        self.names, self.n = list(data.modalities), len(data)
+        self.shapes = {m: tuple(x.shape[1:]) for m, x in data.modalities.items()}
+        spans = spans or {}                         # the fixed corruption's band and axis (none: aug_band's)
+        self.band = tuple(m3s.aug_band or spans.get("band") or (0.0, 0.0))
+        self.axis = spans.get("axis", "time")
+        self.train, self.lengths = data.splits["train"], data.lengths
+        self.rows = [mem.rows for mem in members]
+        self.span_gens = [torch.Generator().manual_seed(stream_seed(s, "m3s:spans")) for s in seeds]
+        self.support_gens = [torch.Generator().manual_seed(stream_seed(s, "m3s:support-batches")) for s in seeds]
+        self.fixed = [{m: mem.extra[f"keep:{m}"] for m in self.names} for mem in members]
+        self.n_support = max(1, m3s.inner_steps)
+
+    def blank(self, extra) -> dict:
+        """A member's T tensors before the first epoch (their shapes)."""
+        dev = extra["P"].device
+        return {**{f"{w}:{m}": extra[f"keep:{m}"].clone() for w in "qs" for m in self.names},
+                "support": torch.zeros(self.n, self.n_support, dtype=torch.long, device=dev)}
+
+    def _copy(self, i, gen) -> dict:
+        """One copy of every row: the fixed corruption, with fresh spans on the training rows (SPL-TRN,
+        M3S) on top of it ("masked") or instead of it ("complete")."""
+        fixed = self.fixed[i]
+        if self.m3s.setting == "orig":
+            return fixed
+        fresh = masks.span_masks(self.shapes, self.n, {"train": self.train}, {"train": self.band}, gen,
+                                 self.lengths, self.axis)
+        out = {}
+        for m in self.names:
+            f = fresh[m].to(fixed[m].device)
+            if self.m3s.augment_on == "complete":       # the clean features under the fresh spans
+                t = fixed[m].clone()
+                t[self.train.to(t.device)] = f[self.train.to(t.device)]
+                out[m] = t
+            else:
+                out[m] = fixed[m] & f
+        return out
+
+    def epoch(self, extra, alive, epoch):
+        q, s, sup = [], [], []
+        for i in alive:
+            q.append(self._copy(i, self.span_gens[i]))
+            s.append(self._copy(i, self.span_gens[i]))
+            rows = self.rows[i]
+            pick = torch.randint(len(rows), (self.n, self.n_support), generator=self.support_gens[i])
+            sup.append(rows[pick.to(rows.device)])
+        out = dict(extra)
+        for w, copies in (("q", q), ("s", s)):
+            for m in self.names:
+                out[f"{w}:{m}"] = torch.stack([c[m] for c in copies])
+        out["support"] = torch.stack(sup)
+        self.live = len(alive)
+        return out
+
+    @property
+    def sub(self) -> int:
+        """Which of the batch's steps runs (0: the query batch's)."""
+        return (self.steps - 1) % self.R
+
+    def before(self, state, active, alive, epoch):
+        self.steps += 1
+
+    def history(self, state):
+        return [{} for _ in range(self.live)]

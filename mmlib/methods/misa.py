@@ -26,6 +26,7 @@ encoder, no transformer fusion, the book's encoders and budget.
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from itertools import combinations
 
@@ -34,7 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..models import MLP
-from .common import fit_setup, task_loss, validation_score
+from .common import EVAL_CHUNK, fit_setup, keep_masks, read_inputs, task_loss, validation_scores
 from .mmin import Encoders, EveryModality
 
 
@@ -86,39 +87,52 @@ class MISALite(EveryModality):
     backbone: str = "cnn"
     implicit = {"backbone": "cnn"}
 
-    def prepare(self, data, presence, *, seed=0, cfg=None, device=None, val_presence=None, augment=None):
-        """The network, the loss of a batch of rows, the training rows and the validation score.
-        ``augment``: a transform (rows, inputs) -> inputs of every training batch (M3S's T)."""
-        self.augment = augment
-        s = fit_setup(self, data, presence, val_presence, seed, device, task=data.task)
-        P, y, val = s.P, s.y, s.val
-        self.task, self.val_P = data.task, s.val_P
+    def members(self, data, presences: list, seeds: list[int], *, cfg=None, device=None,
+                val_presences: list | None = None, keeps: list | None = None, _into: list | None = None):
+        """The network, the loss of a batch of rows and the validation outputs, for one fit
+        (:class:`mmlib.engine.Parts`; the regularisers' rows depend on the batch's values, so a MISA
+        fit trains alone). ``keeps``: masks every input is read through (M3S's spans)."""
+        from ..engine import Member, Parts
+        if len(seeds) != 1:
+            raise ValueError(f"misa_lite trains one fit at a time, got {len(seeds)} seeds")
+        vp, kp = (val_presences or [None])[0], (keeps or [None])[0]
+        m = (_into or [copy.deepcopy(self)])[0]
+        s = fit_setup(m, data, presences[0], vp, seeds[0], device, task=data.task)
+        y, val = s.y, s.val
+        m.task, m.val_P = data.task, s.val_P
         n_out = data.n_classes if data.task != "regression" else 1
-        self.model = MISANet({m: tuple(x.shape[1:]) for m, x in data.modalities.items()}, n_out, self.d,
-                             self.hidden, self.sequence, self.backbone).to(s.device)
+        m.model = MISANet({k: tuple(x.shape[1:]) for k, x in data.modalities.items()}, n_out, m.d,
+                          m.hidden, m.sequence, m.backbone).to(s.device)
+        extra = {"P": s.P, "val_P": s.val_P, **keep_masks(kp, m.names, s.device)}
 
-        def loss_fn(model, idx):
-            xs = {m: self.X[m][idx] for m in self.names}
-            if self.augment is not None:
-                xs = self.augment(idx, xs)
-            logits, u, hc, hp = model(xs, P[idx], {m: ln[idx] for m, ln in self.L.items()})
-            loss = task_loss(self.task, logits, y[idx])                              # L_task
+        def loss_fn(model, idx, weight, e):
+            P = e["P"]
+            xs = read_inputs(m.X, idx, e, m.names)
+            logits, u, hc, hp = model(xs, P[idx], {k: ln[idx] for k, ln in m.L.items()})
+            loss = task_loss(m.task, logits, y[idx])                                 # L_task
             full = P[idx].all(1)
             if int(full.sum()) > 1:                                                  # the regularisers
                 hc_, hp_, u_ = hc[full], hp[full], u[full]
                 pairs = list(combinations(range(model.M), 2))
-                sim = sum(cmd(hc_[:, a], hc_[:, b], self.moments) for a, b in pairs) / max(len(pairs), 1)
-                diff = sum(diff_loss(hc_[:, m], hp_[:, m]) for m in range(model.M)) + \
+                sim = sum(cmd(hc_[:, a], hc_[:, b], m.moments) for a, b in pairs) / max(len(pairs), 1)
+                diff = sum(diff_loss(hc_[:, j], hp_[:, j]) for j in range(model.M)) + \
                     sum(diff_loss(hp_[:, a], hp_[:, b]) for a, b in pairs)
-                recon = sum(F.mse_loss(dec(hc_[:, m] + hp_[:, m]), u_[:, m])
-                            for m, dec in enumerate(model.decoders)) / model.M
-                loss = loss + self.alpha * sim + self.beta * diff + self.gamma * recon
+                recon = sum(F.mse_loss(dec(hc_[:, j] + hp_[:, j]), u_[:, j])
+                            for j, dec in enumerate(model.decoders)) / model.M
+                loss = loss + m.alpha * sim + m.beta * diff + m.gamma * recon
             return loss
 
-        def val_score(model):
-            return validation_score(self.task, self._logits(model, val, self.val_P), y[val])
+        def val_logits(model, e):
+            return torch.cat([model(read_inputs(m.X, v, e, m.names), e["val_P"][i:i + EVAL_CHUNK],
+                                    {k: ln[v] for k, ln in m.L.items()})[0]
+                              for i, v in zip(range(0, len(val), EVAL_CHUNK), val.split(EVAL_CHUNK))])
 
-        return self.model, loss_fn, s.rows, val_score
+        def val_score(out):
+            return validation_scores(m.task, out, y[val])
+        return Parts([m], [Member(m.model, s.rows, extra, seeds[0])], loss_fn, val_logits, val_score)
+
+    def batchable(self, data=None) -> bool:
+        return False
 
     def _embedding(self, out):
         return out[2].flatten(1)                        # the shared representations

@@ -51,8 +51,8 @@ from torch.func import functional_call
 from ..models import MLP, encode, make_encoder, uniform_noise
 from ..train import TrainConfig, fit, seed_everything, stream_seed
 from . import Method
-from .common import (EVAL_CHUNK, ensemble_ready, fit_setup, fits_one_by_one, full_presence, validation_score,
-                     validation_scores, weighted_mean)
+from .common import (EVAL_CHUNK, ensemble_ready, fit_setup, fits_one_by_one, full_presence, keep_masks, read_inputs,
+                     validation_score, validation_scores, weighted_mean)
 from .redcore import ResidualAE
 
 
@@ -94,17 +94,22 @@ class ImagineNet(nn.Module):
 
 class EveryModality(Method):
     """Training and prediction shared by the methods that read every modality (MMIN, CRA,
-    AMAE, MISA): ``fit`` trains what the method's ``prepare`` builds; prediction runs the
-    network in chunks of rows, on the device, with the given presence."""
+    AMAE, MISA): ``fit`` trains what the method's :meth:`members` builds, alone; prediction runs
+    the network in chunks of rows, on the device, with the given presence."""
     reads_data_at_predict = True      # predict() reads the data it is given (e.g. a corrupted test copy)
-    augment = None                    # a hook (rows, inputs) -> inputs on training batches: prepare(augment=...)
 
     def fit(self, data, presence, *, seed=0, cfg=None, device=None, val_presence=None):
+        from ..engine import fit_ensemble
         cfg = cfg or TrainConfig()
-        model, loss_fn, rows, val_score = self.prepare(data, presence, seed=seed, cfg=cfg, device=device,
-                                                       val_presence=val_presence)
-        self.model, self.history = fit(model, loss_fn, rows, val_score, cfg, seed=seed, desc=self.name)
+        parts = self.members(data, [presence], [seed], cfg=cfg, device=device, val_presences=[val_presence], _into=[self])
+        self.history = fit_ensemble(parts.members, parts.loss, parts.val_logits, parts.val_score, cfg, desc=self.name)[0]
         return self
+
+    def members(self, data, presences: list, seeds: list[int], *, cfg=None, device=None,
+                val_presences: list | None = None, keeps: list | None = None, _into: list | None = None):
+        """What ``fit`` trains (:class:`mmlib.engine.Parts`), for a method that trains it its own way
+        (M3S); ``keeps``: per member, masks every input is read through (None: as they are)."""
+        raise NotImplementedError(f"{self.name} has no ensemble members")
 
     @torch.no_grad()
     def _run(self, model, idx, present, pick, X=None):
@@ -153,9 +158,7 @@ class MMINLite(EveryModality):
 
     def batchable(self, data=None) -> bool:
         """Several fits train as one ensemble (teachers, then students) when no encoder keeps
-        buffers (BatchNorm) and no training-time transform is set (M3S's runs its own loop)."""
-        if self.augment is not None:
-            return False
+        buffers (BatchNorm)."""
         if data is None:
             return self.backbone == "mlp"
         return ensemble_ready(data, self.d, self.backbone, self.sequence)
@@ -174,10 +177,25 @@ class MMINLite(EveryModality):
         vps = [None] * len(seeds) if val_presences is None else list(val_presences)
         if len(seeds) > 1 and not self.batchable(data):
             return fits_one_by_one(self, data, presences, seeds, cfg, device, vps)
+        parts = self.members(data, presences, seeds, cfg=cfg, device=device, val_presences=vps, _into=_into)
+        histories = fit_ensemble(parts.members, parts.loss, parts.val_logits, parts.val_score, cfg, desc=self.name)
+        for m, hist in zip(parts.copies, histories):
+            m.history = hist
+        return parts.copies
+
+    def members(self, data, presences: list, seeds: list[int], *, cfg=None, device=None,
+                val_presences: list | None = None, keeps: list | None = None, _into: list | None = None):
+        """The students of :meth:`fit_seeds`, MMIN's teachers trained first (as one ensemble), for
+        a method that trains the students its own way (M3S): :class:`mmlib.engine.Parts`. ``keeps``:
+        per member, masks every input is read through, the teacher's too (None: as they are)."""
+        from ..engine import Parts, fit_ensemble
+        cfg = cfg or TrainConfig()
+        vps = [None] * len(seeds) if val_presences is None else list(val_presences)
+        keeps = [None] * len(seeds) if keeps is None else list(keeps)
         copies = _into or [copy.deepcopy(self) for _ in seeds]
         setups, members = [], []
-        for m, P, s, vp in zip(copies, presences, seeds, vps):     # each teacher built right after its seeding
-            setups.append(m._setup_fit(data, P, s, device, vp))
+        for m, P, s, vp, kp in zip(copies, presences, seeds, vps, keeps):    # each teacher built right after
+            setups.append(m._setup_fit(data, P, s, device, vp, kp))           # its seeding
             members.append(m._teacher(data, setups[-1], s) if self.imagine else None)
         lead = copies[0]
         teachers = [None] * len(copies)
@@ -185,39 +203,20 @@ class MMINLite(EveryModality):
             fit_ensemble(members, lead._teacher_loss, lead._teacher_logits, lead._score, cfg, desc=f"{self.name}:teacher")
             teachers = [mem.model for mem in members]
         members = [m._student(data, st, s, t) for m, st, s, t in zip(copies, setups, seeds, teachers)]
-        histories = fit_ensemble(members, lead._student_loss, lead._student_logits, lead._score, cfg, desc=self.name)
-        for m, mem, hist in zip(copies, members, histories):
-            m.model, m.history = mem.model, hist
-        return copies
-
-    def prepare(self, data, presence, *, seed=0, cfg=None, device=None, val_presence=None, augment=None):
-        """Everything before the student's training loop (the teacher included), for a method
-        that runs its own loop over MMIN (M3S): the student, the loss of a batch of rows, the
-        training rows and the validation score. ``augment``: a transform (rows, inputs) -> inputs
-        of every training batch (M3S's T)."""
-        from ..engine import fit_ensemble
-        self.augment = augment
-        cfg = cfg or TrainConfig()
-        st = self._setup_fit(data, presence, seed, device, val_presence)
-        teacher = None
-        if self.imagine:
-            t = self._teacher(data, st, seed)
-            fit_ensemble([t], self._teacher_loss, self._teacher_logits, self._score, cfg, desc=f"{self.name}:teacher")
-            teacher = t.model
-        mem = self._student(data, st, seed, teacher)
-        self.model = mem.model
-        return (mem.model, lambda model, idx: self._student_loss(model, idx, None, mem.extra), mem.rows,
-                lambda model: float(self._score(self._student_logits(model, mem.extra).unsqueeze(0))[0]))
+        for m, mem in zip(copies, members):
+            m.model = mem.model                        # (trained in place)
+        return Parts(copies, members, lead._student_loss, lead._student_logits, lead._score)
 
     # -- the pieces: set-up, teacher, student ---------------------------------------------------------
-    def _setup_fit(self, data, presence, seed, device, val_presence):
+    def _setup_fit(self, data, presence, seed, device, val_presence, keep=None):
         st = fit_setup(self, data, presence, val_presence, seed, device)          # plumbing: data on the device
         self.val_P, self.y, self.val = st.val_P, st.y, st.val
         self.shapes = {m: tuple(x.shape[1:]) for m, x in data.modalities.items()}
+        self.keep = keep_masks(keep, self.names, st.device)     # the inputs' masks (M3S's spans), in every extra
         return st
 
-    def _batch(self, idx):
-        return {m: self.X[m][idx] for m in self.names}, {m: ln[idx] for m, ln in self.L.items()}
+    def _batch(self, idx, extra):
+        return read_inputs(self.X, idx, extra, self.names), {m: ln[idx] for m, ln in self.L.items()}
 
     def _teacher(self, data, st, seed):
         """MMIN's teacher (``utt_fusion``): built right after the fit's seeding, trained with its own stream (``mmin:teacher``)
@@ -227,16 +226,16 @@ class MMINLite(EveryModality):
                                "cls": MLP(self.d * len(self.names), [self.hidden], data.n_classes, dropout=0.5)})
         full = torch.ones_like(st.P)
         return Member(model.to(st.device), st.train if self.pdt else st.rows,
-                      {"seen": full if self.pdt else st.P, "val_P": torch.ones_like(st.val_P) if self.pdt else st.val_P},
-                      stream_seed(seed, "mmin:teacher"))
+                      {"seen": full if self.pdt else st.P, "val_P": torch.ones_like(st.val_P) if self.pdt else st.val_P,
+                       **self.keep}, stream_seed(seed, "mmin:teacher"))
 
     def _teacher_loss(self, model, idx, weight, extra):
-        xs, ls = self._batch(idx)
+        xs, ls = self._batch(idx, extra)
         ce = F.cross_entropy(model["cls"](model["enc"](xs, extra["seen"][idx], ls)), self.y[idx], reduction="none")
         return ce.mean() if weight is None else weighted_mean(ce, weight)
 
     def _teacher_logits(self, model, extra):
-        xs, ls = self._batch(self.val)
+        xs, ls = self._batch(self.val, extra)
         return model["cls"](model["enc"](xs, extra["val_P"], ls))
 
     def _score(self, out):
@@ -249,7 +248,7 @@ class MMINLite(EveryModality):
         seed_everything(seed)
         model = ImagineNet(self.shapes, data.n_classes, self.d, self.hidden, self.sequence, self.n_blocks,
                            self.imagine, self.backbone).to(st.device)
-        extra = {"P": st.P, "val_P": st.val_P}
+        extra = {"P": st.P, "val_P": st.val_P, **self.keep}
         if teacher is not None:
             model.encoders.load_state_dict(teacher["enc"].state_dict())
             self._template = copy.deepcopy(teacher["enc"]).eval().requires_grad_(False)
@@ -263,9 +262,7 @@ class MMINLite(EveryModality):
         rows' weights in the batch means (None: every row counts)."""
         w = torch.ones(len(idx), device=idx.device) if weight is None else weight
         P = extra["P"]
-        xs, ls = self._batch(idx)
-        if self.augment is not None:
-            xs = self.augment(idx, xs)
+        xs, ls = self._batch(idx, extra)
         shown = P[idx]
         if self.imagine and not self.pdt:                           # IDT: hide part of what is present
             shown = P[idx] & (uniform_noise(tuple(shown.shape), shown.device) >= self.drop)
@@ -287,7 +284,7 @@ class MMINLite(EveryModality):
         return loss
 
     def _student_logits(self, model, extra):
-        xs, ls = self._batch(self.val)
+        xs, ls = self._batch(self.val, extra)
         return model(xs, extra["val_P"], ls)[0]
 
     def _embedding(self, out):
