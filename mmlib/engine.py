@@ -114,9 +114,16 @@ def _take(extra, keep):
     return extra[keep]
 
 
+@dataclass(frozen=True)
+class _Rows:
+    """A noise tensor's first dimension that follows the batch: its B rows, after ``extra`` rows the
+    loss puts before them (e.g. HGR's top-up rows)."""
+    extra: int
+
+
 def _noise_shapes(loss_fn, model, rows, extra, batch_size) -> list[tuple]:
     """The dropout layers' input shapes in call order for a batch of ``batch_size`` rows; a first
-    dimension that follows the batch (found by a second dry run) is None."""
+    dimension that follows the batch (found by a second dry run) is a :class:`_Rows`."""
     recs = []
     for bs in (batch_size, batch_size + 1):
         idx = rows[torch.arange(bs, device=rows.device) % len(rows)]
@@ -124,11 +131,21 @@ def _noise_shapes(loss_fn, model, rows, extra, batch_size) -> list[tuple]:
         with noise_stream(rec), torch.no_grad():
             loss_fn(model, idx, torch.ones(bs, device=rows.device), extra)
         recs.append(rec.shapes)
-    return [(None, *a[1:]) if a[0] != b[0] else a for a, b in zip(*recs)]
+    out = []
+    for a, b in zip(*recs):
+        if a[0] != b[0] and (b[0] - a[0] != 1 or a[0] < batch_size):
+            raise ValueError(f"a dropout input of {a[0]} rows for a batch of {batch_size} and {b[0]} for one more row: "
+                             "the engine needs its rows to be the batch's, after any fixed number of others")
+        out.append((_Rows(a[0] - batch_size), *a[1:]) if a[0] != b[0] else a)
+    return out
+
+
+def _dim(d, b):
+    return b + d.extra if isinstance(d, _Rows) else d
 
 
 def _size(shape, b):
-    n = b if shape[0] is None else shape[0]
+    n = _dim(shape[0], b)
     for d in shape[1:]:
         n *= d
     return n
@@ -334,8 +351,8 @@ def fit_ensemble(members: list[Member], loss_fn: Callable, val_logits: Callable,
                 off = 0
                 for s in noise_shapes:
                     slot = noise[r, full, j, off:off + _size(s, B)]
-                    if s[0] is None:                # the first ``last`` rows of the batch
-                        slot = slot.view(B, -1)[:last].reshape(-1)
+                    if isinstance(s[0], _Rows):     # the rows a short batch has: the first extra + last
+                        slot = slot.view(_dim(s[0], B), -1)[:_dim(s[0], last)].reshape(-1)
                     slot.copy_(torch.rand(_size(s, last), generator=noises[i]))
                     off += _size(s, B)
         noise = noise.to(device)
@@ -358,7 +375,7 @@ def fit_ensemble(members: list[Member], loss_fn: Callable, val_logits: Callable,
             off, noise_t = 0, []
             for s in noise_shapes:
                 n_el = _size(s, B)
-                noise_t.append(noise[:, t, j, off:off + n_el].view(k_live, *(B if d is None else d for d in s)))
+                noise_t.append(noise[:, t, j, off:off + n_el].view(k_live, _dim(s[0], B), *s[1:]))
                 off += n_el
             if program is not None:
                 with torch.no_grad():

@@ -48,7 +48,7 @@ def seed_everything(seed: int) -> None:
 STREAMS = {
     "smil:x1-encoder": 1, "smil:complete-batches": 2, "smil:fusion": 3, "smil:aux-init": 4,
     "m3s:support-batches": 1, "m3s:spans": 31,
-    "mle:ae-imputation": 1,
+    "mle:ae-imputation": 1, "hgr:top-up": 17,
     "mmin:teacher": 1, "amae:masks": 5,
     "impute:generator": 7,
 }

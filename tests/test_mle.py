@@ -73,6 +73,33 @@ def test_soft_hgr_rewards_correlated_features():
     assert soft_hgr_loss(u, u * 0.1) < soft_hgr_loss(u, torch.randn(256, 4) * 0.1)
 
 
+def test_weighted_soft_hgr_is_the_loss_of_the_rows_it_weights():
+    torch.manual_seed(0)
+    u, v = torch.randn(40, 4), torch.randn(40, 4)
+    keep = torch.rand(40) < 0.4
+    assert torch.allclose(soft_hgr_loss(u, v, keep.float()), soft_hgr_loss(u[keep], v[keep]), atol=1e-6)
+    assert float(soft_hgr_loss(u, v, torch.zeros(40))) == 0.0                       # an empty sample: nothing
+
+
+def test_hgr_weighted_loss_equals_the_loss_of_each_terms_rows(small):
+    """The ensemble's loss (every row through the networks, weighted) and the BatchNorm encoders'
+    (each term's rows selected) are the same function of the weights, top-up rows and all."""
+    P = masks.independent(300, small.modality_names, {"audio": 0.85}, seed=0)
+    m = make_method("hgr", backbone="mlp").fit(small, P, seed=0, cfg=TrainConfig(epochs=1, patience=None),
+                                               device="cpu")
+    model = m.model.eval()                                                  # no dropout: deterministic
+    e = {"has_x2": m.has_x2}
+    for idx in (m.train_idx[:64], m.complete[:20].repeat(2)):              # a top-up batch, and one without
+        st = {"top_up": m.complete[torch.randperm(len(m.complete))[:32] % len(m.complete)]}
+        w = torch.ones(len(idx))
+        w[-3:] = 0                                                          # the engine's padding rows
+        weighted = m.loss(model, idx, w, e, st)
+        m.backbone = "cnn"                                                  # the selection path, same network
+        selected = m.loss(model, idx, w, e, st)
+        m.backbone = "mlp"
+        assert torch.allclose(weighted, selected, atol=1e-5)
+
+
 @pytest.fixture(scope="module")
 def small(avdigits):
     return avdigits.with_train_subset(300)

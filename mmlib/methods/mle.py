@@ -58,6 +58,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..models import MLP, make_encoder, noise_stream
+from ..engine import Program
 from ..train import Adam, DropoutStream, TrainConfig, fit, get_device, seed_everything, stream_seed
 from . import Method
 from .common import full_presence, two_roles, two_rows
@@ -389,70 +390,124 @@ class MLE(_TwoModality):
 
 
 # ---------------------------------------------------------------------------------- HGR
-def soft_hgr_loss(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+def soft_hgr_loss(u: torch.Tensor, v: torch.Tensor, w: torch.Tensor | None = None) -> torch.Tensor:
     """Minus the soft-HGR objective E[u^T v] - 1/2 tr(cov(u) cov(v)) on centred features
-    (Wang et al., 2019): its maximizers approximate the HGR maximal correlation functions."""
-    u, v = u - u.mean(0), v - v.mean(0)
-    n = max(len(u) - 1, 1)
-    return -((u * v).sum(1).mean() - 0.5 * ((u.T @ u / n) * (v.T @ v / n)).sum())
+    (Wang et al., 2019): its maximizers approximate the HGR maximal correlation functions.
+    ``w`` (rows,): 1 for a row of the sample, 0 for a row outside it (the value of the sample's
+    rows alone; an empty sample gives 0)."""
+    w = torch.ones(u.shape[0], device=u.device) if w is None else w
+    s = w.sum()
+    u = u - (w[:, None] * u).sum(0) / s.clamp(min=1)
+    v = v - (w[:, None] * v).sum(0) / s.clamp(min=1)
+    n = (s - 1).clamp(min=1)
+    cov_u, cov_v = (u * w[:, None]).T @ u / n, (v * w[:, None]).T @ v / n
+    return -((w * (u * v).sum(1)).sum() / s.clamp(min=1) - 0.5 * (cov_u * cov_v).sum())
 
 
 @dataclass(eq=False)
 class HGR(_TwoModality):
     """HGR maximal correlation baseline (Sec. 3.3): soft-HGR between phi(f(x), g(y)) and
     h(z) on D_XYZ, and between f(x) and a second label feature h2(z) on D_XZ. Prediction
-    P(z | .) ∝ R_Z(z) (1 + u^T h(z)) with centred features (clipped at a small positive)."""
+    P(z | .) ∝ R_Z(z) (1 + u^T h(z)) with centred features (clipped at a small positive).
+
+    A batch with fewer than 16 complete rows is topped up with 32 complete training rows drawn
+    at random (covariances need a few samples: the fit's stream ``hgr:top-up`` draws 32 for
+    every step, read only when needed); the D_XZ term needs at least two rows. With MLP
+    encoders every row goes through the networks with a weight (0 or 1) instead of being
+    selected, so several fits train as one ensemble (:mod:`mmlib.engine`); BatchNorm encoders
+    (the CNNs) see only each term's rows."""
 
     name: str = "hgr"
     phi: str = "add"
     k: int = 32
     backbone: str = "cnn"
+    TOP_UP = 32
+
+    def batchable(self, data=None) -> bool:
+        return self.backbone == "mlp"
 
     def fit(self, data, presence, *, seed=0, cfg=None, device=None, val_presence=None):
-        data = self._setup(data, presence, seed, cfg, device, val_presence)
-        net = MLENet(tuple(self.X.shape[1:]), tuple(self.X2.shape[1:]), self.n_classes, self.phi, self.k, self.backbone)
-        net.h2 = nn.Linear(self.n_classes, self.k, bias=False)
-        self.model = net.to(self.device)
-        if len(self.complete) < 2:
-            raise ValueError(f"{self.name}: needs at least two complete training samples")
-        gen = torch.Generator().manual_seed(seed)
-
-        def loss_fn(model, idx):
-            comp = idx[self.has_x2[idx]]
-            if len(comp) < 16:                                      # covariances need a few samples
-                extra = torch.randint(len(self.complete), (32,), generator=gen).to(self.device)
-                comp = torch.cat([comp, self.complete[extra]])
-            onehot = F.one_hot(self.labels[comp], self.n_classes).float()
-            loss = soft_hgr_loss(model.fuse(model.f(self.X[comp]), model.g(self.X2[comp])), model.h(onehot))
-            miss = idx[~self.has_x2[idx]]
-            if len(miss) > 1:
-                onehot = F.one_hot(self.labels[miss], self.n_classes).float()
-                loss = loss + soft_hgr_loss(model.f(self.X[miss]), model.h2(onehot))
-            return loss
-
-        self.model, self.history = fit(self.model, loss_fn, self.train_idx, self._val_accuracy, self.cfg, seed=seed,
-                                       desc=self.name)
+        self.fit_seeds(data, [presence], [seed], cfg=cfg, device=device, val_presences=[val_presence], _into=[self])
         return self
 
-    @torch.no_grad()
-    def _scores(self, model, idx, has_x2):
-        model.eval()
+    def fit_seeds(self, data, presences: list, seeds: list[int], *, cfg=None, device=None,
+                  val_presences: list | None = None, _into: list | None = None) -> list["HGR"]:
+        """One fitted copy per (training presence, seed) pair on the ensemble engine
+        (:func:`mmlib.engine.fit_ensemble`; a fit alone: the plain loop)."""
+        from ..engine import Member, fit_ensemble
+        vps = [None] * len(seeds) if val_presences is None else list(val_presences)
+        copies = _into or [copy.deepcopy(self) for _ in seeds]
+        if len(seeds) > 1 and not self.batchable(data):
+            return [c.fit_seeds(data, [P], [s], cfg=cfg, device=device, val_presences=[vp], _into=[c])[0]
+                    for c, P, s, vp in zip(copies, presences, seeds, vps)]
+        members = []
+        for m, presence, seed, vp in zip(copies, presences, seeds, vps):
+            m._setup(data, presence, seed, cfg, device, vp)
+            net = MLENet(tuple(m.X.shape[1:]), tuple(m.X2.shape[1:]), m.n_classes, m.phi, m.k, m.backbone)
+            net.h2 = nn.Linear(m.n_classes, m.k, bias=False)
+            m.model = net.to(m.device)
+            if len(m.complete) < 2:
+                raise ValueError(f"{m.name}: needs at least two complete training samples")
+            members.append(Member(m.model, m.train_idx, {"has_x2": m.has_x2}, seed))
+        first = copies[0]
+
+        def val_score(out):                                                  # (K, n_val, C) -> (K,)
+            return (out.argmax(-1) == first.labels[first.val]).float().mean(-1)
+        histories = fit_ensemble(members, lambda model, idx, w, e, st: (first.loss(model, idx, w, e, st), {}),
+                                 lambda model, e: first._scores(model, first.val, e["has_x2"][first.val], e["has_x2"]),
+                                 val_score, first.cfg, desc=self.name, program=_TopUp(copies, seeds))
+        for m, hist in zip(copies, histories):
+            m.history = hist
+        return copies
+
+    def loss(self, model, idx, weight, e, st):
+        """The two soft-HGR terms on the batch ``idx`` (``weight``: 0 marks the engine's padding):
+        D_XYZ on its complete rows (with the step's top-up rows ``st["top_up"]`` when it has fewer
+        than 16), D_XZ on its other rows (when it has at least two)."""
+        w = torch.ones(idx.shape[0], device=idx.device) if weight is None else weight
+        w_c = (e["has_x2"][idx] & (w > 0)).to(self.X.dtype)                 # the batch's complete rows
+        w_m = (1 - w_c) * w                                                  # and the others
+        n_up = st["top_up"].shape[0]              # (the top-up rows first: the engine's rule for added rows)
+        rows = torch.cat([st["top_up"], idx])
+        w_xyz = torch.cat([(w_c.sum() < 16).to(w_c.dtype).expand(n_up), w_c])
+        z = F.one_hot(self.labels[rows], self.n_classes).to(self.X.dtype)
+        if not self.batchable():                # BatchNorm encoders: each term's rows only (their statistics)
+            c, mi = w_xyz > 0, torch.zeros_like(w_xyz, dtype=torch.bool)
+            mi[n_up:] = w_m > 0
+            loss = soft_hgr_loss(model.fuse(model.f(self.X[rows[c]]), model.g(self.X2[rows[c]])), model.h(z[c]))
+            if int(mi.sum()) > 1:
+                loss = loss + soft_hgr_loss(model.f(self.X[rows[mi]]), model.h2(z[mi]))
+            return loss
+        fx = model.f(self.X[rows])
+        x2 = self.X2[rows] * w_xyz.reshape(-1, *([1] * (self.X2.dim() - 1)))     # a missing y never enters g
+        loss = soft_hgr_loss(model.fuse(fx, model.g(x2)), model.h(z), w_xyz)                   # D_XYZ
+        return loss + (w_m.sum() > 1).to(fx.dtype) * soft_hgr_loss(fx[n_up:], model.h2(z[n_up:]), w_m)   # D_XZ
+
+    def _scores(self, model, idx, has, has_x2):
+        """log P(z | .) of the rows ``idx``, with x2 where ``has``; features centred by the training
+        rows' means (phi(f, g) by the complete ones': ``has_x2``, over the dataset's rows)."""
         eye = torch.eye(self.n_classes, device=self.device)
         rz = self.log_rz.exp()
-        fx_tr = torch.cat([model.f(self.X[c]) for c in self.train_idx.split(1024)])
-        u_c = torch.cat([model.fuse(model.f(self.X[c]), model.g(self.X2[c])) for c in self.complete.split(1024)])
+        tr = self.train_idx
+        w = has_x2[tr].to(self.X.dtype)
+
+        def f_g(rows, keep):                     # f(x) and phi(f(x), g(y)), y zeroed where not kept
+            fx = torch.cat([model.f(self.X[c]) for c in rows.split(1024)])
+            x2 = self.X2[rows] * keep.to(self.X.dtype).reshape(-1, *([1] * (self.X2.dim() - 1)))
+            return fx, model.fuse(fx, torch.cat([model.g(c) for c in x2.split(1024)]))
+        fx_tr, u_tr = f_g(tr, w > 0)
+        u_c = (u_tr * w[:, None]).sum(0) / w.sum().clamp(min=1)
         H, H2 = model.h(eye), model.h2(eye)                         # (C, d), (C, k)
         Hc, H2c = H - rz @ H, H2 - rz @ H2                           # centred under R_Z
-        fx = torch.cat([model.f(self.X[c]) for c in idx.split(1024)])
-        out = torch.empty(len(idx), self.n_classes, device=self.device)
-        if has_x2.any():
-            gy = torch.cat([model.g(self.X2[c]) for c in idx[has_x2].split(1024)])
-            u = model.fuse(fx[has_x2], gy) - u_c.mean(0)
-            out[has_x2] = self.log_rz + torch.log((1 + u @ Hc.T).clamp(min=1e-6))
-        if (~has_x2).any():
-            u = fx[~has_x2] - fx_tr.mean(0)
-            out[~has_x2] = self.log_rz + torch.log((1 + u @ H2c.T).clamp(min=1e-6))
-        return out
+        fx, u = f_g(idx, has)
+        with_x2 = self.log_rz + torch.log((1 + (u - u_c) @ Hc.T).clamp(min=1e-6))
+        without = self.log_rz + torch.log((1 + (fx - fx_tr.mean(0)) @ H2c.T).clamp(min=1e-6))
+        return torch.where(has[:, None], with_x2, without)
+
+    @torch.no_grad()
+    def predict(self, data, split, presence=None):
+        idx, has = self._rows(data, split, presence)
+        return self._scores(self.model.eval(), idx, has, self.has_x2).cpu()
 
     @torch.no_grad()
     def embed(self, data, split, presence=None):
@@ -460,7 +515,35 @@ class HGR(_TwoModality):
         return self.model.eval().f(self.X[idx]).cpu()
 
 
-# --------------------------------------------------------------------------- AE1 / AE2
+class _TopUp(Program):
+    """HGR's top-up rows: for every step of the epoch, 32 complete training rows of the member,
+    drawn at random from its stream ``hgr:top-up`` at the epoch's start and handed to the loss
+    as its state ``top_up``, one step's at a time."""
+
+    def __init__(self, copies: list[HGR], seeds: list[int]):
+        self.complete = [m.complete for m in copies]
+        self.gens = [torch.Generator().manual_seed(stream_seed(s, "hgr:top-up")) for s in seeds]
+        self.steps = [-(-len(m.train_idx) // m.cfg.batch_size) for m in copies]
+        self.n = copies[0].TOP_UP
+
+    def init(self, members) -> dict:
+        return {"top_up": torch.stack([c[:1].repeat(self.n) for c in self.complete])}
+
+    def epoch(self, extra, alive, epoch):
+        T = max(self.steps[i] for i in alive)
+        draws = []
+        for i in alive:
+            c = self.complete[i]
+            pick = torch.randint(len(c), (self.steps[i], self.n), generator=self.gens[i]).to(c.device)
+            draws.append(torch.cat([c[pick], c[:1].repeat(T - self.steps[i], self.n)]))
+        self.draws, self.t = torch.stack(draws), 0
+        return extra
+
+    def before(self, state, active, alive, epoch):
+        state["top_up"].copy_(self.draws[:, self.t])
+        self.t += 1
+
+
 @dataclass(eq=False)
 class AEImpute(_TwoModality):
     """Autoencoder imputation (Sec. 3.3). An MLP x -> y is trained on D_XYZ; its output
