@@ -43,3 +43,33 @@ def test_every_modality_ensembles_on_cuda_equal_the_cpu(name):
         if name == "redcore":
             assert a.history[-1]["eta"] == pytest.approx(b.history[-1]["eta"], abs=1e-3)
         assert torch.allclose(a.predict(d, "test"), b.predict(d, "test"), atol=1e-3, rtol=1e-3)
+
+
+@pytest.mark.parametrize("name", ["mle", "hgr"])
+def test_two_modality_ensembles_on_cuda_equal_the_cpu(avdigits, name):
+    """MLE's (Eq. 5 over each member's complete set) and HGR's (top-up rows as each member's state)."""
+    small = avdigits.with_train_subset(300)
+    Ps = [masks.independent(300, small.modality_names, {"audio": 0.8}, seed=s) for s in range(3)]
+    cfg = TrainConfig(epochs=2, batch_size=64, patience=None)
+    cpu = make_method(name, backbone="mlp").fit_seeds(small, Ps, [0, 1, 2], cfg=cfg, device="cpu")
+    gpu = make_method(name, backbone="mlp").fit_seeds(small, Ps, [0, 1, 2], cfg=cfg, device="cuda")
+    for a, b in zip(cpu, gpu):
+        assert [h["val_score"] for h in a.history] == pytest.approx([h["val_score"] for h in b.history], abs=2e-3)
+        assert torch.allclose(a.predict(small, "test").exp(), b.predict(small, "test").exp(), atol=1e-3)
+
+
+@pytest.mark.parametrize("base", ["zp_concat", "mmin_lite"])
+def test_m3s_ensembles_on_cuda_equal_the_cpu(base):
+    """M3S's (each seed's own corruption, T's masks drawn on the CPU) on CUDA against the CPU."""
+    from mmlib.data import load_dataset
+    from mmlib.experiment import corrupted
+    d = load_dataset("affect", task="emotion").with_train_subset(300)
+    corr = {"band": [0.4, 0.6], "axis": "time", "test": {"40-60%": [0.4, 0.6]}}
+    datas = [corrupted(d, corr, s)[0] for s in range(3)]
+    kw = {"base": base, "base_kwargs": {"backbone": "mlp"} if base == "zp_concat" else {}}
+    cfg = TrainConfig(epochs=2, batch_size=64, patience=None)
+    cpu = make_method("m3s", **kw).fit_seeds(datas, [None] * 3, [0, 1, 2], cfg=cfg, device="cpu")
+    gpu = make_method("m3s", **kw).fit_seeds(datas, [None] * 3, [0, 1, 2], cfg=cfg, device="cuda")
+    for a, b, dd in zip(cpu, gpu, datas):
+        assert [h["val_score"] for h in a.history] == pytest.approx([h["val_score"] for h in b.history], abs=2e-3)
+        assert torch.allclose(a.predict(dd, "test"), b.predict(dd, "test"), atol=1e-3, rtol=1e-3)
