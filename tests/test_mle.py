@@ -79,6 +79,10 @@ def test_weighted_soft_hgr_is_the_loss_of_the_rows_it_weights():
     keep = torch.rand(40) < 0.4
     assert torch.allclose(soft_hgr_loss(u, v, keep.float()), soft_hgr_loss(u[keep], v[keep]), atol=1e-6)
     assert float(soft_hgr_loss(u, v, torch.zeros(40))) == 0.0                       # an empty sample: nothing
+    wide_u, wide_v = torch.randn(12, 64), torch.randn(12, 64)          # fewer rows than features: the Gram form
+    c = wide_u - wide_u.mean(0), wide_v - wide_v.mean(0)
+    by_def = -((c[0] * c[1]).sum(1).mean() - 0.5 * ((c[0].T @ c[0] / 11) * (c[1].T @ c[1] / 11)).sum())
+    assert torch.allclose(soft_hgr_loss(wide_u, wide_v), by_def, atol=1e-5)
 
 
 def test_hgr_weighted_loss_equals_the_loss_of_each_terms_rows(small):

@@ -397,11 +397,14 @@ def soft_hgr_loss(u: torch.Tensor, v: torch.Tensor, w: torch.Tensor | None = Non
     rows alone; an empty sample gives 0)."""
     w = torch.ones(u.shape[0], device=u.device) if w is None else w
     s = w.sum()
-    u = u - (w[:, None] * u).sum(0) / s.clamp(min=1)
-    v = v - (w[:, None] * v).sum(0) / s.clamp(min=1)
+    u = (u - (w[:, None] * u).sum(0) / s.clamp(min=1)) * w[:, None]         # centred; rows outside: 0
+    v = (v - (w[:, None] * v).sum(0) / s.clamp(min=1)) * w[:, None]
     n = (s - 1).clamp(min=1)
-    cov_u, cov_v = (u * w[:, None]).T @ u / n, (v * w[:, None]).T @ v / n
-    return -((w * (u * v).sum(1)).sum() / s.clamp(min=1) - 0.5 * (cov_u * cov_v).sum())
+    if u.shape[0] < u.shape[1]:       # fewer rows than features (phi = outer): tr(U'U V'V) = ||U V'||^2, cheaper
+        trace = ((u @ v.T) ** 2).sum() / n ** 2
+    else:
+        trace = ((u.T @ u) * (v.T @ v)).sum() / n ** 2
+    return -((u * v).sum() / s.clamp(min=1) - 0.5 * trace)
 
 
 @dataclass(eq=False)
@@ -449,12 +452,18 @@ class HGR(_TwoModality):
             if len(m.complete) < 2:
                 raise ValueError(f"{m.name}: needs at least two complete training samples")
             members.append(Member(m.model, m.train_idx, {"has_x2": m.has_x2}, seed))
+        n_c = max(len(m.complete) for m in copies)          # each member's complete rows, padded to one length
+        for m, mem in zip(copies, members):
+            pad = n_c - len(m.complete)
+            mem.extra["complete"] = torch.cat([m.complete, m.complete[:1].repeat(pad)])
+            mem.extra["complete_w"] = torch.cat([torch.ones(len(m.complete)), torch.zeros(pad)]).to(m.device)
         first = copies[0]
 
         def val_score(out):                                                  # (K, n_val, C) -> (K,)
             return (out.argmax(-1) == first.labels[first.val]).float().mean(-1)
         histories = fit_ensemble(members, lambda model, idx, w, e, st: (first.loss(model, idx, w, e, st), {}),
-                                 lambda model, e: first._scores(model, first.val, e["has_x2"][first.val], e["has_x2"]),
+                                 lambda model, e: first._scores(model, first.val, e["has_x2"][first.val], e["complete"],
+                                                                e["complete_w"]),
                                  val_score, first.cfg, desc=self.name, program=_TopUp(copies, seeds))
         for m, hist in zip(copies, histories):
             m.history = hist
@@ -483,19 +492,20 @@ class HGR(_TwoModality):
         loss = soft_hgr_loss(model.fuse(fx, model.g(x2)), model.h(z), w_xyz)                   # D_XYZ
         return loss + (w_m.sum() > 1).to(fx.dtype) * soft_hgr_loss(fx[n_up:], model.h2(z[n_up:]), w_m)   # D_XZ
 
-    def _scores(self, model, idx, has, has_x2):
+    def _scores(self, model, idx, has, complete, complete_w=None):
         """log P(z | .) of the rows ``idx``, with x2 where ``has``; features centred by the training
-        rows' means (phi(f, g) by the complete ones': ``has_x2``, over the dataset's rows)."""
+        rows' means (phi(f, g) by the complete training rows': ``complete``, with weights
+        ``complete_w``, 0 for padding)."""
         eye = torch.eye(self.n_classes, device=self.device)
         rz = self.log_rz.exp()
-        tr = self.train_idx
-        w = has_x2[tr].to(self.X.dtype)
+        w = torch.ones(complete.shape[0], device=self.device) if complete_w is None else complete_w
 
         def f_g(rows, keep):                     # f(x) and phi(f(x), g(y)), y zeroed where not kept
             fx = torch.cat([model.f(self.X[c]) for c in rows.split(1024)])
             x2 = self.X2[rows] * keep.to(self.X.dtype).reshape(-1, *([1] * (self.X2.dim() - 1)))
             return fx, model.fuse(fx, torch.cat([model.g(c) for c in x2.split(1024)]))
-        fx_tr, u_tr = f_g(tr, w > 0)
+        fx_tr = torch.cat([model.f(self.X[c]) for c in self.train_idx.split(1024)])
+        _, u_tr = f_g(complete, w > 0)
         u_c = (u_tr * w[:, None]).sum(0) / w.sum().clamp(min=1)
         H, H2 = model.h(eye), model.h2(eye)                         # (C, d), (C, k)
         Hc, H2c = H - rz @ H, H2 - rz @ H2                           # centred under R_Z
@@ -507,7 +517,7 @@ class HGR(_TwoModality):
     @torch.no_grad()
     def predict(self, data, split, presence=None):
         idx, has = self._rows(data, split, presence)
-        return self._scores(self.model.eval(), idx, has, self.has_x2).cpu()
+        return self._scores(self.model.eval(), idx, has, self.complete).cpu()
 
     @torch.no_grad()
     def embed(self, data, split, presence=None):
