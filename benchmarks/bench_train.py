@@ -182,7 +182,7 @@ def best_of(fn, repeats=2):
 
 def bench_engine_methods(dev, pk: dict, epochs: int, sizes=(1, 5, 10, 25)) -> None:
     """The methods with a training state of their own on the engine (RedCore's eta schedule,
-    MMIN's teacher) and CRA, on affect's emotion task under imbalanced rates: member-steps/s of
+    MMIN's teacher, MLA's alternation and HGM; K = 1: MLA's plain loop) and CRA, on affect's emotion task under imbalanced rates: member-steps/s of
     K members (K = 1: the plain loop), their FLOP rate (one fit's FLOPs per step, validation
     included, counted once) and its share of the peaks."""
     from math import ceil
@@ -202,16 +202,23 @@ def bench_engine_methods(dev, pk: dict, epochs: int, sizes=(1, 5, 10, 25)) -> No
           "teacher comes first, its time included)")
     print(f"{'method':10s} {'K':>3s} {'member-steps/s':>15s} {'x K=1':>6s} {'GFLOP/s':>8s} "
           + " ".join(f"{'% ' + k:>14s}" for k in pk))
-    for name in ["redcore", "mmin_lite", "cra"]:
-        steps = [ceil(int(P.any(1).sum()) / cfg.batch_size) for P in Ps]
+    for name in ["redcore", "mmin_lite", "cra", "mla"]:
+        if name == "mla":           # Algorithm 1: a step trains one modality on the rows that have it
+            steps = [sum(ceil(int(P[:, j].sum()) / cfg.batch_size) for j in range(P.shape[1])) for P in Ps]
+        else:
+            steps = [ceil(int(P.any(1).sum()) / cfg.batch_size) for P in Ps]
         with FlopCounterMode(display=False) as fc:
             make_method(name).fit(data, Ps[0], seed=0, cfg=TrainConfig(epochs=1, patience=None), device=dev,
                                   val_presence=VPs[0])
         flops = fc.get_total_flops() / steps[0]
         base = None
         for K in sizes:
-            dt = best_of(lambda: make_method(name).fit_seeds(data, Ps[:K], seeds[:K], cfg=cfg, device=dev,
-                                                             val_presences=VPs[:K]))
+            if K == 1 and name == "mla":                # its plain loop (a fit alone trains on the engine)
+                dt = best_of(lambda: make_method(name).fit_loop(data, Ps[0], seed=0, cfg=cfg, device=dev,
+                                                                val_presence=VPs[0]))
+            else:
+                dt = best_of(lambda: make_method(name).fit_seeds(data, Ps[:K], seeds[:K], cfg=cfg, device=dev,
+                                                                 val_presences=VPs[:K]))
             rate = sum(steps[:K]) * epochs / dt
             base = base or rate
             gf = rate * flops / 1e9

@@ -204,9 +204,33 @@ class Program:
     row is; ``active``: (rows,) bool, the members whose epoch is not over (the others sit the
     step out and must keep their state)."""
 
+    #: whether a fit alone may run the plain loop (:func:`mmlib.train.fit`); a program with a schedule,
+    #: parameter groups or hooks around Adam says False: its one-member fits run on the ensemble's path
+    plain_loop = True
+    #: parameter groups, as name prefixes in the model's order (None: one group): each member keeps an
+    #: Adam step count per group, and a step updates the groups whose parameters the loss read (as the
+    #: plain loop's Adam leaves a parameter without a gradient alone, its step count too)
+    groups: tuple[str, ...] | None = None
+
     def init(self, members: list[Member]) -> dict:
         """The state of every member before the first step."""
         return {}
+
+    def schedule(self, alive: list[int], orders: list[torch.Generator], batch_size: int, epoch: int):
+        """The live members' steps of an epoch, drawn from their order generators (``orders``, one per
+        live member): ``(idx, weight)``, each (k, T, R, B) with R the ``steps_per_batch``: step (t, j)
+        of member r trains on the rows ``idx[r, t, j]`` with weights ``weight[r, t, j]`` (1 for a row,
+        its rows first; 0 for padding). A step without rows sits the member out. None: the engine's
+        schedule (each member's rows in a random order, every batch R times)."""
+        return None
+
+    def at(self, t: int, j: int) -> None:
+        """The step about to run: batch position ``t``, sub-step ``j`` (Python numbers, the same for
+        every member: the loss may choose its code by them)."""
+
+    def begin(self, state: dict, run: Callable, alive: list[int], epoch: int) -> None:
+        """Before an epoch's steps (no gradient): ``run(fn, *args)`` gives ``fn(model, *args)`` for every
+        live member (the model in eval mode; ``args`` stacked over the live members)."""
 
     def epoch(self, extra, alive: list[int], epoch: int):
         """The members' ``extra`` for this epoch (e.g. masks that move every epoch)."""
@@ -218,9 +242,24 @@ class Program:
     def after(self, state: dict, aux: dict, active: torch.Tensor, alive: list[int], epoch: int) -> None:
         """Update ``state`` in place from the step's ``aux`` (detached)."""
 
+    def adjust(self, state: dict, grads: dict, params: dict, active: torch.Tensor) -> None:
+        """After :meth:`after`, before Adam: change the live members' gradients in place (``grads``,
+        ``params``: the model's parameter names -> (k, *shape) views; a parameter the step did not read
+        holds an old gradient that Adam does not use)."""
+
+    def updated(self, state: dict, params: dict, active: torch.Tensor) -> None:
+        """After Adam: change the live members' weights in place (``params`` as in :meth:`adjust`)."""
+
     def history(self, state: dict) -> list[dict]:
         """What each live member's history line adds at the end of an epoch."""
         return [{} for _ in range(len(next(iter(state.values()))) if state else 0)]
+
+
+def _run_all(call_eval, fn, params, args):
+    """``fn(model, *args)`` for every member at once (the model of ``call_eval``, in eval mode)."""
+    from torch.func import functional_call, vmap
+    call = Call(call_eval.model, fn).eval()
+    return vmap(lambda p, *a: functional_call(call, p, a, tie_weights=False))(params, *args)
 
 
 def fit_ensemble(members: list[Member], loss_fn: Callable, val_logits: Callable, val_score: Callable, cfg,
@@ -243,7 +282,7 @@ def fit_ensemble(members: list[Member], loss_fn: Callable, val_logits: Callable,
     K, B = len(members), cfg.batch_size
     if K == 0:
         return []
-    if K == 1:                  # (any network, BatchNorm too)
+    if K == 1 and (program is None or program.plain_loop):      # (any network, BatchNorm too)
         return [_fit_alone(members[0], loss_fn, val_logits, val_score, cfg, desc, program, steps_per_batch, val_report)]
     first = members[0].model
     if any(True for _ in first.buffers()):
@@ -273,7 +312,6 @@ def fit_ensemble(members: list[Member], loss_fn: Callable, val_logits: Callable,
     # the live members' state (rows of stacked tensors); ``alive[i]``: the member held in row i
     W = torch.stack([flat_of(m.model) for m in members])
     exp_avg, exp_avg_sq = torch.zeros_like(W), torch.zeros_like(W)
-    steps = [torch.zeros((), dtype=torch.float32, device=device) for _ in range(K)]
     best_W = W.clone()
     best_score = torch.full((K,), -math.inf, device=device)
     best_epoch = torch.full((K,), -1, dtype=torch.long, device=device)
@@ -292,8 +330,10 @@ def fit_ensemble(members: list[Member], loss_fn: Callable, val_logits: Callable,
     def views(flat):      # (k, n_params) -> {name: (k, *stored shape)}, views of the flat tensor
         return {key: flat[:, a:b].view(flat.shape[0], *s) for key, a, b, s in zip(keys, offsets, offsets[1:], stored)}
 
+    flip_of = dict(zip(keys, flip))
+
     def as_params(v):     # stored views -> the parameters as the model names them, (k, *shape)
-        return {key: x.transpose(-1, -2) if f else x for (key, x), f in zip(v.items(), flip)}
+        return {key: x.transpose(-1, -2) if flip_of[key] else x for key, x in v.items()}
 
     def leaves(flat):     # the views as leaves of their own: each gradient lands in its slice, no full-size zeros
         return {k: v.requires_grad_(True) for k, v in views(flat).items()}
@@ -301,15 +341,36 @@ def fit_ensemble(members: list[Member], loss_fn: Callable, val_logits: Callable,
     state = program.init(members) if program is not None else {}
     row0 = (lambda model, idx, w, e: loss_fn(model, idx, w, e, {k: v[0] for k, v in state.items()})) \
         if program is not None else loss_fn
-    noise_shapes = _noise_shapes(row0, first, members[0].rows, members[0].extra, B)
-    step_size = sum(_size(s, B) for s in noise_shapes)
+    R = steps_per_batch
+    noise_shapes = []               # per sub-step j (a loss may read other layers at other sub-steps: MLA)
+    for j in range(R):
+        if program is not None:
+            program.at(0, j)
+        noise_shapes.append(_noise_shapes(row0, first, members[0].rows, members[0].extra, B))
+    step_sizes = [sum(_size(s, B) for s in shapes) for shapes in noise_shapes]
+    step_size = max(step_sizes)
+    # Adam's parameter groups: slices of a member's row, each with its own step counts
+    if program is not None and program.groups is not None:
+        group_of = []
+        for n in names:
+            hit = [g for g, pre in enumerate(program.groups) if n == pre or n.startswith(pre + ".")]
+            if not hit:
+                raise ValueError(f"parameter {n!r} is in none of the program's groups {program.groups}")
+            group_of.append(hit[0])
+        if group_of != sorted(group_of):
+            raise ValueError(f"the program's groups {program.groups} must follow the model's parameter order")
+        slices = [(offsets[group_of.index(g)], offsets[len(group_of) - group_of[::-1].index(g)])
+                  for g in range(len(program.groups))]
+    else:
+        group_of, slices = [0] * len(names), [(0, offsets[-1])]
+    steps = [[torch.zeros((), dtype=torch.float32, device=device) for _ in slices] for _ in range(K)]
 
     def member_loss(p, idx, w, e, st, *noise):
         with noise_stream(_Listed(noise)):
-            return functional_call(train_fn, p, (idx, w, e, st) if program is not None else (idx, w, e))
+            return functional_call(train_fn, p, (idx, w, e, st) if program is not None else (idx, w, e), tie_weights=False)
 
     def member_val(p, e):
-        return functional_call(val_fn, p, (e,))
+        return functional_call(val_fn, p, (e,), tie_weights=False)
 
     # validation may sample (e.g. a VIB's code at test time): each member draws its own noise
     vstep, vval = vmap(member_loss), vmap(member_val, randomness="different")
@@ -323,6 +384,7 @@ def fit_ensemble(members: list[Member], loss_fn: Callable, val_logits: Callable,
     grad_buf = torch.zeros_like(W)
     n_rows = [len(m.rows) for m in members]
     unused = None
+    reads: dict[int, list[int]] = {}
 
     bar = tqdm(range(cfg.epochs), desc=desc, disable=not cfg.progress, leave=False)
     for epoch in bar:
@@ -330,74 +392,128 @@ def fit_ensemble(members: list[Member], loss_fn: Callable, val_logits: Callable,
         k_live = len(alive)
         if program is not None:
             extra = program.epoch(extra, alive, epoch)
-        T = [-(-n_rows[i] // B) for i in alive]
-        T_max = max(T)
-        # each member's batch order and noise for the epoch, drawn from its own generators in the order
-        # a fit of its own draws them (a member's last batch may be short: its noise is drawn short)
-        idx = torch.empty(k_live, T_max * B, dtype=torch.long, device=device)
-        wts = torch.zeros(k_live, T_max * B, device=device)
-        R = steps_per_batch
+            with torch.no_grad():
+                program.begin(state, lambda fn, *args: _run_all(val_fn, fn, as_params(views(W)), args), alive, epoch)
+        sched = program.schedule(alive, [orders[i] for i in alive], B, epoch) if program is not None else None
+        if sched is None:   # each member's rows in the order a fit of its own draws them, every batch R times
+            T_max = max(-(-n_rows[i] // B) for i in alive)
+            idx = torch.empty(k_live, T_max * B, dtype=torch.long, device=device)
+            wts = torch.zeros(k_live, T_max * B, device=device)
+            for r, i in enumerate(alive):
+                rows, n = members[i].rows, n_rows[i]
+                perm = rows[torch.randperm(n, generator=orders[i]).to(rows.device)]
+                idx[r, :n] = perm
+                idx[r, n:] = perm[0]                    # padding: any row, weight 0
+                wts[r, :n] = 1.0
+            idx = idx.view(k_live, T_max, 1, B).expand(k_live, T_max, R, B)
+            wts = wts.view(k_live, T_max, 1, B).expand(k_live, T_max, R, B)
+        else:
+            idx, wts = sched
+            T_max = idx.shape[1]
+            if tuple(idx.shape) != (k_live, T_max, R, B) or idx.shape != wts.shape:
+                raise ValueError(f"a schedule of shape {tuple(idx.shape)} for {k_live} members, {R} steps per "
+                                 f"batch and batches of {B}")
+        counts = wts.sum(-1)                            # (k, T, R): each step's rows
+        count_l = counts.round().long().tolist()
+        # each member's dropout noise for the epoch, from its own generator in the order a fit of its own draws
+        # it: step by step, a short step's noise short (runs of contiguous slots in one call)
         noise = torch.zeros(k_live, T_max, R, step_size)
-        for r, i in enumerate(alive):
-            rows, n = members[i].rows, n_rows[i]
-            perm = rows[torch.randperm(n, generator=orders[i]).to(rows.device)]
-            idx[r, :n] = perm
-            idx[r, n:] = perm[0]                    # padding: any row, weight 0
-            wts[r, :n] = 1.0
-            full, last = divmod(n, B)
-            if step_size and full:
-                noise[r, :full].view(-1).uniform_(generator=noises[i])
-            for j in range(R if step_size and last else 0):
-                off = 0
-                for s in noise_shapes:
-                    slot = noise[r, full, j, off:off + _size(s, B)]
-                    if isinstance(s[0], _Rows):     # the rows a short batch has: the first extra + last
-                        slot = slot.view(_dim(s[0], B), -1)[:_dim(s[0], last)].reshape(-1)
-                    slot.copy_(torch.rand(_size(s, last), generator=noises[i]))
-                    off += _size(s, B)
+        if step_size:
+            for r, i in enumerate(alive):
+                flat, runs = noise[r].view(-1), []
+                for t in range(T_max):
+                    for j in range(R):
+                        c = count_l[r][t][j]
+                        if c == 0:
+                            continue
+                        off = (t * R + j) * step_size
+                        for sh in noise_shapes[j]:
+                            a, n_el = off, _size(sh, c)
+                            if runs and runs[-1][1] == a:
+                                runs[-1][1] = a + n_el
+                            else:
+                                runs.append([a, a + n_el])
+                            off += _size(sh, B)
+                for a, b in runs:
+                    flat[a:b].uniform_(generator=noises[i])
         noise = noise.to(device)
-        idx, wts = idx.view(k_live, T_max, B), wts.view(k_live, T_max, B)
-        # Adam's argument lists per set of members whose epoch is not over (the step counts stay each
-        # member's own), one fused call per learning rate
-        plans: dict[int, list] = {}     # keyed by a step count: the members with at least that many
-        for t in sorted(set(T)):
-            act = tuple(r for r in range(k_live) if T[r] >= t)
-            by_lr: dict[float, list[int]] = {}
-            for r in act:
-                by_lr.setdefault(lrs[alive[r]], []).append(r)
-            plans[t] = [(lr, [W[r] for r in rs], [grad_buf[r] for r in rs], [exp_avg[r] for r in rs],
-                         [exp_avg_sq[r] for r in rs], [steps[alive[r]] for r in rs]) for lr, rs in by_lr.items()]
-        plan_of = [plans[min(u for u in plans if u > t)] for t in range(T_max)]
-        active_of = [torch.tensor([T[r] > t for r in range(k_live)], device=device) for t in range(T_max)]
+        # Adam's argument lists per set of members that step and groups that the step reads (the step counts
+        # stay each member's own), one fused call per learning rate
+        active_l = [[tuple(r for r in range(k_live) if count_l[r][t][j] > 0) for j in range(R)] for t in range(T_max)]
+        active_t = {}
+        plans: dict[tuple, list] = {}
+
+        def plan(act, present):
+            if (act, present) not in plans:
+                by_lr: dict[float, list[int]] = {}
+                for r in act:
+                    by_lr.setdefault(lrs[alive[r]], []).append(r)
+                gs = [slices[g] for g in present]
+                plans[act, present] = [
+                    (lr, [W[r, a:b] for r in rs for a, b in gs], [grad_buf[r, a:b] for r in rs for a, b in gs],
+                     [exp_avg[r, a:b] for r in rs for a, b in gs], [exp_avg_sq[r, a:b] for r in rs for a, b in gs],
+                     [steps[alive[r]][g] for r in rs for g in present]) for lr, rs in by_lr.items()]
+            return plans[act, present]
         params, grad_views = leaves(W), list(views(grad_buf).values())
+        if program is not None:
+            w_model, g_model = as_params(views(W)), as_params(views(grad_buf))
         totals = torch.zeros(k_live, device=device)
         for t, j in ((t, j) for t in range(T_max) for j in range(R)):
+            act = active_l[t][j]
+            if not act:
+                continue
+            if act not in active_t:
+                active_t[act] = torch.tensor([r in act for r in range(k_live)], device=device)
+            active = active_t[act]
             off, noise_t = 0, []
-            for s in noise_shapes:
-                n_el = _size(s, B)
-                noise_t.append(noise[:, t, j, off:off + n_el].view(k_live, _dim(s[0], B), *s[1:]))
+            for sh in noise_shapes[j]:
+                n_el = _size(sh, B)
+                noise_t.append(noise[:, t, j, off:off + n_el].view(k_live, _dim(sh[0], B), *sh[1:]))
                 off += n_el
             if program is not None:
+                program.at(t, j)
                 with torch.no_grad():
-                    program.before(state, active_of[t], alive, epoch)
-            losses, aux = step(params, idx[:, t], wts[:, t], extra, state, *noise_t)
-            grads = torch.autograd.grad(losses.sum(), list(params.values()), allow_unused=True)
-            if unused is None:              # parameters the loss never reads (e.g. RedCore's Red has no unimodal
-                unused = [(a, b) for g, a, b in zip(grads, offsets, offsets[1:]) if g is None]   # decoders):
-            with torch.no_grad():           # Adam leaves them alone, as the plain loop's does
-                kept = [W[:, a:b].clone() for a, b in unused]
+                    program.before(state, active, alive, epoch)
+            sel = reads.get(j)              # with groups: only the parameters sub-step j reads (learnt at its
+            p_in = params if sel is None else {keys[q]: params[keys[q]] for q in sel}   # first step) are swapped in
+            losses, aux = step(p_in, idx[:, t, j], wts[:, t, j], extra, state, *noise_t)
+            grads = torch.autograd.grad(losses.sum(), list(p_in.values()), allow_unused=True)
+            if sel is not None:
+                full_g = [None] * len(keys)
+                for q, g in zip(sel, grads):
+                    full_g[q] = g
+                grads = full_g
+            if len(slices) > 1:             # the groups the step read: each whole or not at all
+                have = [g is not None for g in grads]
+                present = tuple(sorted({group_of[q] for q, h in enumerate(have) if h}))
+                if any(not have[q] for q in range(len(names)) if group_of[q] in present):
+                    raise ValueError("a step read part of a parameter group: the program's groups must be "
+                                     "read whole or not at all")
+                reads.setdefault(j, [q for q in range(len(names)) if have[q]])
+                restore = []
+            else:
+                present = (0,)
+                if unused is None:          # parameters the loss never reads (e.g. RedCore's Red has no unimodal
+                    unused = [(a, b) for g, a, b in zip(grads, offsets, offsets[1:]) if g is None]   # decoders):
+                restore = unused            # Adam leaves them alone, as the plain loop's does
+            with torch.no_grad():
+                kept = [W[:, a:b].clone() for a, b in restore]
                 if program is not None:
-                    program.after(state, {k: v.detach() for k, v in aux.items()}, active_of[t], alive, epoch)
-                totals += losses.detach() * wts[:, t].sum(1)
+                    program.after(state, {k: v.detach() for k, v in aux.items()}, active, alive, epoch)
+                totals += losses.detach() * counts[:, t, j]
                 for gb, g in zip(grad_views, grads):
                     if g is not None:
                         gb.copy_(g)
-                for lr, ps, gs, ms, vs, st in plan_of[t]:
+                if program is not None:
+                    program.adjust(state, g_model, w_model, active)
+                for lr, ps, gs, ms, vs, st in plan(act, present):
                     torch._foreach_add_(st, 1)
                     torch._fused_adam_(ps, gs, ms, vs, [], st, amsgrad=False, lr=lr, beta1=0.9, beta2=0.999,
                                        weight_decay=cfg.weight_decay, eps=1e-8, maximize=False)
-                for (a, b), v in zip(unused, kept):
+                for (a, b), v in zip(restore, kept):
                     W[:, a:b] = v
+                if program is not None:
+                    program.updated(state, w_model, active)
         with torch.no_grad():
             outs = validate(views(W), extra)
             scores = val_score(outs).to(device).float()
@@ -410,7 +526,7 @@ def fit_ensemble(members: list[Member], loss_fn: Callable, val_logits: Callable,
             else:
                 stop = (epoch - best_epoch >= cfg.patience) & (epoch + 1 >= cfg.min_epochs)
         seconds = (time.perf_counter() - t0) / k_live
-        loss_list = (totals.cpu() / torch.tensor([R * n_rows[i] for i in alive])).tolist()
+        loss_list = (totals.cpu() / counts.sum((1, 2)).cpu().clamp(min=1)).tolist()
         score_list = scores.tolist()
         more = program.history(state) if program is not None else [{}] * k_live
         if val_report is not None:

@@ -32,10 +32,11 @@ def test_an_ensemble_on_cuda_equals_the_cpu(avdigits, name):
     _agree(cpu, gpu, lambda m, k: m.predict(small, "test"))
 
 
-@pytest.mark.parametrize("name", ["redcore", "mmin_lite", "cra"])
+@pytest.mark.parametrize("name", ["redcore", "mmin_lite", "cra", "mla", "mla_code"])
 def test_every_modality_ensembles_on_cuda_equal_the_cpu(name):
     """RedCore's ensemble (eta's schedule per member, the VIB's noise from each member's CPU
-    stream), MMIN's (teachers, then students) and CRA's on CUDA against the CPU."""
+    stream), MMIN's (teachers, then students), CRA's and MLA's (Algorithm 1's schedule, HGM's P per
+    member) on CUDA against the CPU."""
     from mmlib.data import load_dataset
     d = load_dataset("affect", task="emotion").with_train_subset(300)
     spec = {"kind": "independent", "rates": {"acoustic": 0.8, "visual": 0.2, "lexical": 0.5}}

@@ -52,6 +52,12 @@ default, the authors' code's behaviour an alternative, both measured in the chap
 - ``missing_train``: "skip" (the paper's D_m: a modality's steps read the samples that have
   it) / "zeros" (the code: every step reads every sample, missing inputs zeroed).
 
+Training runs on the ensemble engine (:func:`mmlib.engine.fit_ensemble`): a chapter's fits of one
+configuration are the members of one step loop, :class:`Alternation` their Algorithm 1 (streams,
+Adam step counts per encoder and head, P and hbar per member). :meth:`MLA.fit_loop` is the same
+algorithm as one plain loop, fit by fit: the reference the members are tested against, and the
+path of encoders with BatchNorm.
+
 Model selection: the best epoch by the validation split's fused accuracy (the validation split
 masked like training where the chapter says so). The code keeps the best *test* epoch.
 """
@@ -66,10 +72,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..models import encode, make_encoder, noise_stream
+from ..engine import Program
+from ..models import MultimodalNet, encode, make_encoder, noise_stream
 from ..train import Checkpoint, DropoutStream, TrainConfig, adam, batches
 from . import Method
-from .common import EVAL_CHUNK, fit_setup, full_presence
+from .common import EVAL_CHUNK, ensemble_ready, fit_setup, full_presence, validation_scores, weighted_mean
 
 HGM = ("paper", "code", "off")
 DF = ("sample", "batch", "off")
@@ -95,32 +102,51 @@ class MLANet(nn.Module):
             out.append(self.head(self.features(m, x, lengths.get(m))))
         return torch.stack(out, 1)
 
+    transform_inputs = MultimodalNet.transform_inputs     # pooled sequence statistics, once per dataset
+
 
 # ----------------------------------------------------------------------------- Eq. 3: the RLS projector
-def rls_update(P: torch.Tensor, hbar: torch.Tensor, alpha: float) -> torch.Tensor:
+def rls_update(P: torch.Tensor, hbar: torch.Tensor, alpha) -> torch.Tensor:
     """Eq. 3 with q_t = P_{t-1} hbar / (alpha + hbar^T P_{t-1} hbar): P_t = P_{t-1} - q_t hbar^T P_{t-1}.
     P_t hbar = alpha / (alpha + hbar^T P hbar) * P_{t-1} hbar: for small alpha, P_t nearly
-    annihilates hbar, so a head update right-multiplied by P_t leaves g(hbar) unchanged."""
-    k = P @ hbar                                            # P_{t-1} hbar
-    return P - torch.outer(k, hbar @ P) / (alpha + hbar @ k)
+    annihilates hbar, so a head update right-multiplied by P_t leaves g(hbar) unchanged.
+    (P: (d, d), hbar: (d,); or a stack of them, (K, d, d) and (K, d), alpha a number or (K,).)"""
+    k = _mv(P, hbar)                                        # P_{t-1} hbar
+    den = alpha + (hbar * k).sum(-1)                        # alpha + hbar^T P_{t-1} hbar
+    return P - _outer(k, _mv(P.transpose(-1, -2), hbar)) / _col(den)
 
 
-def rls_update_code(P: torch.Tensor, hbar: torch.Tensor, alpha: float) -> torch.Tensor:
+def rls_update_code(P: torch.Tensor, hbar: torch.Tensor, alpha) -> torch.Tensor:
     """The authors' ``GSPlugin.before_update``, as it would run: k = P r^T; the denominator
     ``alpha + torch.mm(k, r)`` is a d x d matrix (an outer product), so P - k k^T is divided
-    element by element; then P is divided by its Frobenius norm."""
-    k = P @ hbar
-    P = P - torch.outer(k, k) / (alpha + torch.outer(k, hbar))
-    return P / torch.linalg.norm(P)
+    element by element; then P is divided by its Frobenius norm. (Stacks as :func:`rls_update`.)"""
+    k = _mv(P, hbar)
+    P = P - _outer(k, k) / (_col(torch.as_tensor(alpha, dtype=P.dtype, device=P.device)) + _outer(k, hbar))
+    return P / torch.linalg.norm(P, dim=(-2, -1), keepdim=True)
+
+
+def _mv(P, v):
+    return (P @ v.unsqueeze(-1)).squeeze(-1)
+
+
+def _outer(a, b):
+    return a.unsqueeze(-1) * b.unsqueeze(-2)
+
+
+def _col(x):
+    """A number, or one per member (K,) -> (K, 1, 1), to divide a stack of matrices."""
+    return x[..., None, None] if torch.is_tensor(x) and x.dim() else x
 
 
 # ----------------------------------------------------------------------------- Eq. 5-7: dynamic fusion
-def dynamic_fusion(logits: torch.Tensor, present: torch.Tensor, mode: str = "sample") -> tuple[torch.Tensor, torch.Tensor]:
+def dynamic_fusion(logits: torch.Tensor, present: torch.Tensor, mode: str = "sample",
+                   check: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """Fuse the unimodal logits (B, M, C) of the present modalities (B, M); returns the fused
     logits (B, C) and the weights lambda (B, M), which sum to 1 over the present modalities.
 
     "sample": lambda_{m,r} = softmax_m(-e_{m,r}), e the entropy of softmax(f_m) (Eq. 6-7);
-    "off": equal weights; "batch": the authors' code (see the module's docstring)."""
+    "off": equal weights; "batch": the authors' code (see the module's docstring). ``check=False``:
+    no warning on non-finite weights (a test of values, which a fit of the ensemble engine cannot make)."""
     present = present.to(logits.device)
     if mode == "sample":
         logp = logits.log_softmax(-1)
@@ -140,12 +166,119 @@ def dynamic_fusion(logits: torch.Tensor, present: torch.Tensor, mode: str = "sam
         raise ValueError(f"unknown dynamic fusion {mode!r}; use one of {DF}")
     empty = ~present.any(1, keepdim=True)
     w = torch.where(empty, torch.zeros_like(w), w)          # a row with nothing present: no vote
-    bad = ~torch.isfinite(w).all(1)
-    if bool(bad.any()):                                     # e.g. "batch": a softmax over the batch underflows
+    bad = ~torch.isfinite(w).all(1) if check else None
+    if check and bool(bad.any()):                                     # e.g. "batch": a softmax over the batch underflows
         warnings.warn(f"dynamic fusion ({mode!r}): {int(bad.sum())} of {len(w)} rows have non-finite "
                       "weights (an entropy of probabilities that underflowed to 0); their fused logits are "
                       "NaN, not silently set to 0", RuntimeWarning, stacklevel=2)
     return (w.unsqueeze(-1) * logits).sum(1), w
+
+
+# ----------------------------------------------------------------------------- Algorithm 1 on the engine
+class Alternation(Program):
+    """Algorithm 1 for every fit of an ensemble at once (rows: the live fits). The members step in
+    lockstep over the positions (batch b, modality j), so the modality a step trains is one number
+    (:meth:`at`); a member whose stream of modality j has no batch b sits the step out. Per member:
+    its streams D_j drawn from its own order generator in modality order (:meth:`schedule`), its
+    Adam step counts per encoder and for the head (``groups``), and its HGM state: P (K, d, d),
+    hbar (K, M, d) and its step count t, updated around Adam (:meth:`adjust`, :meth:`updated`) as
+    the plain loop's ``step_head`` does."""
+    plain_loop = False
+
+    def __init__(self, mla: "MLA", X: dict, L: dict, y: torch.Tensor, train: torch.Tensor, batch_size: int):
+        self.m, self.X, self.L, self.y, self.B = mla, X, L, y, batch_size
+        self.names = list(mla.names)
+        self.groups = tuple(f"encoders.{m}" for m in self.names) + ("head",)
+        self.t = self.j = 0
+
+    def _streams(self, e, rows):
+        """A member's D_j: the rows that have modality j ("skip") or every row with something ("zeros")."""
+        return [rows[e["P"][rows, j]] if self.m.missing_train == "skip" else rows for j in range(len(self.names))]
+
+    def init(self, members):
+        K, M, d, dev = len(members), len(self.names), self.m.feat_dim, members[0].rows.device
+        self.D = [self._streams(mem.extra, mem.rows) for mem in members]
+        self.rows = [mem.rows for mem in members]
+        self.P_of = [mem.extra["P"] for mem in members]
+        # each member's D_j padded to one length (hbar over the dataset: a weighted mean)
+        n = [max(len(D[j]) for D in self.D) for j in range(M)]
+        self.Dpad = [torch.stack([torch.cat([D[j], D[j][:1].expand(n[j] - len(D[j]))]) if len(D[j]) else
+                                  torch.zeros(n[j], dtype=torch.long, device=dev) for D in self.D]) for j in range(M)]
+        self.Dw = [torch.stack([(torch.arange(n[j], device=dev) < len(D[j])).float() for D in self.D]) for j in range(M)]
+        return {"P": torch.eye(d, device=dev).repeat(K, 1, 1), "t": torch.zeros(K, dtype=torch.long, device=dev),
+                "hbar": torch.zeros(K, M, d, device=dev), "batch_hbar": torch.zeros(K, d, device=dev)}
+
+    def schedule(self, alive, orders, B, epoch):
+        M, dev = len(self.names), self.rows[0].device
+        pos = []                    # per member: [(rows of step (b, j), b, batches of the stream)] per j
+        for i, gen in zip(alive, orders):
+            if self.m.alternation == "iteration":                      # Eq. 1: m_t = t mod M, one stream each
+                perms = [D[torch.randperm(len(D), generator=gen).to(dev)] for D in self.D[i]]
+                pos.append([list(p.split(B)) for p in perms])
+            else:                                                      # the code: every modality on each batch
+                bs = self.rows[i][torch.randperm(len(self.rows[i]), generator=gen).to(dev)].split(B)
+                pos.append([[b if self.m.missing_train == "zeros" else b[self.P_of[i][b, j]] for b in bs]
+                            for j in range(M)])
+        T = max(len(st) for p in pos for st in p)
+        idx = torch.zeros(len(alive), T, M, B, dtype=torch.long, device=dev)
+        w = torch.zeros(len(alive), T, M, B, device=dev)
+        self.alpha_code = torch.zeros(len(alive), T, M, device=dev)   # the code's alpha_t = 0.1^(b/len + 1)
+        for r, p in enumerate(pos):
+            for j, st in enumerate(p):
+                for b, rows in enumerate(st):
+                    idx[r, b, j, :len(rows)] = rows
+                    w[r, b, j, :len(rows)] = 1.0
+                    self.alpha_code[r, b, j] = 0.1 ** (b / len(st) + 1)
+        return idx, w
+
+    def at(self, t, j):
+        self.t, self.j = t, j
+
+    def loss(self, model, idx, w, e, st):
+        """Eq. 2 on modality j = :attr:`j`: one encoder and the shared head; ``aux``: the batch's mean
+        feature (the code's hbar)."""
+        j, m = self.j, self.names[self.j]
+        x = self.X[m][idx]
+        if self.m.missing_train == "zeros":
+            x = x * e["P"][idx, j].to(x.dtype).reshape(-1, *([1] * (x.dim() - 1)))
+        h = model.features(m, x, self.L[m][idx] if m in self.L else None)
+        loss = weighted_mean(F.cross_entropy(model.head(h), self.y[idx], reduction="none"), w)       # Eq. 2
+        return loss, {"batch_hbar": (h.detach() * w[:, None]).sum(0) / w.sum().clamp(min=1)}
+
+    def begin(self, state, run, alive, epoch):
+        if self.m.hgm == "paper" and self.m.h_mean == "dataset":       # hbar over D_m, encoders in eval mode
+            for j, mod in enumerate(self.names):
+                def mean_feature(model, idx, wt, mod=mod):
+                    return (model.features(mod, self.X[mod][idx], self.L[mod][idx] if mod in self.L else None)
+                            * wt[:, None]).sum(0) / wt.sum().clamp(min=1)
+                state["hbar"][:, j] = run(mean_feature, self.Dpad[j][alive], self.Dw[j][alive])
+
+    def after(self, state, aux, active, alive, epoch):
+        state["batch_hbar"] = aux["batch_hbar"]
+
+    def adjust(self, state, grads, params, active):
+        """Eq. 3-4 before Adam (the plain loop's ``step_head``): P_t per member, the gradient projected."""
+        m, self.W0 = self.m, None
+        if m.hgm == "off":
+            return
+        on = active & (state["t"] > 0)                                 # the first step of a fit: no HGM
+        if m.hgm == "paper":
+            hb = state["hbar"][:, self.j] if m.h_mean == "dataset" else state["batch_hbar"]
+            P = rls_update(state["P"], hb, m.alpha)
+        else:
+            P = rls_update_code(state["P"], state["batch_hbar"], self.alpha_code[:, self.t, self.j])
+        state["P"] = P = torch.where(on[:, None, None], P, state["P"])
+        G, W = grads["model.head.weight"], params["model.head.weight"]
+        if m.project == "gradient" or m.hgm == "code":                 # Eq. 4: the gradient projected
+            G.copy_(torch.where(on[:, None, None], G @ P.transpose(-1, -2), G))
+        elif m.hgm == "paper":                                         # the update projected, after Adam
+            self.W0 = (W.clone(), on)
+
+    def updated(self, state, params, active):
+        if self.W0 is not None:                                        # W0 + (W - W0) P
+            (W0, on), W = self.W0, params["model.head.weight"]
+            W.copy_(torch.where(on[:, None, None], W0 + (W - W0) @ state["P"], W))
+        state["t"] = state["t"] + active.long()
 
 
 @dataclass(eq=False)
@@ -175,6 +308,57 @@ class MLA(Method):
 
     # ------------------------------------------------------------------------- training (Algorithm 1)
     def fit(self, data, presence, *, seed=0, cfg=None, device=None, val_presence=None):
+        self.fit_seeds(data, [presence], [seed], cfg=cfg, device=device, val_presences=[val_presence], _into=[self])
+        return self
+
+    def batchable(self, data=None) -> bool:
+        """Fits train on the ensemble engine when no encoder keeps buffers (the CNNs' BatchNorm does)."""
+        if self.sequence != "pooled":
+            return False
+        if data is None:
+            return self.backbone == "mlp"
+        return ensemble_ready(data, self.feat_dim, self.backbone, self.sequence)
+
+    def fit_seeds(self, data, presences: list, seeds: list[int], *, cfg=None, device=None,
+                  val_presences: list | None = None, _into: list | None = None) -> list["MLA"]:
+        """One fitted copy per (training presence, seed) pair, trained together on the ensemble engine
+        (:func:`mmlib.engine.fit_ensemble`; a fit alone too): Algorithm 1 as :class:`Alternation`'s
+        schedule and hooks, each member's Adam step counts per encoder and head, its P and hbar its
+        own. Each member equals :meth:`fit_loop` at its seed up to rounding; BatchNorm encoders train
+        there."""
+        from ..engine import Member, fit_ensemble
+        self._check()
+        cfg = cfg or TrainConfig()
+        vps = [None] * len(seeds) if val_presences is None else list(val_presences)
+        copies = _into or [copy.deepcopy(self) for _ in seeds]
+        if not self.batchable(data):
+            return [c.fit_loop(data, P, seed=s_, cfg=cfg, device=device, val_presence=vp)
+                    for c, P, s_, vp in zip(copies, presences, seeds, vps)]
+        members = []
+        for c, presence, seed, vp in zip(copies, presences, seeds, vps):
+            s = fit_setup(c, data, presence, vp, seed, device)
+            shapes = {m: tuple(x.shape[1:]) for m, x in data.modalities.items()}
+            c.model = MLANet(shapes, data.n_classes, c.feat_dim, c.backbone, c.sequence).to(s.device)
+            c.history = []
+            members.append(Member(c.model, s.rows, {"P": s.P, "val_P": s.val_P}, seed))
+        lead = copies[0]
+        X, L = lead.model.transform_inputs(lead.X, lead.L)      # the pooled statistics, once per dataset
+        program = Alternation(lead, X, L, s.y, s.train, cfg.batch_size)
+        val = s.val
+        Xv, Lv = {m: X[m][val] for m in lead.names}, {m: ln[val] for m, ln in L.items()}
+
+        def val_logits(model, e):
+            return dynamic_fusion(model.unimodal_logits(Xv, e["val_P"], Lv), e["val_P"], self.df, check=False)[0]
+        histories = fit_ensemble(members, program.loss, val_logits,
+                                 lambda out: validation_scores("multiclass", out, s.y[val]), cfg, desc=self.name,
+                                 program=program, steps_per_batch=len(lead.names))
+        for c, hist in zip(copies, histories):
+            c.history = hist
+        return copies
+
+    def fit_loop(self, data, presence, *, seed=0, cfg=None, device=None, val_presence=None):
+        """Algorithm 1 as a plain loop, one fit: any encoder (BatchNorm too); what a member of
+        :meth:`fit_seeds` gets, to rounding (tests compare them)."""
         self._check()
         cfg = cfg or TrainConfig()
         s = fit_setup(self, data, presence, val_presence, seed, device)
@@ -184,7 +368,7 @@ class MLA(Method):
         opt = adam(net.parameters(), cfg)
         gen = torch.Generator().manual_seed(seed)
         W = net.head.weight
-        self.P = torch.eye(self.feat_dim, device=s.device)
+        P = torch.eye(self.feat_dim, device=s.device)
         t, self.history = 0, []
         # D_m: the rows that have modality m ("skip"), or every row with something ("zeros")
         D = [s.rows[s.P[s.rows, j]] if self.missing_train == "skip" else s.rows for j in range(M)]
@@ -199,22 +383,22 @@ class MLA(Method):
 
         def step_head(j, h, batch_pos, n_batches):
             """Eq. 3-4 on the head, after backward and around the optimiser step."""
-            nonlocal t
+            nonlocal t, P
             active = self.hgm != "off" and t > 0 and W.grad is not None
             if active:
                 if self.hgm == "paper":
                     hb = hbars[j] if self.h_mean == "dataset" else h.detach().mean(0)
-                    self.P = rls_update(self.P, hb, self.alpha)
+                    P = rls_update(P, hb, self.alpha)
                 else:                                                            # the code's GSPlugin
                     hb = h.detach().mean(0)
-                    self.P = rls_update_code(self.P, hb, 0.1 ** (batch_pos / n_batches + 1))
+                    P = rls_update_code(P, hb, 0.1 ** (batch_pos / n_batches + 1))
                 if self.project == "gradient" or self.hgm == "code":
-                    W.grad = W.grad @ self.P.T
+                    W.grad = W.grad @ P.T
             W0 = W.detach().clone() if active and self.project == "update" and self.hgm == "paper" else None
             opt.step()
             if W0 is not None:                                  # the update, projected: W0 + (W - W0) P
                 with torch.no_grad():
-                    W.copy_(W0 + (W - W0) @ self.P)
+                    W.copy_(W0 + (W - W0) @ P)
             t += 1
 
         def one_modality(j, idx, batch_pos, n_batches):
@@ -227,7 +411,7 @@ class MLA(Method):
             opt.zero_grad(set_to_none=True)
             loss.backward()
             step_head(j, h, batch_pos, n_batches)
-            return float(loss.detach())
+            return float(loss.detach()) * len(idx), len(idx)
 
         keeper = Checkpoint(cfg.patience, cfg.min_epochs)
         with noise_stream(DropoutStream(seed)):
@@ -251,7 +435,7 @@ class MLA(Method):
                             if len(rows):
                                 losses.append(one_modality(j, rows, b, len(bs)))
                 score = self._val_score(s)
-                self.history.append({"epoch": epoch, "train_loss": sum(losses) / max(len(losses), 1),
+                self.history.append({"epoch": epoch, "train_loss": sum(a for a, _ in losses) / max(sum(n for _, n in losses), 1),
                                      "val_score": score, "seconds": time.perf_counter() - t0})
                 if keeper.update(epoch, score, lambda: copy.deepcopy(net.state_dict())):
                     break
