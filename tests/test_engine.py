@@ -25,7 +25,8 @@ def _spec(rates):
     return {"kind": "independent", "rates": dict(zip(["acoustic", "visual", "lexical"], rates))}
 
 
-@pytest.mark.parametrize("name", ["zp_concat", "zp_sum", "late_fusion", "lower_bound", "sum_linear", "film"])
+@pytest.mark.parametrize("name", ["zp_concat", "zp_sum", "late_fusion", "lower_bound", "sum_linear", "film",
+                                  "qmf", "ogm_ge"])
 def test_members_equal_their_single_fits_across_settings_and_seeds(affect, name):
     """Members of one ensemble (two settings x two seeds, so four different row counts and masked
     validation splits) against the same fits one by one: the same epochs, the same best epoch,

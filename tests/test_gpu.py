@@ -12,7 +12,7 @@ pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 
 ENGINE_METHODS = ["zp_concat", "zp_sum", "late_fusion", "lower_bound", "upper_bound", "sum_linear",
-                  "concat_linear", "film", "bigated"]
+                  "concat_linear", "film", "bigated", "qmf", "ogm_ge"]
 
 
 def _agree(cpu: list, gpu: list, outputs) -> None:

@@ -181,6 +181,61 @@ def test_ogm_ge_never_slows_the_weaker_modality(avdigits, dominant):
             assert (k < 1).any()                                         # others' sum: rare) modulation does happen
 
 
+def test_ogm_ge_modulation_scales_each_members_encoder_gradients_and_adds_their_own_noise():
+    """OGM-GE's step on the engine, by hand: each member's encoder weight gradients of modality m
+    times its k_m, plus its epoch's noise times the gradient's std; biases and the head untouched."""
+    from mmlib.engine import Member
+    from mmlib.methods.balance import Modulation
+    from mmlib.models import MultimodalNet
+    torch.manual_seed(0)
+    net = MultimodalNet(["a", "b"], {"a": (5,), "b": (3,)}, 4, "concat_linear", 8, 8, "mlp", "pooled")
+    mod = Modulation(make_method("ogm_ge"), net, ["a", "b"], [0, 1], batch_size=4)
+    members = [Member(net, torch.arange(6), {"P": torch.ones(6, 2, dtype=torch.bool)}, s) for s in (0, 1)]
+    state = mod.init(members)
+    mod.epoch({"P": torch.ones(2, 6, 2, dtype=torch.bool)}, [0, 1], 0)
+    mod.at(1, 0)
+    state["k"] = torch.tensor([[0.5, 1.0], [1.0, 0.25]])
+    grads = {f"model.{n}": torch.randn(2, *p.shape) for n, p in net.named_parameters()}
+    before = {n: g.clone() for n, g in grads.items()}
+    mod.adjust(state, grads, {}, torch.ones(2, dtype=torch.bool))
+    off = 0
+    for (name, j), size in zip(mod.targets, mod.sizes):
+        for r in range(2):
+            g = before[name][r]
+            eps = mod.eps[r, 1, off:off + size].view(g.shape)
+            assert torch.allclose(grads[name][r], g * state["k"][r, j] + eps * (g.std() + 1e-8), atol=1e-6)
+        off += size
+    untouched = [n for n in grads if n not in dict(mod.targets)]
+    assert untouched and all(torch.equal(grads[n], before[n]) for n in untouched)
+    assert {n.split(".")[2] for n, _ in mod.targets} == {"a", "b"}
+
+
+@pytest.mark.parametrize("name", ["qmf", "ogm_ge"])
+def test_a_padded_batch_gives_the_loss_of_its_rows(name):
+    """QMF's and OGM-GE's engine losses on a short batch padded with zero weights equal the loss of its
+    real rows alone (QMF's ranking ring closes over the real rows; its history the same after the step)."""
+    from mmlib.engine import Member, Parts
+    d = load_dataset("affect", task="emotion").with_train_subset(200)
+    P = masks.from_spec({"kind": "cpm", "rate": 0.4}, len(d.splits["train"]), d.modality_names, 0)
+    m = make_method(name)
+    extra, rows, loss_fn, val_logits, val_score = m._setup(d, P, 0, "cpu")
+    loss, program = m._engine(Parts([m], [Member(m.model, rows, extra, 0)], loss_fn, val_logits, val_score),
+                              TrainConfig())
+    state = {k: v[0] for k, v in program.init([Member(m.model, rows, extra, 0)]).items()}
+    if name == "qmf":
+        state["history"] = torch.rand_like(state["history"])
+    m.model.eval()
+    idx = rows[:10]
+    alone, aux_a = loss(m.model, idx, None, extra, state)
+    padded = torch.cat([idx, idx[:1].expand(6)])
+    w = torch.cat([torch.ones(10), torch.zeros(6)])
+    pad, aux_p = loss(m.model, padded, w, extra, state)
+    assert float(pad.detach()) == pytest.approx(float(alone.detach()), abs=1e-6)
+    for k in aux_a:
+        if k != "idx":
+            assert torch.allclose(aux_p[k][:10] if aux_p[k].dim() > 1 else aux_p[k], aux_a[k], atol=1e-6)
+
+
 def test_every_balancing_method_fits_and_reports_each_modality(dominant):
     for name in ["sum_linear", "concat_linear", "film", "bigated", "ogm_ge", "qmf", "mla", "mla_code"]:
         kw = {} if name.startswith("mla") else {"backbone": "mlp"}

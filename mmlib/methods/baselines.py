@@ -102,6 +102,7 @@ class FusionBaseline(Method):
         val = data.splits["val"].to(self.device)
         P[val] = full_presence(data, "val", val_presence)[:, self.cols].to(self.device)   # selection: as it is
         self._tensors = (X, L, y)                  # for subclasses that write their own loss (OGM-GE, QMF)
+        self._train = train
         late, task, ncols = self.fusion == "late", self.task, len(self.cols)
         extra = {"P": P, **keep_masks(keep, self.used, self.device)}
 
@@ -132,11 +133,28 @@ class FusionBaseline(Method):
     def fit(self, data, presence, *, seed=0, cfg=None, device=None, val_presence=None):
         """Train alone (a one-member ensemble: :func:`mmlib.train.fit`, the seed's own batches and
         dropout masks): what a member of :meth:`fit_seeds` gets, to rounding."""
-        from ..engine import Member, fit_ensemble
+        from ..engine import Member, Parts
         extra, rows, loss_fn, val_logits, val_score = self._setup(data, presence, seed, device, val_presence)
-        self.history = fit_ensemble([Member(self.model, rows, extra, seed)], loss_fn, val_logits, val_score,
-                                    cfg or TrainConfig(), desc=self.name)[0]
+        self._train_parts(Parts([self], [Member(self.model, rows, extra, seed)], loss_fn, val_logits, val_score),
+                          cfg or TrainConfig())
         return self
+
+    def _engine(self, parts, cfg):
+        """The loss and :class:`~mmlib.engine.Program` (None: no state) the engine trains ``parts`` with;
+        a method with a training state of its own overrides it (QMF's loss history, OGM-GE's modulation)."""
+        return parts.loss, None
+
+    def _engine_finish(self, parts, program) -> None:
+        """After training: what the program keeps for each fit (e.g. OGM-GE's coefficients)."""
+
+    def _train_parts(self, parts, cfg) -> None:
+        from ..engine import fit_ensemble
+        loss, program = self._engine(parts, cfg)
+        histories = fit_ensemble(parts.members, loss, parts.val_logits, parts.val_score, cfg, desc=self.name,
+                                 program=program)
+        for m, hist in zip(parts.copies, histories):
+            m.history = hist
+        self._engine_finish(parts, program)
 
     def batchable(self, data: MultimodalDataset | None = None) -> bool:
         """Several fits train as one ensemble (:meth:`fit_seeds`) when no encoder keeps buffers
@@ -151,16 +169,13 @@ class FusionBaseline(Method):
         the ensemble engine (:func:`mmlib.engine.fit_ensemble`); each equals ``fit`` at its seed up
         to rounding. ``val_presences``: each member's masked validation split (None: every
         modality). Members may have different row counts (different masks)."""
-        from ..engine import fit_ensemble
         cfg = cfg or TrainConfig()
         vps = [None] * len(seeds) if val_presences is None else list(val_presences)
         if not self.batchable(data):
             return [copy.deepcopy(self).fit(data, P, seed=s, cfg=cfg, device=device, val_presence=vp)
                     for P, s, vp in zip(presences, seeds, vps)]
         parts = self.members(data, presences, seeds, cfg=cfg, device=device, val_presences=vps)
-        histories = fit_ensemble(parts.members, parts.loss, parts.val_logits, parts.val_score, cfg, desc=self.name)
-        for m, hist in zip(parts.copies, histories):
-            m.history = hist
+        self._train_parts(parts, cfg)
         return parts.copies
 
     def members(self, data, presences: list, seeds: list[int], *, cfg=None, device=None,
