@@ -167,13 +167,15 @@ def _fit_alone(m: Member, loss_fn, val_logits, val_score, cfg, desc, program=Non
         def loss(model, idx):
             return loss_fn(model, idx, None, m.extra)
     else:
-        state, now = program.init([m]), {"epoch": 0, "extra": _stack([m.extra])}
+        state, now = program.init([m]), {"epoch": 0, "calls": 0, "extra": _stack([m.extra])}
         one = torch.ones(1, dtype=torch.bool, device=m.rows.device)
 
         def epoch_start(epoch):
-            now["epoch"], now["extra"] = epoch, program.epoch(now["extra"], [0], epoch)
+            now["epoch"], now["calls"], now["extra"] = epoch, 0, program.epoch(now["extra"], [0], epoch)
 
         def loss(model, idx):
+            program.at(now["calls"] // steps_per_batch, now["calls"] % steps_per_batch)
+            now["calls"] += 1
             with torch.no_grad():
                 program.before(state, one, [0], now["epoch"])
             value, aux = loss_fn(model, idx, None, _take(now["extra"], 0), {k: v[0] for k, v in state.items()})
@@ -273,7 +275,8 @@ def fit_ensemble(members: list[Member], loss_fn: Callable, val_logits: Callable,
     no Python control flow on values. ``val_logits(model, extra)``: the validation outputs;
     ``val_score(out)``: the scores of K members' outputs (K, ...) as a (K,) tensor, higher is
     better. Every member needs the same architecture and, unless it is alone, no buffers (no
-    BatchNorm). ``program``: per-member training state (:class:`Program`); the loss then takes
+    BatchNorm), or buffers its model declares constant (``constant_buffers = True``: each member's
+    own, read and never written, e.g. SMIL's priors). ``program``: per-member training state (:class:`Program`); the loss then takes
     the member's state and returns ``(loss, aux)``. ``steps_per_batch``: optimiser steps taken on
     each batch of the member's order (the loss tells them apart through its ``program``'s state,
     e.g. M3S's compute-matched settings); ``val_report(out)``: metrics of one member's validation
@@ -285,8 +288,11 @@ def fit_ensemble(members: list[Member], loss_fn: Callable, val_logits: Callable,
     if K == 1 and (program is None or program.plain_loop):      # (any network, BatchNorm too)
         return [_fit_alone(members[0], loss_fn, val_logits, val_score, cfg, desc, program, steps_per_batch, val_report)]
     first = members[0].model
-    if any(True for _ in first.buffers()):
+    if any(True for _ in first.buffers()) and not getattr(first, "constant_buffers", False):
         raise ValueError("the ensemble engine needs models without buffers (BatchNorm): fit them one by one")
+    # buffers a model declares constant (``constant_buffers``: set before training, never written, e.g. SMIL's
+    # priors): each member's own, passed with its weights, not trained
+    bufs = {"model." + n: torch.stack([m.model.get_buffer(n) for m in members]) for n, _ in first.named_buffers()}
     names = [n for n, _ in first.named_parameters()]
     shapes = [p.shape for _, p in first.named_parameters()]
     for m in members[1:]:
@@ -376,11 +382,11 @@ def fit_ensemble(members: list[Member], loss_fn: Callable, val_logits: Callable,
     vstep, vval = vmap(member_loss), vmap(member_val, randomness="different")
 
     def step(p, idx, w, e, st, *noise):    # (a member left alone keeps its row: K' = 1 is a batch of one)
-        out = vstep(as_params(p), idx, w, e, st, *noise)
+        out = vstep({**as_params(p), **bufs}, idx, w, e, st, *noise)
         return out if program is not None else (out, None)
 
     def validate(p, e):
-        return vval(as_params(p), e)
+        return vval({**as_params(p), **bufs}, e)
     grad_buf = torch.zeros_like(W)
     n_rows = [len(m.rows) for m in members]
     unused = None
@@ -393,7 +399,7 @@ def fit_ensemble(members: list[Member], loss_fn: Callable, val_logits: Callable,
         if program is not None:
             extra = program.epoch(extra, alive, epoch)
             with torch.no_grad():
-                program.begin(state, lambda fn, *args: _run_all(val_fn, fn, as_params(views(W)), args), alive, epoch)
+                program.begin(state, lambda fn, *args: _run_all(val_fn, fn, {**as_params(views(W)), **bufs}, args), alive, epoch)
         sched = program.schedule(alive, [orders[i] for i in alive], B, epoch) if program is not None else None
         if sched is None:   # each member's rows in the order a fit of its own draws them, every batch R times
             T_max = max(-(-n_rows[i] // B) for i in alive)
@@ -552,6 +558,7 @@ def fit_ensemble(members: list[Member], loss_fn: Callable, val_logits: Callable,
                 best_score, best_epoch = best_score[keep], best_epoch[keep]
                 grad_buf = torch.zeros_like(W)
             extra = _take(extra, keep)
+            bufs = {k: v[keep] for k, v in bufs.items()}
             state = {k: v[keep] for k, v in state.items()}
     for i, m in enumerate(members):
         flat = done[i]

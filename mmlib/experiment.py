@@ -334,7 +334,9 @@ def fit_seeds_batched(data: MultimodalDataset, method: str, method_kwargs: dict,
     group = [m for _, m in unique]
     vps = [validation_presence(data, vm, seed) for _, vm, _, seed, _, _ in group]
     copies = [(data, None) if corruption is None else corrupted(data, corruption, g[3]) for g in group]
-    fitted_methods = make_method(method, **method_kwargs).fit_seeds(
+    ensemble = make_method(method, **method_kwargs)
+    ensemble.shared_dir = str(Path(records_dir) / SHARED)     # fits shared with other runs (SMIL's warm starts)
+    fitted_methods = ensemble.fit_seeds(
         data if corruption is None else [c[0] for c in copies], [g[4] for g in group], [g[3] for g in group],
         cfg=cfg, device=device, **({} if all(v is None for v in vps) else {"val_presences": vps}))
     per = (time.perf_counter() - t0) / len(group)

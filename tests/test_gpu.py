@@ -75,3 +75,14 @@ def test_m3s_ensembles_on_cuda_equal_the_cpu(base):
     cpu = make_method("m3s", **kw).fit_seeds(datas, [None] * 3, [0, 1, 2], cfg=cfg, device="cpu")
     gpu = make_method("m3s", **kw).fit_seeds(datas, [None] * 3, [0, 1, 2], cfg=cfg, device="cuda")
     _agree(cpu, gpu, lambda m, k: m.predict(datas[k], "test"))
+
+
+@pytest.mark.parametrize("name", ["smil", "smil_code"])
+def test_smil_ensembles_on_cuda_equal_the_cpu(avdigits, name):
+    """SMIL's meta-learning (each member's D^f batches, priors and x2 features) on CUDA against the CPU."""
+    small = avdigits.with_train_subset(300)
+    Ps = [masks.independent(300, small.modality_names, {"audio": 0.8}, seed=s) for s in range(3)]
+    cfg = TrainConfig(epochs=2, batch_size=64, patience=None)
+    cpu = make_method(name, backbone="mlp").fit_seeds(small, Ps, [0, 1, 2], cfg=cfg, device="cpu")
+    gpu = make_method(name, backbone="mlp").fit_seeds(small, Ps, [0, 1, 2], cfg=cfg, device="cuda")
+    _agree(cpu, gpu, lambda m, k: m.predict(small, "test"))

@@ -270,3 +270,43 @@ def test_smils_record_holds_its_warm_starts_budgets_and_histories(avdigits, tmp_
     assert other["warm_starts"]["stages"]["smil:fusion"]["history"] == ws["stages"]["smil:fusion"]["history"]
     alone, _ = run(small, "smil_no_reg", spec, 0, cfg, "cpu", method_kwargs={"backbone": "mlp"})
     assert alone["metrics"] == other["metrics"] and not (tmp_path / "records").exists()
+
+
+@pytest.mark.parametrize("name, masked", [("smil", True), ("smil", False), ("smil_code", True),
+                                          ("smil_first_order", False), ("smil_no_kmeans", True),
+                                          ("smil_deterministic", False), ("smil_no_inner", True)])
+def test_smil_members_equal_their_single_fits(avdigits, name, masked):
+    """Algorithm 1 for three fits as one ensemble (two audio rates, each fit's own D^f stream, priors
+    and x2 features) against the same fits alone: the same epochs and validation curves, train loss
+    and predictions to rounding."""
+    small = avdigits.with_train_subset(300)
+    n, nv = len(small.splits["train"]), len(small.splits["val"])
+    cfg = TrainConfig(epochs=3, batch_size=64, patience=2)
+    pairs = [(0.8, 0), (0.8, 1), (0.9, 2)]
+    Ps = [masks.independent(n, small.modality_names, {"audio": r}, seed=s) for r, s in pairs]
+    VPs = ([masks.independent(nv, small.modality_names, {"audio": r}, seed=s + 99) for r, s in pairs] if masked
+           else [None] * 3)
+    together = make_method(name, backbone="mlp").fit_seeds(small, Ps, [s for _, s in pairs], cfg=cfg, device="cpu",
+                                                           val_presences=VPs)
+    for (r, s), P, VP, b in zip(pairs, Ps, VPs, together):
+        a = make_method(name, backbone="mlp").fit(small, P, seed=s, cfg=cfg, device="cpu", val_presence=VP)
+        assert b.history[0]["batched"] == 3 and len(a.history) == len(b.history)
+        assert [h["val_score"] for h in a.history] == pytest.approx([h["val_score"] for h in b.history], abs=1e-5)
+        assert [h["val_x1"] for h in a.history] == pytest.approx([h["val_x1"] for h in b.history], abs=1e-5)
+        assert [h["train_loss"] for h in a.history] == pytest.approx([h["train_loss"] for h in b.history], rel=1e-5)
+        assert torch.allclose(a.predict(small, "test"), b.predict(small, "test"), atol=1e-4)
+
+
+def test_smil_fixed_gaussian_members_follow_their_single_fits(avdigits):
+    """With r ~ N(0, I) multiplying the features (Table 3's "w/ Fixed Gaussian"), rounding grows from
+    1e-6 in the first epoch to 1e-4 of the train loss by the third (measured); the members keep their
+    single fits' epochs and validation curves."""
+    small = avdigits.with_train_subset(300)
+    n = len(small.splits["train"])
+    cfg = TrainConfig(epochs=3, batch_size=64, patience=None)
+    Ps = [masks.independent(n, small.modality_names, {"audio": 0.8}, seed=s) for s in (0, 1)]
+    together = make_method("smil_fixed_gaussian", backbone="mlp").fit_seeds(small, Ps, [0, 1], cfg=cfg, device="cpu")
+    for s, b in zip((0, 1), together):
+        a = make_method("smil_fixed_gaussian", backbone="mlp").fit(small, Ps[s], seed=s, cfg=cfg, device="cpu")
+        assert [h["val_score"] for h in a.history] == pytest.approx([h["val_score"] for h in b.history], abs=0.01)
+        assert [h["train_loss"] for h in a.history] == pytest.approx([h["train_loss"] for h in b.history], rel=1e-3)

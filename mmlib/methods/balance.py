@@ -187,7 +187,7 @@ class QMF(BalanceBaseline):
 
     def _engine(self, parts, cfg):
         lead = parts.copies[0]
-        (X, L, y), train, names, task = lead._tensors, lead._train, lead.used, lead.task
+        (X, L, y), train, names = lead._tensors, lead._train, lead.used
 
         def rank_loss(conf, idx, nxt, has, hist):
             """The pairs (row, next row) the ranking term compares, ``hist`` the history after this batch."""

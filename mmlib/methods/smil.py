@@ -67,6 +67,12 @@ features), and checkpoints chosen on validation, not test. Evaluation as the cod
 with both modalities is classified without the regularizer (its ``mode='two'``), a row
 missing x2 with the reconstruction and the regularizer at its mean (``mode='one'``).
 
+Training on the engine: steps 1-2 (the warm starts and priors) run fit by fit; Algorithm 1 runs a
+chapter's fits of one variant as the members of one ensemble (:func:`mmlib.engine.fit_ensemble`;
+a fit alone: the plain loop): each member its own batches of D^m (its order) and of D^f
+(:class:`CompleteBatches`), priors, x2 features and noise streams; the batches' means are weighted
+(a padded batch's extra rows weigh 0).
+
 Controls the paper lacks: ``meta=False`` (the warm-started network alone, the missing x2
 being the mean prior) and ``inner_lr=0`` (theta' = theta: the same losses without the
 inner step). ``reg_init``: Eq. 3's mu network starts at the identity (Softplus(mu) = 1,
@@ -89,7 +95,6 @@ import copy
 import hashlib
 import math
 import os
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -98,10 +103,12 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad
 
-from ..models import encode, make_encoder
-from ..train import Checkpoint, TrainConfig, adam, batches, fit, get_device, seed_everything, stream_seed
+from ..engine import Program
+from ..models import Dropout, encode, make_encoder, normal_like
+from ..train import TrainConfig, batches, fit, get_device, seed_everything, stream_seed
 from . import Method
-from .common import full_presence, task_loss, two_roles, two_rows, validation_score
+from .common import (ensemble_ready, fits_one_by_one, full_presence, task_loss, two_roles, two_rows,
+                     validation_score, validation_scores, weighted_mean)
 
 
 def warm_path(shared_dir, key: str) -> Path:
@@ -155,20 +162,23 @@ class MainNet(nn.Module):
         super().__init__()
         self.enc = make_encoder(x_shape, d_x1, backbone)
         self.fc1 = nn.Linear(d_x1 + d_x2, hidden)
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
         self.fc2 = nn.Linear(hidden, n_classes)
 
-    def forward(self, x, x2_feat, has_x2, aux, sample: bool, x_len=None, regularize: bool = True):
+    def forward(self, x, x2_feat, has_x2, aux, sample: bool, x_len=None, regularize: bool = True,
+                weight=None, mixed: bool = False):
         """Logits, (h0, h1) after the regularization and the KL of this batch's z. Rows with
         ``has_x2`` False use the reconstruction of x2 from the x1 feature (Eq. 2). ``x_len``:
         lengths of padded x1 sequences, if any. ``regularize=False``: no Eq. 3 (the code's
-        pass with the real x2)."""
+        pass with the real x2). ``weight``: the rows' weights in the KL's batch mean (the ensemble
+        engine's padding; None: every row); ``mixed``: reconstruct without looking whether every
+        row has x2 (a mask that differs per member of an ensemble)."""
         hx = encode(self.enc, x, x_len)
         kl = hx.new_zeros(())
-        if not bool(has_x2.all()):
+        if mixed or not bool(has_x2.all()):
             x2_hat, kl_w = aux.reconstruct(hx, sample)
             x2_feat = torch.where(has_x2[:, None], x2_feat, x2_hat)
-            kl = kl + (kl_w * (~has_x2)).sum() / len(x)
+            kl = kl + _mean(kl_w * (~has_x2), weight)
         h0 = torch.cat([hx, x2_feat], 1)
         if not regularize:
             h1 = torch.relu(self.fc1(h0))
@@ -177,7 +187,12 @@ class MainNet(nn.Module):
         h0r, kl0 = aux.regularize(0, src0, h0, sample)                     # Eq. 3 on h0
         h1 = torch.relu(self.fc1(h0r))
         h1, kl1 = aux.regularize(1, h0r, h1, sample)                       # Eq. 3 on h1, from h0
-        return self.fc2(self.drop(h1)), (h0r, h1), kl + (kl0 + kl1).mean()
+        return self.fc2(self.drop(h1)), (h0r, h1), kl + _mean(kl0 + kl1, weight)
+
+
+def _mean(values, weight=None):
+    """The batch mean, or its mean weighted by ``weight`` (1 per row, 0 for the engine's padding)."""
+    return values.mean() if weight is None else weighted_mean(values, weight)
 
 
 def kl_normal(mu, logvar, prior_mu: float = 0.0, units: str = "mean"):
@@ -229,7 +244,7 @@ class Aux(nn.Module):
             return (w @ self.priors) / w.sum(1, keepdim=True).clamp(min=1e-6), zero
         mu, logvar = self.w_mu(hx), self.w_logvar(hx).clamp(-10, 4)
         stochastic = self.noise != "none"
-        omega = mu + (0.5 * logvar).exp() * torch.randn_like(mu) if (sample and stochastic) else mu
+        omega = mu + (0.5 * logvar).exp() * normal_like(mu) if (sample and stochastic) else mu
         kl = kl_normal(mu, logvar, 1.0, self.kl_units) if stochastic else zero   # KL[q(omega|x1) || N(1, I)]
         return omega @ self.priors / len(self.priors), kl
 
@@ -240,20 +255,23 @@ class Aux(nn.Module):
             return h, zero
         if self.variant == "code":                                          # additive, unit noise
             mu = self.r_mu[layer](h_prev)
-            r = mu + torch.randn_like(mu) if sample else mu
+            r = mu + normal_like(mu) if sample else mu
             return h + F.softplus(r), zero
         if self.noise == "fixed":                                           # "w/ Fixed Gaussian": N(0, I)
-            r = torch.randn_like(h) if sample else torch.zeros_like(h)
+            r = normal_like(h) if sample else torch.zeros_like(h)
             return h * F.softplus(r), zero
         mu, logvar = self.r_mu[layer](h_prev), self.r_logvar[layer](h_prev).clamp(-10, 4)
         if self.noise == "none":                                            # "w/ Deterministic"
             return h * F.softplus(mu), zero
-        r = mu + (0.5 * logvar).exp() * torch.randn_like(mu) if sample else mu
+        r = mu + (0.5 * logvar).exp() * normal_like(mu) if sample else mu
         return h * F.softplus(r), kl_normal(mu, logvar, 0.0, self.kl_units)   # KL[q(r|h) || N(0, I)]
 
 
 class SMILModel(nn.Module):
-    """Everything fit() trains and checkpoints: theta (``main``) and psi (``aux``)."""
+    """Everything fit() trains and checkpoints: theta (``main``) and psi (``aux``). Its one buffer, the
+    priors, is set before training and never written (``constant_buffers``: the ensemble engine
+    passes each member's own)."""
+    constant_buffers = True
 
     def __init__(self, main: MainNet, aux: Aux, enc2: nn.Module | None = None):
         super().__init__()
@@ -262,9 +280,50 @@ class SMILModel(nn.Module):
     def theta(self) -> dict:
         return dict(self.main.named_parameters())
 
-    def forward(self, x, x2_feat, has_x2, params=None, sample=False, x_len=None, regularize=True):
+    def forward(self, x, x2_feat, has_x2, params=None, sample=False, x_len=None, regularize=True, weight=None,
+                mixed=False):
         params = self.theta() if params is None else params
-        return functional_call(self.main, params, (x, x2_feat, has_x2, self.aux, sample, x_len, regularize))
+        return functional_call(self.main, params, (x, x2_feat, has_x2, self.aux, sample, x_len, regularize, weight,
+                                                   mixed))
+
+
+class CompleteBatches(Program):
+    """Algorithm 1's second stream for every fit of an ensemble: each iteration's batch of D^f, from the
+    fit's own generator (``smil:complete-batches``), its batches drawn when the last is used up, as
+    the plain loop pops them. An epoch's batches are drawn at its start (one per batch of D^m),
+    padded to the batch size with zero weights; the step's row is the state the loss reads."""
+
+    def __init__(self, completes: list, seeds: list[int], batch_size: int):
+        self.complete, self.B = completes, batch_size
+        self.gens = [torch.Generator().manual_seed(stream_seed(int(s), "smil:complete-batches")) for s in seeds]
+        self.left: list[list] = [[] for _ in seeds]         # each fit's batches of D^f not used yet
+        self.t = 0
+
+    def init(self, members):
+        self.n_m = [len(mem.rows) for mem in members]
+        dev = members[0].rows.device
+        return {"f_idx": torch.zeros(len(members), self.B, dtype=torch.long, device=dev),
+                "f_w": torch.zeros(len(members), self.B, device=dev)}
+
+    def epoch(self, extra, alive, epoch):
+        T = [-(-self.n_m[i] // self.B) for i in alive]
+        dev = self.complete[0].device
+        self.f_idx = torch.zeros(len(alive), max(T), self.B, dtype=torch.long, device=dev)
+        self.f_w = torch.zeros(len(alive), max(T), self.B, device=dev)
+        for r, i in enumerate(alive):
+            for t in range(T[r]):
+                if not self.left[i]:
+                    self.left[i] = list(batches(self.complete[i], self.B, self.gens[i]))
+                b = self.left[i].pop()
+                self.f_idx[r, t, :len(b)], self.f_idx[r, t, len(b):] = b, b[0]
+                self.f_w[r, t, :len(b)] = 1.0
+        return extra
+
+    def at(self, t, j):
+        self.t = t
+
+    def before(self, state, active, alive, epoch):
+        state["f_idx"], state["f_w"] = self.f_idx[:, self.t], self.f_w[:, self.t]
 
 
 # ------------------------------------------------------------------------------ the method
@@ -332,7 +391,65 @@ class SMIL(Method):
         return net["enc"]
 
     def fit(self, data, presence, *, seed=0, cfg=None, device=None, val_presence=None):
+        self.fit_seeds(data, [presence], [seed], cfg=cfg, device=device, val_presences=[val_presence], _into=[self])
+        return self
+
+    def batchable(self, data=None) -> bool:
+        """Several fits' meta-learning trains as one ensemble when the encoders keep no buffers."""
+        if data is None:
+            return self.backbone == "mlp"
+        return ensemble_ready(data, self.feat_dim, self.backbone, "pooled")
+
+    def fit_seeds(self, data, presences: list, seeds: list[int], *, cfg=None, device=None,
+                  val_presences: list | None = None, _into: list | None = None) -> list["SMIL"]:
+        """One fitted copy per (training presence, seed) pair: each its warm starts and priors (steps
+        1-2, shared with the other variants at its setting), then Algorithm 1 for all of them as one
+        ensemble on the engine (:func:`mmlib.engine.fit_ensemble`; a fit alone: the plain loop): each
+        iteration a batch of D^m from the fit's order and one of D^f from its own stream
+        (:class:`CompleteBatches`), Eq. 4 inside the loss, Eq. 7 its value."""
+        from ..engine import Member, fit_ensemble
         cfg = cfg or TrainConfig()
+        vps = [None] * len(seeds) if val_presences is None else list(val_presences)
+        if len(seeds) > 1 and not self.batchable(data):
+            return fits_one_by_one(self, data, presences, seeds, cfg, device, vps)
+        copies = _into or [copy.deepcopy(self) for _ in seeds]
+        rows = [c._prepare(data, P, s, cfg, device, vp) for c, P, s, vp in zip(copies, presences, seeds, vps)]
+        if not self.meta:                                  # the control: the warm starts, scored once
+            for c in copies:
+                c.history = [{"epoch": 0, "train_loss": float("nan"), **c._val_scores(c.model), "seconds": 0.0}]
+            return copies
+        lead, masked = copies[0], copies[0].val_has is not None
+        members = [Member(c.model, missing, {"X2feat": c.X2feat, **({"val_has": c.val_has} if masked else {})}, s)
+                   for c, (_, missing), s in zip(copies, rows, seeds)]
+        program = CompleteBatches([complete for complete, _ in rows], seeds, cfg.batch_size)
+        val, y, keys = lead.val, lead.labels[lead.val], ["val_x1", "val_x1_x2"] + (["val_masked"] if masked else [])
+
+        def loss_fn(model, idx, weight, e, st):            # 3. Bayesian meta-learning: Algorithm 1
+            return lead.meta_loss(model, idx, st["f_idx"], weight, st["f_w"], e["X2feat"]), {}
+
+        def val_logits(model, e):                          # x1 only, x1 + x2, and the masked split as it is
+            n = len(val)
+            outs = [lead._eval(model, val, torch.full((n,), present, dtype=torch.bool, device=val.device),
+                               e["X2feat"])[0] for present in (False, True)]
+            if masked:
+                outs.append(lead._eval(model, val, e["val_has"], e["X2feat"], mixed=True)[0])
+            return torch.stack(outs)
+
+        def val_score(out):                                # (K, patterns, n, C) -> (K,)
+            sc = torch.stack([validation_scores(lead.task, out[:, p], y) for p in range(out.shape[1])], 1)
+            return sc[:, 2] if masked else (sc[:, 0] + sc[:, 1]) / 2
+
+        def val_report(o):
+            return {k: validation_score(lead.task, o[p], y) for p, k in enumerate(keys)}
+        histories = fit_ensemble(members, loss_fn, val_logits, val_score, cfg, desc=self.name, program=program,
+                                 val_report=val_report)
+        for c, hist in zip(copies, histories):
+            c.history = [{**{k: v for k, v in h.items() if k != "val_metrics"}, **h["val_metrics"]} for h in hist]
+        return copies
+
+    def _prepare(self, data, presence, seed, cfg, device, val_presence):
+        """Steps 1-2 for one fit: the roles, the data on the device, the warm starts and priors (kept
+        for the other variants at this setting), the networks. Returns (D^f, D^m): the rows."""
         self.device = dev = get_device(device)
         seed_everything(seed)
         presence = full_presence(data, "train", presence)
@@ -390,36 +507,7 @@ class SMIL(Method):
             enc2 = make_encoder(tuple(X2.shape[1:]), self.feat_dim, self.backbone)
             enc2.load_state_dict(enc2_state)
         self.model = SMILModel(main, aux, enc2).to(dev)
-
-        # 3. Bayesian meta-learning: Algorithm 1 ------------------------------------------
-        opt = adam(self.model.parameters(), cfg)           # theta (main) and psi (aux) together
-        keeper = Checkpoint(cfg.patience, cfg.min_epochs)                  # best validation epoch, plateau stop
-        order_m = torch.Generator().manual_seed(seed)      # the order of D^m's batches
-        order_f = torch.Generator().manual_seed(stream_seed(seed, "smil:complete-batches"))  # D^f's batches
-        batches_f: list = []
-        self.history = []
-        for epoch in range(cfg.epochs if self.meta else 0):  # an epoch: one pass over D^m
-            t0 = time.perf_counter()
-            self.model.train()
-            total = 0.0
-            for idx_m in batches(missing, cfg.batch_size, order_m):       # sample a batch of D^m
-                if not batches_f:                                          # ... and one of D^f
-                    batches_f = list(batches(complete, cfg.batch_size, order_f))
-                idx_f = batches_f.pop()
-                loss = self.meta_loss(self.model, idx_m, idx_f)           # Eq. 4 inside, Eq. 7 out
-                opt.zero_grad(set_to_none=True)
-                loss.backward()                                           # through theta' (2nd order)
-                opt.step()                                                # meta-update of theta, psi
-                total += float(loss.detach()) * len(idx_m)
-            val = self._val_scores(self.model)                            # plumbing from here on
-            self.history.append({"epoch": epoch, "train_loss": total / len(missing), **val,
-                                 "seconds": time.perf_counter() - t0})
-            if keeper.update(epoch, val["val_score"], lambda: copy.deepcopy(self.model.state_dict())):
-                break
-        if not self.meta:                                  # the control: the warm starts, scored once
-            self.history.append({"epoch": 0, "train_loss": float("nan"), **self._val_scores(self.model), "seconds": 0.0})
-        keeper.restore(self.model)
-        return self
+        return complete, missing
 
     def _warm_starts(self, X2, train, complete, cfg, seed):
         """The authors' pipeline before meta-learning: the x2 encoder trained on D^f (its features
@@ -480,16 +568,20 @@ class SMIL(Method):
     def _x2_features(self, enc2, idx):
         return encode(enc2, self.X2[idx], None if self.X2L is None else self.X2L[idx])
 
-    def meta_loss(self, model: SMILModel, idx_m: torch.Tensor, idx_f: torch.Tensor) -> torch.Tensor:
+    def meta_loss(self, model: SMILModel, idx_m: torch.Tensor, idx_f: torch.Tensor, w_m=None, w_f=None,
+                  x2feat=None) -> torch.Tensor:
         """One iteration of Algorithm 1: the inner update on D^m (Eq. 4), the outer loss on
-        D^f (Eq. 7). Returns the loss whose gradient updates theta and psi."""
-        X, Yf, lbl = self.X, self.X2feat, self.labels
+        D^f (Eq. 7). Returns the loss whose gradient updates theta and psi. ``w_m``, ``w_f``: the
+        rows' weights in each batch's means (the ensemble engine's padding; None: every row);
+        ``x2feat``: the fit's x2 features (default: its own)."""
+        X, lbl = self.X, self.labels
+        Yf = self.X2feat if x2feat is None else x2feat
         no_x2 = torch.zeros(len(idx_m), dtype=torch.bool, device=X.device)
 
         # meta-train (Eq. 4): theta' = theta - alpha grad_theta CE(D^m; theta, psi)
         def inner_loss(params):
-            logits, _, kl = model(X[idx_m], Yf[idx_m], no_x2, params, sample=True, x_len=self._xl(idx_m))
-            ce = self._loss(logits, lbl[idx_m])
+            logits, _, kl = model(X[idx_m], Yf[idx_m], no_x2, params, sample=True, x_len=self._xl(idx_m), weight=w_m)
+            ce = self._loss(logits, lbl[idx_m], w_m)
             return ce, (ce, kl)
 
         theta = model.theta()
@@ -502,16 +594,16 @@ class SMIL(Method):
         yes = torch.ones(len(idx_f), dtype=torch.bool, device=X.device)
         if self.variant == "code":       # the code's meta-test: D^f with x2 reconstructed, no noise sampled ...
             no = ~yes
-            logits, (h0_hat, h1_hat), _ = model(X[idx_f], Yf[idx_f], no, theta_new, False, self._xl(idx_f))
+            logits, (h0_hat, h1_hat), _ = model(X[idx_f], Yf[idx_f], no, theta_new, False, self._xl(idx_f), weight=w_f)
             x2_real = self._x2_features(model.enc2, idx_f)           # ... and with the real x2 (its encoder
             _, (h0, h1), _ = model(X[idx_f], x2_real, yes, theta_new, False, self._xl(idx_f),  # trains), no Eq. 3;
-                                   regularize=False)                 # aligned after the noise of the first pass
-            return (ce_m + self._loss(logits, lbl[idx_f])
-                    + 0.01 * F.mse_loss(h0_hat, h0) + 0.01 * F.mse_loss(h1_hat, h1))
+                                   regularize=False, weight=w_f)     # aligned after the noise of the first pass
+            return (ce_m + self._loss(logits, lbl[idx_f], w_f)
+                    + 0.01 * _mean(((h0_hat - h0) ** 2).mean(1), w_f) + 0.01 * _mean(((h1_hat - h1) ** 2).mean(1), w_f))
         ce_f, kl_f = 0.0, 0.0
         for _ in range(self.mc_samples):                                    # L Monte-Carlo samples of z
-            logits, _, kl = model(X[idx_f], Yf[idx_f], yes, theta_new, sample=True, x_len=self._xl(idx_f))
-            ce_f = ce_f + self._loss(logits, lbl[idx_f]) / self.mc_samples
+            logits, _, kl = model(X[idx_f], Yf[idx_f], yes, theta_new, sample=True, x_len=self._xl(idx_f), weight=w_f)
+            ce_f = ce_f + self._loss(logits, lbl[idx_f], w_f) / self.mc_samples
             kl_f = kl_f + kl / self.mc_samples
         loss = ce_f + self.kl_weight * (kl_m + kl_f)
         if self.outer_dm:                          # + D^m's likelihood term of Eq. 5-6, at theta (as the code)
@@ -519,30 +611,33 @@ class SMIL(Method):
         return loss
 
     # -- evaluation ------------------------------------------------------------------------
+    def _eval(self, model, idx, has_x2, x2feat=None, mixed=False):
+        """Logits and h1 of rows ``idx``, x2 read where ``has_x2`` (else reconstructed); the code
+        variant classifies a row with both modalities without the regularizer (its ``mode='two'``).
+        ``mixed``: ``has_x2`` may differ per member of an ensemble."""
+        x2f = (self.X2feat if x2feat is None else x2feat)[idx] if model.enc2 is None else self._x2_features(model.enc2, idx)
+        logits, (_, h1), _ = model(self.X[idx], x2f, has_x2, x_len=self._xl(idx), mixed=mixed)
+        if self.variant == "code":                         # the code's evaluation with both modalities
+            plain, (_, h1_plain), _ = model(self.X[idx], x2f, has_x2, x_len=self._xl(idx), regularize=False,
+                                            mixed=mixed)
+            logits = torch.where(has_x2[:, None], plain, logits)
+            h1 = torch.where(has_x2[:, None], h1_plain, h1)
+        return logits, h1
+
     @torch.no_grad()
     def _forward(self, model, idx, has_x2):
         model.eval()
-        outs, embs = [], []
-        for s in range(0, len(idx), 1024):
-            b = idx[s:s + 1024]
-            x2f = self.X2feat[b] if model.enc2 is None else self._x2_features(model.enc2, b)
-            has = has_x2[s:s + 1024]
-            logits, (_, h1), _ = model(self.X[b], x2f, has, x_len=self._xl(b))
-            if self.variant == "code" and bool(has.any()):   # the code's evaluation with both modalities
-                plain, (_, h1_plain), _ = model(self.X[b], x2f, has, x_len=self._xl(b), regularize=False)
-                logits = torch.where(has[:, None], plain, logits)            # (its mode "two"): no regularizer
-                h1 = torch.where(has[:, None], h1_plain, h1)
-            outs.append(logits)
-            embs.append(h1)
-        return torch.cat(outs), torch.cat(embs)
+        outs = [self._eval(model, idx[s:s + 1024], has_x2[s:s + 1024]) for s in range(0, len(idx), 1024)]
+        return torch.cat([o[0] for o in outs]), torch.cat([o[1] for o in outs])
 
     def _xl(self, idx):
         """Lengths of the x1 sequences of rows ``idx`` (None for fixed-size inputs)."""
         return None if self.X1L is None else self.X1L[idx]
 
-    def _loss(self, logits, y):
-        """-log p(y | ...): cross-entropy, or binary cross-entropy per label (MM-IMDb)."""
-        return task_loss(self.task, logits, y)
+    def _loss(self, logits, y, weight=None):
+        """-log p(y | ...): cross-entropy, or binary cross-entropy per label (MM-IMDb); a mean weighted
+        by ``weight`` when given."""
+        return task_loss(self.task, logits, y, weight=weight)
 
     def _val_scores(self, model) -> dict:
         """Validation scores (accuracy; micro-F1 for multi-label) with x1 only and with
