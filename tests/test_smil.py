@@ -310,3 +310,21 @@ def test_smil_fixed_gaussian_members_follow_their_single_fits(avdigits):
         a = make_method("smil_fixed_gaussian", backbone="mlp").fit(small, Ps[s], seed=s, cfg=cfg, device="cpu")
         assert [h["val_score"] for h in a.history] == pytest.approx([h["val_score"] for h in b.history], abs=0.01)
         assert [h["train_loss"] for h in a.history] == pytest.approx([h["train_loss"] for h in b.history], rel=1e-3)
+
+
+def test_warm_starts_kept_by_other_code_are_not_read(avdigits, tmp_path, monkeypatch):
+    """The shared warm starts are named by their code's version too: a variant finds its setting's
+    warm starts, and a change to SMIL's code fits them again instead of reading the old ones."""
+    from mmlib.methods.smil import SMIL
+    small = avdigits.with_train_subset(200)
+    P = masks.independent(len(small.splits["train"]), small.modality_names, {"audio": 0.8}, seed=0)
+
+    def fit(name):
+        m = make_method(name, backbone="mlp")
+        m.shared_dir = str(tmp_path)
+        return m.fit(small, P, seed=0, cfg=TrainConfig(epochs=1, patience=None), device="cpu")
+    first, second = fit("smil_warm_only"), fit("smil_no_reg")
+    assert first.warm_starts["key"] == second.warm_starts["key"] and len(list(tmp_path.glob("smil-warm-*"))) == 1
+    monkeypatch.setattr(SMIL, "code_version", lambda self: "other")
+    assert fit("smil_warm_only").warm_starts["key"] != first.warm_starts["key"]
+    assert len(list(tmp_path.glob("smil-warm-*"))) == 2

@@ -485,7 +485,8 @@ class SMIL(Method):
         #      (the meta-learning reseeds, so a variant's numbers do not depend on who fitted them)
         key = (data.fingerprint(), _presence_key(presence), seed, str(cfg), self.feat_dim, self.hidden, self.backbone,
                self.n_priors, self.x1, self.x2, str(dev), self.variant == "code",
-               _presence_key(self.val_has) if masked_val else None)
+               _presence_key(self.val_has) if masked_val else None,
+               self.code_version())                # (warm starts kept by other code are not read as today's)
         name = hashlib.sha1(repr(key).encode()).hexdigest()[:12]
         warm = load_warm(self.shared_dir, name, dev)
         if warm is None:
