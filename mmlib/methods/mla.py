@@ -228,7 +228,8 @@ class Alternation(Program):
                 for b, rows in enumerate(st):
                     idx[r, b, j, :len(rows)] = rows
                     w[r, b, j, :len(rows)] = 1.0
-                    self.alpha_code[r, b, j] = 0.1 ** (b / len(st) + 1)
+                if self.m.hgm == "code" and st:
+                    self.alpha_code[r, :len(st), j] = (0.1 ** (torch.arange(len(st), dtype=torch.float64) / len(st) + 1)).to(dev)
         return idx, w
 
     def at(self, t, j):

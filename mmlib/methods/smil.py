@@ -618,7 +618,7 @@ class SMIL(Method):
         ``mixed``: ``has_x2`` may differ per member of an ensemble."""
         x2f = (self.X2feat if x2feat is None else x2feat)[idx] if model.enc2 is None else self._x2_features(model.enc2, idx)
         logits, (_, h1), _ = model(self.X[idx], x2f, has_x2, x_len=self._xl(idx), mixed=mixed)
-        if self.variant == "code":                         # the code's evaluation with both modalities
+        if self.variant == "code" and (mixed or bool(has_x2.any())):   # the code's evaluation with both modalities
             plain, (_, h1_plain), _ = model(self.X[idx], x2f, has_x2, x_len=self._xl(idx), regularize=False,
                                             mixed=mixed)
             logits = torch.where(has_x2[:, None], plain, logits)
